@@ -1,0 +1,32 @@
+# geogan: `make demo` and `make test` set everything up in .venv and run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_OUT ?= geogan-demo
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+# Torch is pinned to the release this project is tested with; pip takes it from a local wheel
+# cache where the machine has one, else from PyPI.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[dev,stac,sentinelhub]'
+	touch $@
+
+demo: install
+	$(VENV)/bin/geogan demo --out $(DEMO_OUT)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check geogan tests benchmarks
+
+bench: install
+	$(PY) benchmarks/tiling.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

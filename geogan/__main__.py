@@ -1,0 +1,3 @@
+from geogan.cli import app
+
+app()

@@ -1,0 +1,36 @@
+"""Shared fixtures: small procedural scenes written as real GeoTIFFs, and the real-data path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from geogan import sample
+
+
+@pytest.fixture(scope="session")
+def sen12ms_root(tmp_path_factory) -> Path:
+    """Two procedural scenes in the SEN12MS layout, 2 x 2 patches of 128 px each (read-only)."""
+    root = tmp_path_factory.mktemp("sen12ms")
+    sample.write_sen12ms(root, scenes=2, patches_per_side=2, patch_size=128, seed=7)
+    return root
+
+
+@pytest.fixture(scope="session")
+def scene_files(tmp_path_factory) -> dict[str, Path]:
+    """One whole procedural scene of 512 px as s2.tif, s1.tif and lc.tif (read-only)."""
+    return sample.write_scene(tmp_path_factory.mktemp("scene"), size=512, seed=3)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Real Sentinel data from GEOGAN_SHARED_DATA; the test is skipped, with why, without it."""
+    value = os.environ.get("GEOGAN_SHARED_DATA")
+    if not value:
+        pytest.skip("GEOGAN_SHARED_DATA is not set (CI sets it to ../shared/data)")
+    path = Path(value)
+    if not any(p for p in path.rglob("*.tif")):
+        pytest.skip(f"no GeoTIFFs in {path} yet (see its README for the sets it holds)")
+    return path
