@@ -1,0 +1,34 @@
+"""environment.yml lists the same dependencies as pyproject.toml, so conda users get what pip users get."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parents[1]
+# conda-forge names where they differ from PyPI's
+CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!\[ ;]", requirement, maxsplit=1)[0].strip().lower()
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        wanted |= {_name(r) for r in extra}
+    if any(r.startswith("dask[distributed]") for r in project["dependencies"]):
+        wanted.add("distributed")
+    wanted = {CONDA_NAMES.get(n, n) for n in wanted}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    listed = {_name(d) for d in env["dependencies"] if isinstance(d, str)}
+    assert wanted - listed == set(), "in pyproject.toml but not environment.yml"
+    assert listed - wanted - {"python", "pip", "gdal"} == set(), "in environment.yml but not pyproject.toml"
+
+
+def test_package_is_geogan_alone():
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert found["include"] == ["geogan*"]
