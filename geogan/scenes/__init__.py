@@ -1,0 +1,63 @@
+"""Where scenes come from: SEN12MS-layout folders and role-tagged GeoTIFFs (or any GDAL raster).
+
+A :class:`Scene` is one unit of tiling: an S2 raster that defines the pixel grid, with optional S1
+and land-cover (``lc``) rasters that are aligned onto that grid. It also carries the names its chips
+get in the SEN12MS layout: ``{folder}/{role}_{number}/{folder}_{role}_{number}_{token}.tif``, where
+``folder`` is two ``_``-separated words (``ROIs1158_spring``) and ``number`` and ``token`` contain no
+``_``, so torchgeo can rebuild the s1/lc twin of an S2 chip by splitting its name on ``_``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROLES = ("s2", "s1", "lc")
+
+
+@dataclass
+class Scene:
+    scene: str  # the split unit: chips of one scene all go to train or all to test
+    folder: str  # output top folder, "ROI_season" for SEN12MS, "geogan_scenes" for GeoTIFFs
+    number: str  # the scene token of chip file names (no "_")
+    patch: str  # the SEN12MS patch token ("p30"), "" for a whole scene
+    paths: dict[str, str] = field(default_factory=dict)  # role -> path or GDAL dataset name
+
+    def token(self, row: int, col: int) -> str:
+        """The last file-name token of the chip at pixel offset (row, col): ``p30-r0-c256``."""
+        cell = f"r{row}-c{col}"
+        return f"{self.patch}-{cell}" if self.patch else cell
+
+    def chip_id(self, row: int, col: int) -> str:
+        """The id shared by the s2/s1/lc twins of one chip."""
+        return f"{self.folder}_{self.number}_{self.token(row, col)}"
+
+    def chip_path(self, role: str, row: int, col: int) -> str:
+        """The chip's path relative to the output folder, in the SEN12MS layout."""
+        name = f"{self.folder}_{role}_{self.number}_{self.token(row, col)}.tif"
+        return f"{self.folder}/{role}_{self.number}/{name}"
+
+
+def find_scenes(sources: list[str]) -> list[Scene]:
+    """Scenes of the command-line sources: SEN12MS folders (plain paths) and ``role=PATH`` items.
+
+    Raises ``ValueError`` naming the source for anything it cannot use (see the two readers).
+    """
+    from geogan.scenes import geotiff, sen12ms
+
+    scenes: list[Scene] = []
+    tagged: list[str] = []
+    for source in sources:
+        if "=" in source.split("/")[0]:
+            tagged.append(source)
+        elif Path(source).is_dir():
+            scenes += sen12ms.find_scenes(Path(source))
+        elif Path(source).exists():
+            raise ValueError(f"{source}: give the raster a role, e.g. s2={source} (roles: s2, s1, labels)")
+        else:
+            raise ValueError(f"{source}: no such folder (a SEN12MS folder, or s2=PATH, s1=PATH, labels=PATH)")
+    scenes += geotiff.find_scenes(tagged)
+    names = [s.chip_id(0, 0) for s in scenes]
+    if len(set(names)) != len(names):
+        raise ValueError("the sources name the same scene twice")
+    return scenes
