@@ -1,0 +1,709 @@
+"""The training loop every generative model shares.
+
+A model plugs in as a :class:`TrainTask` (how to build its modules and optimisers, one training
+step, how to draw sample tiles) registered by name in :data:`TASKS`. The loop owns the rest:
+
+* the run folder (``config.yaml``, ``stats.json``, ``checkpoints/``, ``samples/``, ``logs/``);
+* the device (CUDA with bf16 autocast where present, else CPU; several GPUs through DDP in
+  Lightning Fabric);
+* the data order, a function of the seed and the epoch, so a resumed run sees the same batches;
+* an exponential moving average (EMA) of the generator, which is what samples and exports use;
+* checkpoints (modules, optimisers, EMA, step, task state, every RNG state) written atomically
+  with ``torch.save`` and read with ``torch.load(weights_only=True)``: a checkpoint never runs code;
+* metrics to TensorBoard event files and ``logs/metrics.csv``; PNG sample grids in true colour
+  (B4/B3/B2) and false colour (B8/B4/B3) with a percentile stretch.
+
+Run folder::
+
+    RUN/config.yaml                 task, data description and every option of the run
+    RUN/stats.json                  the tiles' normaliser statistics (to decode samples)
+    RUN/checkpoints/step-00001000.pt
+    RUN/samples/step-00001000-true.png, -false.png (and -mask.png for conditional models)
+    RUN/logs/metrics.csv, events.out.tfevents.*
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import importlib
+import logging
+import os
+import random
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from geogan.bands import FALSE_COLOUR, S2, TRUE_COLOUR, composite
+from geogan.config import TrainOptions
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "geogan-checkpoint"
+CHECKPOINT_VERSION = 1
+CONFIG_FILE = "config.yaml"
+STATS_FILE = "stats.json"
+# Options a resumed run may change: they steer the schedule and the outputs, not the training.
+RESUMABLE = frozenset(
+    {"tiles", "out", "steps", "sample_every", "checkpoint_every", "keep_checkpoints", "log_every", "workers"}
+)
+EMA_RAMPUP = 0.05  # early on, the EMA half-life is at most this fraction of the images seen
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message names the file."""
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about its tiles."""
+
+    channels: int
+    band_names: tuple[str, ...]
+    num_classes: int
+    resolution: int
+
+
+class TrainTask(ABC):
+    """One kind of model the loop trains: subclass it and add it to :data:`TASKS`.
+
+    The loop seeds the RNGs, calls :meth:`build`, moves the modules and optimisers onto the
+    device (``self.nets`` holds the device-wrapped modules, ``self.optimizers`` the wrapped
+    optimisers, ``self.fabric`` the Lightning Fabric), keeps an EMA of
+    ``modules[generator_name]`` and calls :meth:`train_step` once per step. Every random draw in
+    a step must come from the global torch RNG (the loop saves and restores it on resume).
+    """
+
+    name: ClassVar[str]
+    options_model: ClassVar[type[TrainOptions]]
+    generator_name: ClassVar[str] = "generator"
+
+    def __init__(self, options: TrainOptions, data: DataInfo) -> None:
+        self.options = options
+        self.data = data
+        self.fabric: Any = None
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    @abstractmethod
+    def build(self) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
+        """Fresh modules (one of them named ``generator_name``) and their optimisers, on CPU."""
+
+    @abstractmethod
+    def train_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
+        """One optimisation step on ``batch`` (``image``, ``mask``, ``chip``); return metrics.
+
+        Use ``self.fabric.backward(loss)`` rather than ``loss.backward()``.
+        """
+
+    @abstractmethod
+    def sample(self, generator: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Tiles from ``generator`` for as many items as ``batch`` holds.
+
+        Returns ``{"image": (N, C, H, W) in [-1, 1]}`` plus ``"mask": (N, H, W)`` class indices
+        for models that make or take masks; ``batch`` holds real tiles (a conditional model takes
+        its masks from it). Called without gradients, by the loop's grids and by ``generate``.
+        """
+
+    def extra_state(self) -> dict[str, Any]:
+        """Task state beyond modules and optimisers to keep in checkpoints (tensors, numbers)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+        if state:
+            raise CheckpointError(f"{type(self).__name__} keeps no extra state, got {sorted(state)}")
+
+
+# Task name -> "module:class", imported when used so the loop never imports every model.
+TASKS: dict[str, str] = {
+    "msg-stylegan": "geogan.models.msg_stylegan:MSGStyleGANTask",
+}
+
+
+def task_class(name: str) -> type[TrainTask]:
+    """The :class:`TrainTask` registered as ``name``."""
+    try:
+        module, attr = TASKS[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; models are {', '.join(sorted(TASKS))}") from None
+    return getattr(importlib.import_module(module), attr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data order
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches of indices for steps ``start`` .. ``stop - 1``, the same whenever they are asked for.
+
+    Epoch ``e`` is a permutation drawn from ``seed`` and ``e`` alone; a step's batch is its slice
+    of that permutation (incomplete tails are dropped), and under DDP each rank takes its share of
+    it. A run resumed at any step therefore sees the batches the uninterrupted run saw.
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1
+    ) -> None:
+        if size < batch_size:
+            raise ValueError(f"{size} tiles are fewer than one batch of {batch_size}; lower --batch-size")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        self.per_epoch = size // batch_size
+
+    def batch(self, step: int) -> list[int]:
+        epoch, i = divmod(step, self.per_epoch)
+        perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        full = perm[i * self.batch_size : (i + 1) * self.batch_size]
+        return full[self.rank :: self.world].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            yield self.batch(step)
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG state and checkpoints
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state training draws from, as tensors and plain values ``weights_only`` accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)},
+        "numpy_gauss": [int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    keys = state["numpy"]["keys"].numpy().astype(np.uint32)
+    has_gauss, cached = state["numpy_gauss"]
+    np.random.set_state(("MT19937", keys, state["numpy"]["pos"], has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a clear :class:`CheckpointError` if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a geogan checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}"
+        )
+    if task is not None and state.get("task") != task:
+        raise CheckpointError(f"{path}: a {state.get('task')!r} checkpoint, not {task!r}")
+    return state
+
+
+def _load_module(module: nn.Module, state: Mapping[str, Tensor], path: Path, what: str) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = "; ".join(line.strip() for line in first[1:4]) or first[0]
+        raise CheckpointError(
+            f"{path}: its {what} does not fit this model's configuration ({detail})"
+        ) from None
+
+
+def checkpoints(run: Path) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    return sorted((run / "checkpoints").glob("step-*.pt"))
+
+
+# ---------------------------------------------------------------------------------------------
+# EMA and pictures
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """``ema = beta * ema + (1 - beta) * model`` for parameters; buffers are copied."""
+    ema_p, p = list(ema.parameters()), list(model.parameters())
+    torch._foreach_lerp_(ema_p, [q.detach().to(e.dtype) for q, e in zip(p, ema_p, strict=True)], 1.0 - beta)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def ema_beta(options: TrainOptions, step: int) -> float:
+    """Per-step EMA decay: the average halves over ``ema_images``, shorter early in the run."""
+    seen = (step + 1) * options.batch_size
+    half_life = min(options.ema_images, seen * EMA_RAMPUP)
+    return 0.5 ** (options.batch_size / max(half_life, 1e-8))
+
+
+def _grid(tiles: list[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Tiles (H, W, 3) in a near-square grid with a white gap."""
+    n = len(tiles)
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    h, w = tiles[0].shape[:2]
+    out = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, 3), 255, dtype=np.uint8)
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, cols)
+        out[gap + r * (h + gap) : gap + r * (h + gap) + h, gap + c * (w + gap) : gap + c * (w + gap) + w] = (
+            tile
+        )
+    return out
+
+
+def _write_png(path: Path, picture: np.ndarray) -> None:
+    import matplotlib.image
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        matplotlib.image.imsave(tmp, picture, format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def to_reflectance_dn(images: np.ndarray, normalizer: Any | None) -> np.ndarray:
+    """Model tiles (N, C, H, W) in [-1, 1] -> S2 bands in L1C digital numbers (never 0 = nodata)."""
+    if normalizer is not None:
+        images = np.stack([normalizer.decode(x) for x in images])
+    else:  # no statistics: map [-1, 1] linearly onto 1..10000, enough for a stretched picture
+        images = (np.clip(images, -1, 1) + 1) * 4999.5 + 1
+    return images[:, : S2.count]
+
+
+def write_sample_grids(
+    samples_dir: Path, step: int, out: dict[str, Tensor], normalizer: Any | None, scheme: Any | None
+) -> list[Path]:
+    """PNG grids of sampled tiles: true colour, false colour and (if any) masks."""
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    images = to_reflectance_dn(out["image"].float().cpu().numpy(), normalizer)
+    written = []
+    if images.shape[1] == S2.count:
+        for label, bands in (("true", TRUE_COLOUR), ("false", FALSE_COLOUR)):
+            path = samples_dir / f"step-{step:08d}-{label}.png"
+            _write_png(path, _grid([composite(x, bands) for x in images]))
+            written.append(path)
+    if "mask" in out and scheme is not None:
+        path = samples_dir / f"step-{step:08d}-mask.png"
+        masks = [scheme.colourise(scheme.to_value(m)) for m in out["mask"].cpu().numpy()]
+        _write_png(path, _grid(masks))
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder
+
+
+def _config_doc(task: str, data: DataInfo, options: TrainOptions) -> dict[str, Any]:
+    return {"task": task, "data": asdict(data), "options": options.model_dump(mode="json")}
+
+
+def read_run_config(run: Path) -> tuple[type[TrainTask], DataInfo, TrainOptions]:
+    """The task class, data description and options a run folder was trained with."""
+    path = Path(run) / CONFIG_FILE
+    try:
+        doc = yaml.safe_load(path.read_text())
+        cls = task_class(doc["task"])
+        data = DataInfo(**{**doc["data"], "band_names": tuple(doc["data"]["band_names"])})
+        options = cls.options_model.model_validate(doc["options"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a geogan run configuration ({err})") from None
+    return cls, data, options
+
+
+def _check_resumable(run: Path, task: str, data: DataInfo, options: TrainOptions) -> None:
+    cls, old_data, old = read_run_config(run)
+    path = run / CONFIG_FILE
+    if cls.name != task:
+        raise ValueError(f"{path}: the run trains {cls.name!r}, not {task!r}")
+    if old_data != data:
+        raise ValueError(f"{path}: the tiles differ from the run's ({old_data} vs {data})")
+    a, b = old.model_dump(), options.model_dump()
+    changed = sorted(k for k in a if k not in RESUMABLE and a[k] != b.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {a[k]!r} -> {b.get(k)!r}" for k in changed)
+        raise ValueError(f"{path}: resuming with different settings ({detail}); use the run's own settings")
+
+
+def _load_normalizer(path: Path) -> Any | None:
+    if not path.is_file():
+        return None
+    from geogan.datasets import Normalizer
+
+    return Normalizer.from_stats(path)
+
+
+def open_tiles(options: TrainOptions) -> Dataset:
+    """The training tiles of ``options.tiles`` as a :class:`geogan.datasets.ChipDataset`."""
+    if options.tiles is None:
+        raise ValueError("no tile folder given (--tiles DIR, written by `geogan tile`)")
+    from geogan.datasets import ChipDataset
+
+    return ChipDataset(options.tiles, split=options.split, roles=options.roles, scheme=options.scheme)
+
+
+def describe(dataset: Dataset) -> DataInfo:
+    """The :class:`DataInfo` of a dataset of ``{"image", "mask", "chip"}`` items."""
+    image = dataset[0]["image"]
+    channels = int(image.shape[0])
+    names = getattr(dataset, "band_names", None) or tuple(f"band{i + 1}" for i in range(channels))
+    if image.shape[1] != image.shape[2]:
+        raise ValueError(f"tiles must be square, got {tuple(image.shape[1:])}")
+    return DataInfo(channels, tuple(names), int(getattr(dataset, "num_classes", 0)), int(image.shape[1]))
+
+
+def _fabric(options: TrainOptions):
+    from lightning.fabric import Fabric
+
+    cuda = torch.cuda.is_available()
+    if options.devices > 1 and not cuda:
+        raise ValueError(f"--devices {options.devices} needs CUDA GPUs; none is available")
+    bf16 = cuda and options.precision in ("auto", "bf16")
+    if options.precision == "bf16" and not cuda:
+        log.warning("bf16 autocast is only used on CUDA; training in float32 on CPU")
+    return Fabric(
+        accelerator="cuda" if cuda else "cpu",
+        devices=options.devices,
+        strategy="ddp" if options.devices > 1 else "auto",
+        precision="bf16-mixed" if bf16 else "32-true",
+    )
+
+
+def _metrics_csv(path: Path, start: int) -> None:
+    """Drop rows logged after the checkpoint a run resumes from (they will be logged again)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    keep = [r for r in rows if int(r["step"]) <= start]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(keep)
+
+
+class _MetricLog:
+    """Metrics to ``logs/metrics.csv`` and TensorBoard event files."""
+
+    def __init__(self, logs: Path, start: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        logs.mkdir(parents=True, exist_ok=True)
+        self.csv_path = logs / "metrics.csv"
+        _metrics_csv(self.csv_path, start)
+        self.writer = SummaryWriter(str(logs), purge_step=start or None)
+        self.fields: list[str] | None = None
+        if self.csv_path.is_file():
+            with open(self.csv_path, newline="") as f:
+                self.fields = next(csv.reader(f), None)
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
+        row = {"step": step, **metrics}
+        new = self.fields is None
+        if new:
+            self.fields = list(row)
+        with open(self.csv_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def train(
+    task: str,
+    options: TrainOptions,
+    *,
+    resume: bool = False,
+    dataset: Dataset | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Train model ``task`` as ``options`` say; return the newest checkpoint.
+
+    ``dataset`` (items ``{"image", "mask", "chip"}``) replaces the tiles of ``options.tiles``.
+    With ``resume`` the run continues from its newest checkpoint exactly as if uninterrupted;
+    without it, a run folder that already holds checkpoints is an error.
+    """
+    cls = task_class(task)
+    if not isinstance(options, cls.options_model):
+        options = cls.options_model.model_validate(options.model_dump())
+    run = Path(options.out)
+    found = checkpoints(run)
+    if found and not resume:
+        raise ValueError(
+            f"{run} already holds checkpoints; pass --resume to continue it or choose another --out"
+        )
+    if resume and not found:
+        raise ValueError(f"{run}: no checkpoint to resume from (looked in {run / 'checkpoints'})")
+
+    if dataset is None:
+        dataset = open_tiles(options)
+    data = describe(dataset)
+    if resume:
+        _check_resumable(run, task, data, options)
+
+    fabric = _fabric(options)
+    if options.devices > 1:
+        fabric.launch()
+    main = fabric.global_rank == 0
+    if options.batch_size % fabric.world_size:
+        raise ValueError(f"batch size {options.batch_size} does not split over {fabric.world_size} devices")
+
+    # Build on CPU from the seed, so the weights do not depend on the device.
+    torch.manual_seed(options.seed)
+    np.random.seed(options.seed % 2**32)
+    random.seed(options.seed)
+    model = cls(options, data)
+    modules, optimizers = model.build()
+    generator = modules[cls.generator_name]
+    ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    start = 0
+    if resume:
+        path = found[-1]
+        state = load_checkpoint(path, task)
+        for name, module in modules.items():
+            if name not in state["modules"]:
+                raise CheckpointError(f"{path}: holds no {name!r} module")
+            _load_module(module, state["modules"][name], path, name)
+        _load_module(ema, state["ema"], path, "EMA generator")
+        for name, opt in optimizers.items():
+            try:
+                opt.load_state_dict(state["optimizers"][name])
+            except (KeyError, ValueError) as err:
+                raise CheckpointError(f"{path}: optimiser {name!r} does not fit ({err})") from None
+        model.load_extra_state(state.get("extra", {}))
+        start = int(state["step"])
+        log.info("resuming %s from %s (step %d)", task, path, start)
+
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        config_path = run / CONFIG_FILE
+        config_path.write_text(yaml.safe_dump(_config_doc(task, data, options), sort_keys=False))
+        stats = Path(options.tiles) / STATS_FILE if options.tiles else None
+        if stats is not None and stats.is_file():
+            shutil.copyfile(stats, run / STATS_FILE)
+    normalizer = getattr(dataset, "normalizer", None)
+    scheme = None
+    if data.num_classes:
+        from geogan.labels import scheme as load_scheme
+
+        scheme = load_scheme(options.scheme)
+
+    model.fabric = fabric
+    model.nets = {name: fabric.setup_module(m) for name, m in modules.items()}
+    model.optimizers = {name: fabric.setup_optimizers(o) for name, o in optimizers.items()}
+    ema.to(fabric.device)
+    if resume:
+        set_rng_state(state["rng"])
+        del state
+
+    sampler = StepBatchSampler(
+        len(dataset),
+        options.batch_size,
+        options.seed,
+        start,
+        options.steps,
+        fabric.global_rank,
+        fabric.world_size,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=options.workers,
+        pin_memory=fabric.device.type == "cuda",
+        generator=torch.Generator().manual_seed(options.seed),  # keeps the global RNG untouched
+    )
+    fixed = next(iter(DataLoader(dataset, batch_size=min(options.samples, len(dataset)))))
+    fixed = _to_device(fixed, fabric.device)
+
+    metric_log = _MetricLog(run / "logs", start) if main else None
+    newest = found[-1] if found else None
+
+    def save(step: int) -> Path:
+        path = run / "checkpoints" / f"step-{step:08d}.pt"
+        if main:
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "task": task,
+                "step": step,
+                "modules": {n: m.state_dict() for n, m in modules.items()},
+                "ema": ema.state_dict(),
+                "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                "extra": model.extra_state(),
+                "rng": rng_state(),
+            }
+            save_checkpoint(path, state)
+            for old in checkpoints(run)[: -options.keep_checkpoints]:
+                old.unlink()
+            log.info("wrote %s", path)
+        fabric.barrier()
+        return path
+
+    def grids(step: int) -> None:
+        if not main:
+            return
+        devices = [fabric.device] if fabric.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(options.seed)
+            with fabric.autocast():
+                out = model.sample(ema, fixed)
+        for path in write_sample_grids(run / "samples", step, out, normalizer, scheme):
+            log.debug("wrote %s", path)
+
+    progress = Progress(
+        TextColumn(f"train {task}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+        disable=not main,
+    )
+    log.info(
+        "training %s on %d tiles (%d bands, %d px) on %s, %s, steps %d -> %d, run folder %s",
+        task, len(dataset), data.channels, data.resolution, fabric.device,
+        type(fabric.strategy.precision).__name__, start, options.steps, run,
+    )  # fmt: skip
+    try:
+        with progress:
+            bar = progress.add_task("train", total=options.steps, completed=start, metrics="")
+            for step, batch in enumerate(loader, start=start):
+                for module in modules.values():
+                    module.train()
+                metrics = model.train_step(_to_device(batch, fabric.device), step)
+                update_ema(ema, generator, ema_beta(options, step))
+                done = step + 1
+                if metric_log is not None and (done % options.log_every == 0 or done == options.steps):
+                    metric_log.write(done, metrics)
+                    shown = "  ".join(f"{k} {v:.3g}" for k, v in list(metrics.items())[:4])
+                    progress.update(bar, metrics=shown)
+                progress.update(bar, completed=done)
+                if done % options.sample_every == 0 or done == options.steps:
+                    grids(done)
+                if done % options.checkpoint_every == 0 or done == options.steps:
+                    newest = save(done)
+    finally:
+        if metric_log is not None:
+            metric_log.close()
+    if newest is None or start >= options.steps:
+        log.info("%s already trained to step %d; nothing to do", run, start)
+    return newest
+
+
+# ---------------------------------------------------------------------------------------------
+# Using a trained model
+
+
+@dataclass
+class TrainedGenerator:
+    """A trained run's EMA generator with what is needed to use it (see :func:`load_generator`)."""
+
+    task: TrainTask
+    generator: nn.Module
+    options: TrainOptions
+    data: DataInfo
+    normalizer: Any | None
+    checkpoint: Path
+    sha256: str
+    step: int
+
+    @torch.no_grad()
+    def sample(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Tiles from the EMA generator (see :meth:`TrainTask.sample`)."""
+        return self.task.sample(self.generator, batch)
+
+
+def load_generator(
+    run: str | Path, checkpoint: str | Path | None = None, device: str = "cpu"
+) -> TrainedGenerator:
+    """The EMA generator of run folder ``run`` (its newest checkpoint unless ``checkpoint``)."""
+    run = Path(run)
+    cls, data, options = read_run_config(run)
+    if checkpoint is None:
+        found = checkpoints(run)
+        if not found:
+            raise CheckpointError(f"{run}: no checkpoints in {run / 'checkpoints'}")
+        checkpoint = found[-1]
+    checkpoint = Path(checkpoint)
+    state = load_checkpoint(checkpoint, cls.name)
+    task = cls(options, data)
+    torch.manual_seed(options.seed)
+    generator = task.build()[0][cls.generator_name]
+    _load_module(generator, state["ema"], checkpoint, "EMA generator")
+    generator.to(device).eval().requires_grad_(False)
+    return TrainedGenerator(
+        task=task,
+        generator=generator,
+        options=options,
+        data=data,
+        normalizer=_load_normalizer(run / STATS_FILE),
+        checkpoint=checkpoint,
+        sha256=sha256(checkpoint),
+        step=int(state["step"]),
+    )
