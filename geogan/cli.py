@@ -75,3 +75,55 @@ def demo(
     for stage, path, how in written:
         table.add_row(stage, str(path), how)
     Console().print(table)
+
+
+@app.command()
+def tile(
+    sources: list[str] = typer.Argument(
+        ..., help="SEN12MS folders, or s2=PATH s1=PATH labels=PATH per scene (globs, VRTs, /vsicurl/ work)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Folder for the chips, index.gpkg and stats.json."),
+    size: int = typer.Option(256, help="Chip size in pixels."),
+    stride: int | None = typer.Option(None, help="Pixels between chip origins [default: size]."),
+    edge: str = typer.Option("drop", help="Chips crossing the scene edge: drop, or pad with nodata."),
+    min_valid: float = typer.Option(0.9, "--min-valid", help="Drop chips with a smaller valid fraction."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of scenes in the test split."),
+    workers: int = typer.Option(2, help="Dask worker processes of the local cluster."),
+    threads: int = typer.Option(1, help="Threads per Dask worker."),
+    scheduler: str | None = typer.Option(None, help="Address of a running Dask scheduler to use instead."),
+) -> None:
+    """Cut scenes into chips (SEN12MS layout) with Dask, with index.gpkg and stats.json."""
+    from pydantic import ValidationError
+
+    from geogan.config import TileOptions
+    from geogan.tiling import tile as run_tile
+
+    if log.getEffectiveLevel() > logging.DEBUG:  # Dask's and GDAL-writer chatter only with --verbose
+        for name in ("distributed", "pyogrio"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        options = TileOptions(
+            sources=sources, out=out, size=size, stride=stride, edge=edge, min_valid=min_valid,
+            test_fraction=test_fraction, workers=workers, threads=threads, scheduler=scheduler,
+        )  # fmt: skip
+        summary = run_tile(options)
+    except ValidationError as err:
+        fail(ValueError("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in err.errors())))
+    except (FileNotFoundError, ValueError) as err:
+        fail(err)
+    table = Table(title=f"geogan tile wrote {out}")
+    table.add_column("chips")
+    table.add_column("count", justify="right")
+    table.add_row("written", str(summary.written))
+    table.add_row("already done (skipped)", str(summary.skipped))
+    for reason, count in sorted(summary.dropped.items()):
+        table.add_row(f"dropped: {reason}", str(count))
+    table.add_row("in index.gpkg", str(summary.chips))
+    table.add_row("failed scenes", str(len({f["scene"] for f in summary.failures})))
+    Console().print(table)
+    console.print(f"{summary.seconds:.1f} s; open {out / 'index.gpkg'} (layer tiles) in QGIS")
+    if summary.failures:
+        console.print(f"[bold red]{len(summary.failures)} failure(s)[/], listed in {out / 'failures.json'}:")
+        for failure in summary.failures:
+            console.print(f"  {failure['error']}")
+        raise typer.Exit(1)

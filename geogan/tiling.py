@@ -1,0 +1,733 @@
+"""The tile stage: cut scenes into chips with Dask, with a tile index and band statistics.
+
+:func:`tile` plans the chips of every scene on the client (opening each source once to check it),
+then runs one Dask task per batch of chips. A task opens its scene's rasters, reads only its own
+windows (S1 and labels through a WarpedVRT onto the S2 grid when their grid differs), writes each
+chip to a temporary name and renames it, and records what it did in
+``DIR/.geogan/tasks/{task}.json`` with a fingerprint of its sources and options. A re-run skips
+every task whose record matches; a killed run leaves at most some complete chips and ``.tmp``
+files, which the next run removes before it rewrites that task's chips under the same names.
+
+Outputs in ``DIR``: the chips in the SEN12MS layout (see :mod:`geogan.scenes`), ``train_list.txt``
+and ``test_list.txt`` (S2 chip names of chips that have s2, s1 and lc, split by scene),
+``index.gpkg`` (layer ``tiles``), ``stats.json`` and, when some scene failed, ``failures.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+import geogan
+from geogan.bands import SENSORS
+from geogan.config import TileOptions
+from geogan.scenes import Scene, find_scenes
+
+log = logging.getLogger(__name__)
+
+CHIPS_PER_TASK = 8
+SEASONS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")
+STATE = ".geogan"  # task records live in DIR/.geogan/tasks
+RESAMPLING = {"s1": Resampling.bilinear, "lc": Resampling.nearest}
+# Percentiles of each chip (0.1 % steps in the tails, 1 % between), merged into p01 / p99.
+QS = np.unique(np.concatenate([np.linspace(0, 5, 51), np.linspace(5, 95, 91), np.linspace(95, 100, 51)]))
+PERCENTILE_METHOD = (
+    "approximate: percentiles of each chip (0.1 % steps below 5 % and above 95 %, 1 % between) merged "
+    "by dask.array.percentile.merge_percentiles, weighted by valid-pixel counts, in a tree over chips"
+)
+
+
+class SceneError(ValueError):
+    """A scene cannot be tiled; the message names the file and the problem."""
+
+
+@dataclass
+class TileSummary:
+    written: int = 0  # chips written by this run (a chip is its s2/s1/lc twins)
+    skipped: int = 0  # chips already done by an earlier run with the same inputs and options
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> chips
+    failures: list[dict[str, str]] = field(default_factory=list)  # scene, path, error
+    chips: int = 0  # chips in the index
+    seconds: float = 0.0
+    out: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+# --- planning (client side) --------------------------------------------------------------------
+
+
+def _offsets(length: int, size: int, stride: int, edge: str) -> list[int]:
+    """Chip origins along one axis: whole chips only (drop), or until the edge is covered (pad)."""
+    if edge == "drop":
+        return list(range(0, length - size + 1, stride))
+    offsets, off = [], 0
+    while off < length:
+        offsets.append(off)
+        if off + size >= length:
+            break
+        off += stride
+    return offsets
+
+
+def _expected_bands(role: str, count: int) -> str | None:
+    if role == "lc":
+        return None if count in (1, 4) else "1 band (class values) or 4 (SEN12MS IGBP, LCCS)"
+    sensor = SENSORS[role]
+    return None if count == sensor.count else f"{sensor.count} bands ({', '.join(sensor.band_names)})"
+
+
+def check_scene(scene: Scene) -> dict[str, Any]:
+    """Open each raster of ``scene`` and check it; return the S2 grid. Raises :class:`SceneError`."""
+    grid: dict[str, Any] = {}
+    for role, path in scene.paths.items():
+        try:
+            with rasterio.open(path) as src:
+                crs, bounds, count = src.crs, src.bounds, src.count
+                if role == "s2":
+                    grid = {"width": src.width, "height": src.height, "crs": src.crs, "bounds": bounds}
+        except RasterioError as err:
+            raise SceneError(f"{path}: not a raster GDAL can read ({err})") from None
+        if crs is None:
+            raise SceneError(f"{path}: the raster has no CRS, so it cannot be placed on a map")
+        expected = _expected_bands(role, count)
+        if expected:
+            raise SceneError(f"{path}: a {role} raster needs {expected}, this one has {count}")
+        if role != "s2":
+            left, bottom, right, top = transform_bounds(crs, grid["crs"], *bounds)
+            s2 = grid["bounds"]
+            if min(right, s2.right) <= max(left, s2.left) or min(top, s2.top) <= max(bottom, s2.bottom):
+                raise SceneError(f"{path} does not overlap {scene.paths['s2']}: nothing to align")
+    return grid
+
+
+def _source_stamp(path: str) -> list[Any]:
+    try:
+        st = os.stat(path)
+        return [path, st.st_size, st.st_mtime_ns]
+    except OSError:  # a GDAL virtual path (/vsicurl/...): only its name is known
+        return [path]
+
+
+def _task_key(scene: Scene, index: int) -> str:
+    return f"{scene.chip_id(0, 0).rsplit('_', 1)[0]}_{scene.patch or 'scene'}-{index:05d}"
+
+
+def plan(scenes: list[Scene], options: TileOptions) -> tuple[list[dict], list[dict], dict[str, int]]:
+    """Tasks of every scene that passes its checks, the failures of the others, edge drops."""
+    stride = options.stride or options.size
+    tasks, failures, dropped = [], [], Counter()
+    for scene in scenes:
+        try:
+            grid = check_scene(scene)
+        except SceneError as err:
+            log.error("%s", err)
+            failures.append({"scene": scene.scene, "path": str(err).split(":")[0], "error": str(err)})
+            continue
+        rows = _offsets(grid["height"], options.size, stride, options.edge)
+        cols = _offsets(grid["width"], options.size, stride, options.edge)
+        if options.edge == "drop":
+            whole = len(_offsets(grid["height"], options.size, stride, "pad")) * len(
+                _offsets(grid["width"], options.size, stride, "pad")
+            )
+            if whole > len(rows) * len(cols):
+                dropped["edge"] += whole - len(rows) * len(cols)
+        windows = [(r, c) for r in rows for c in cols]
+        log.info(
+            "%s: %d x %d px, %d chips of %d px",
+            scene.scene,
+            grid["width"],
+            grid["height"],
+            len(windows),
+            options.size,
+        )
+        stamps = {role: _source_stamp(path) for role, path in sorted(scene.paths.items())}
+        for i in range(0, len(windows), CHIPS_PER_TASK):
+            batch = windows[i : i + CHIPS_PER_TASK]
+            body = {
+                "version": 1,
+                "sources": stamps,
+                "size": options.size,
+                "edge": options.edge,
+                "min_valid": options.min_valid,
+                "windows": batch,
+            }
+            digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            tasks.append(
+                {
+                    "key": _task_key(scene, i // CHIPS_PER_TASK),
+                    "scene": scene,
+                    "windows": batch,
+                    "fingerprint": digest,
+                }
+            )
+    return tasks, failures, dict(dropped)
+
+
+# --- the task (worker side) --------------------------------------------------------------------
+
+
+def _nodata(role: str, src) -> float | int:
+    """The raster's own nodata, else the role's convention (0 for S2 and labels, NaN for S1)."""
+    if src.nodata is not None:
+        return src.nodata
+    default = SENSORS[role].nodata
+    if np.isnan(default) and not np.issubdtype(np.dtype(src.dtypes[0]), np.floating):
+        return 0
+    return default
+
+
+def _valid(data: np.ndarray, nodata: float | int) -> np.ndarray:
+    """(H, W) True where every band holds a value (not nodata, not NaN)."""
+    if np.issubdtype(data.dtype, np.floating):
+        ok = np.isfinite(data)
+        if not np.isnan(nodata):
+            ok &= data != nodata
+        return ok.all(axis=0)
+    return (data != nodata).all(axis=0)
+
+
+def _read(src, window: Window, nodata) -> np.ndarray:
+    """Read ``window``, filling the part beyond the raster with nodata (for --edge pad)."""
+    inside = window.intersection(Window(0, 0, src.width, src.height))
+    out = np.full((src.count, int(window.height), int(window.width)), nodata, dtype=src.dtypes[0])
+    r0, c0 = int(inside.row_off - window.row_off), int(inside.col_off - window.col_off)
+    out[:, r0 : r0 + int(inside.height), c0 : c0 + int(inside.width)] = src.read(window=inside)
+    return out
+
+
+def _descriptions(role: str, src) -> tuple[str, ...]:
+    if all(src.descriptions):
+        return tuple(src.descriptions)
+    if role == "lc" and src.count == 1:
+        return ("class",)
+    return SENSORS[role].band_names
+
+
+def write_chip(path: Path, data: np.ndarray, profile: dict, descriptions, tags: dict) -> None:
+    """Write one chip as a tiled, ZSTD-compressed GeoTIFF, to a temporary name and then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = descriptions
+        dst.update_tags(**tags)
+    os.replace(tmp, path)
+
+
+def _profile(src, size: int, transform, nodata) -> dict:
+    floating = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": src.count,
+        "dtype": src.dtypes[0],
+        "crs": src.crs,
+        "transform": transform,
+        "nodata": nodata,
+        "compress": "zstd",
+        "predictor": 3 if floating else 2,
+    }
+    if size % 16 == 0:
+        profile.update(tiled=True, blockxsize=min(size, 256), blockysize=min(size, 256))
+    return profile
+
+
+def run_task(task: dict, out: str, options: dict) -> dict:
+    """Tile one batch of windows of one scene; never raises: a failure comes back as a record."""
+    scene: Scene = task["scene"]
+    size, min_valid = options["size"], options["min_valid"]
+    try:
+        chips = []
+        with rasterio.Env(GDAL_NUM_THREADS="1"), rasterio.open(scene.paths["s2"]) as s2:
+            sources = {"s2": s2}
+            opened = []
+            try:
+                for role, path in scene.paths.items():
+                    if role == "s2":
+                        continue
+                    src = rasterio.open(path)
+                    opened.append(src)
+                    if src.crs != s2.crs or src.transform != s2.transform or src.shape != s2.shape:
+                        nd = _nodata(role, src)
+                        src = WarpedVRT(
+                            src,
+                            crs=s2.crs,
+                            transform=s2.transform,
+                            width=s2.width,
+                            height=s2.height,
+                            resampling=RESAMPLING[role],
+                            src_nodata=nd,
+                            nodata=nd,
+                        )
+                        opened.append(src)
+                    sources[role] = src
+                for row, col in task["windows"]:
+                    chips.append(_chip(scene, sources, row, col, size, min_valid, Path(out)))
+            finally:
+                for src in reversed(opened):
+                    src.close()
+    except Exception as err:  # any error of this scene's rasters is this scene's failure
+        bad = next((p for p in scene.paths.values() if p in str(err)), scene.paths["s2"])
+        return {"key": task["key"], "scene": scene.scene, "error": f"{bad}: {err}", "path": bad}
+    record = {"key": task["key"], "scene": scene.scene, "fingerprint": task["fingerprint"], "chips": chips}
+    state = Path(out) / STATE / "tasks" / f"{task['key']}.json"
+    tmp = state.with_name(f".{state.name}.tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, state)
+    return record
+
+
+def _chip(scene: Scene, sources: dict, row: int, col: int, size: int, min_valid: float, out: Path) -> dict:
+    window = Window(col, row, size, size)
+    s2 = sources["s2"]
+    data, nodata, valid = {}, {}, {}
+    for role, src in sources.items():
+        try:
+            nodata[role] = _nodata(role, src)
+            data[role] = _read(src, window, nodata[role])
+        except RasterioError as err:
+            raise RasterioError(f"{scene.paths[role]}: cannot read window {window}: {err}") from None
+        valid[role] = float(_valid(data[role], nodata[role]).mean())
+    transform = s2.window_transform(window)
+    chip = {
+        "chip": scene.chip_id(row, col),
+        "row_off": row,
+        "col_off": col,
+        "size": size,
+        "crs": s2.crs.to_string(),
+        "bounds": list(rasterio.windows.bounds(window, s2.transform)),
+        "valid": valid,
+        "roles": {},
+        "histogram": None,
+        "dropped": None,
+    }
+    low = [role for role in sources if valid[role] < min_valid]
+    if low:
+        chip["dropped"] = f"nodata ({low[0]})"
+        return chip
+    if "lc" in data:
+        values, counts = np.unique(data["lc"][0][data["lc"][0] != nodata["lc"]], return_counts=True)
+        chip["histogram"] = {str(int(v)): int(n) for v, n in zip(values, counts, strict=True)}
+    for role, src in sources.items():
+        rel = scene.chip_path(role, row, col)
+        tags = {
+            "GEOGAN_ROLE": role,
+            "GEOGAN_SOURCE": scene.paths[role],
+            "GEOGAN_WINDOW": f"{row},{col},{size}",
+        }
+        write_chip(
+            out / rel,
+            data[role],
+            _profile(src, size, transform, nodata[role]),
+            _descriptions(role, src),
+            tags,
+        )
+        chip["roles"][role] = rel
+    return chip
+
+
+# --- band statistics (Dask tree reduction over the written chips) ------------------------------
+
+
+def _chip_stats(path: str) -> dict:
+    """Valid-pixel count, mean, M2, min, max and percentiles of each band of one chip."""
+    with rasterio.open(path) as src:
+        data = src.read()
+        nodata = src.nodata
+    n, mean, m2 = np.zeros(len(data)), np.zeros(len(data)), np.zeros(len(data))
+    lo, hi = np.full(len(data), np.inf), np.full(len(data), -np.inf)
+    qv = np.zeros((len(data), len(QS)))
+    for b, band in enumerate(data):
+        values = band[_valid(band[None], nodata if nodata is not None else np.nan)].astype(np.float64)
+        if values.size:
+            n[b], mean[b], m2[b] = values.size, values.mean(), ((values - values.mean()) ** 2).sum()
+            lo[b], hi[b], qv[b] = values.min(), values.max(), np.percentile(values, QS)
+    return {"n": n, "mean": mean, "m2": m2, "min": lo, "max": hi, "q": qv}
+
+
+def _merge_stats(parts) -> dict:
+    """One partial of many: Chan's parallel mean/variance, and merged percentiles per band."""
+    from dask.array.percentile import merge_percentiles
+
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    out = dict(parts[0])
+    for p in parts[1:]:
+        n = out["n"] + p["n"]
+        delta = p["mean"] - out["mean"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(n > 0, p["n"] / n, 0.0)
+            out["m2"] = out["m2"] + p["m2"] + np.where(n > 0, delta**2 * out["n"] * p["n"] / n, 0.0)
+        out["mean"] = out["mean"] + delta * w
+        out["n"] = n
+        out["min"], out["max"] = np.minimum(out["min"], p["min"]), np.maximum(out["max"], p["max"])
+    q = np.zeros_like(parts[0]["q"])
+    for b in range(len(q)):
+        have = [p for p in parts if p["n"][b] > 0]
+        if have:
+            q[b] = merge_percentiles(
+                QS,
+                [QS] * len(have),
+                [p["q"][b] for p in have],
+                Ns=[int(p["n"][b]) for p in have],
+                method="linear",
+            )
+    out["q"] = q
+    return out
+
+
+def _stats_of_paths(paths) -> dict:
+    return _merge_stats([_chip_stats(p) for p in paths])
+
+
+def band_stats(paths: list[str], client) -> dict:
+    """Per-band statistics of the chips at ``paths`` (all of one role), computed on the cluster."""
+    import dask.bag as db
+
+    bag = db.from_sequence(paths, partition_size=16)
+    total = client.compute(bag.reduction(_stats_of_paths, _merge_stats, split_every=8)).result()
+    i01, i99 = int(np.argmin(abs(QS - 1))), int(np.argmin(abs(QS - 99)))
+    std = np.sqrt(np.where(total["n"] > 0, total["m2"] / np.maximum(total["n"], 1), np.nan))
+    return {
+        "count": total["n"].astype(int).tolist(),
+        "mean": total["mean"].tolist(),
+        "std": std.tolist(),
+        "min": total["min"].tolist(),
+        "max": total["max"].tolist(),
+        "p01": total["q"][:, i01].tolist(),
+        "p99": total["q"][:, i99].tolist(),
+    }
+
+
+# --- outputs -----------------------------------------------------------------------------------
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def split_scenes(names: list[str], test_fraction: float) -> dict[str, str]:
+    """train/test of each scene: a stable pick (by hash of the name) of ``test_fraction`` of them.
+
+    With two or more scenes and a non-zero fraction, at least one scene is test and one is train.
+    """
+    names = sorted(set(names))
+    n_test = round(len(names) * test_fraction)
+    if len(names) >= 2 and test_fraction > 0:
+        n_test = min(max(n_test, 1), len(names) - 1)
+    order = sorted(names, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    test = set(order[:n_test])
+    return {s: "test" if s in test else "train" for s in names}
+
+
+def write_index(out: Path, chips: list[dict], split: dict[str, str]) -> Path:
+    """``index.gpkg``, layer ``tiles``: one polygon per written chip file (s2, s1 and lc rows).
+
+    Geometries are in the scenes' CRS when all chips share one, else in EPSG:4326 (the ``crs``
+    column always holds each chip's own CRS).
+    """
+    import geopandas as gpd
+    import pandas as pd
+    from shapely.geometry import box
+
+    classes = sorted({int(v) for c in chips for v in (c["histogram"] or {})})
+    rows = []
+    for c in chips:
+        for role, rel in c["roles"].items():
+            row = {
+                "chip": c["chip"],
+                "path": rel,
+                "role": role,
+                "scene": c["scene"],
+                "split": split[c["scene"]],
+                "row_off": c["row_off"],
+                "col_off": c["col_off"],
+                "width": c["size"],
+                "height": c["size"],
+                "crs": c["crs"],
+                "valid_fraction": c["valid"][role],
+            }
+            for v in classes:
+                row[f"class_{v}"] = (
+                    (c["histogram"] or {}).get(str(v), 0) if c["histogram"] is not None else None
+                )
+            row["geometry"] = box(*c["bounds"])
+            rows.append(row)
+    columns = [
+        "chip",
+        "path",
+        "role",
+        "scene",
+        "split",
+        "row_off",
+        "col_off",
+        "width",
+        "height",
+        "crs",
+        "valid_fraction",
+        *[f"class_{v}" for v in classes],
+        "geometry",
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    for v in classes:
+        frame[f"class_{v}"] = frame[f"class_{v}"].astype("Int64")
+    crss = sorted(frame["crs"].unique())
+    if len(crss) == 1:
+        gdf = gpd.GeoDataFrame(frame, geometry="geometry", crs=crss[0])
+    else:
+        gdf = pd.concat(
+            [
+                gpd.GeoDataFrame(g, geometry="geometry", crs=crs).to_crs(4326)
+                for crs, g in frame.groupby("crs")
+            ]
+        )
+    path = out / "index.gpkg"
+    tmp = out / ".index.tmp.gpkg"
+    gdf.to_file(tmp, layer="tiles", driver="GPKG")
+    os.replace(tmp, path)
+    return path
+
+
+def write_lists(out: Path, chips: list[dict], split: dict[str, str]) -> None:
+    """``train_list.txt`` / ``test_list.txt`` of S2 chip names, and the folders torchgeo checks.
+
+    Only chips with all of s2, s1 and lc are listed: torchgeo's SEN12MS loads the three for every
+    name. Chips missing a role are in ``index.gpkg`` only.
+    """
+    for season in SEASONS:
+        (out / season).mkdir(exist_ok=True)
+    lists = {"train": [], "test": []}
+    for c in chips:
+        if set(c["roles"]) >= {"s2", "s1", "lc"}:
+            lists[split[c["scene"]]].append(Path(c["roles"]["s2"]).name)
+    for name, items in lists.items():
+        _write_text(out / f"{name}_list.txt", "".join(f"{i}\n" for i in sorted(items)))
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+
+class _Cluster:
+    """The Dask client of a run: the one given, else one made (by address or local) when first needed."""
+
+    def __init__(self, options: TileOptions, client=None):
+        self.options, self.client, self.own = options, client, []
+
+    def get(self):
+        if self.client is None:
+            from distributed import Client, LocalCluster
+
+            if self.options.scheduler:
+                log.info("connecting to the Dask scheduler at %s", self.options.scheduler)
+                self.client = Client(self.options.scheduler)
+                self.own = [self.client]
+            else:
+                cluster = LocalCluster(
+                    n_workers=self.options.workers,
+                    threads_per_worker=self.options.threads,
+                    processes=True,
+                    dashboard_address=None,
+                )
+                self.client = Client(cluster)
+                self.own = [self.client, cluster]
+            log.info("Dask: %s", self.client)
+        return self.client
+
+    def close(self) -> None:
+        for thing in self.own:
+            thing.close()
+
+
+def _check_output(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".geogan-write-test-{os.getpid()}.tmp"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise SceneError(f"{out}: the output folder is not writable ({err.strerror or err})") from None
+
+
+def _done(out: Path, task: dict) -> dict | None:
+    """The record of ``task`` from an earlier run, if its fingerprint matches and its chips exist."""
+    path = out / STATE / "tasks" / f"{task['key']}.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("fingerprint") != task["fingerprint"]:
+        return None
+    if not all((out / rel).exists() for c in record["chips"] for rel in c["roles"].values()):
+        return None
+    return record
+
+
+def _run(tasks: list[dict], out: Path, options: TileOptions, cluster: _Cluster, progress: bool) -> list[dict]:
+    from distributed import as_completed
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    client = cluster.get()
+    opts = {"size": options.size, "min_valid": options.min_valid}
+    futures = [
+        client.submit(run_task, t, str(out), opts, key=f"tile-{t['key']}-{t['fingerprint'][:12]}", pure=False)
+        for t in tasks
+    ]
+    results = []
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+        job = bar.add_task("tiling", total=len(futures))
+        for future in as_completed(futures):
+            results.append(future.result())
+            bar.advance(job)
+    return results
+
+
+def tile(options: TileOptions, client=None, progress: bool = True) -> TileSummary:
+    """Run the tile stage; see the module docstring. ``client``: a dask.distributed Client to use.
+
+    Raises ``ValueError`` for sources it cannot interpret and an output folder it cannot write;
+    a scene that fails its checks or its reads is listed in ``failures`` and the others go on.
+    """
+    start = time.perf_counter()
+    out = Path(options.out)
+    _check_output(out)
+    leftovers = [*out.rglob(".*.tmp"), *out.glob(".index.tmp.gpkg*")]
+    for tmp in leftovers:  # left by a killed run: partial files under temporary names
+        log.info("removing %s (left by an interrupted run)", tmp)
+        tmp.unlink()
+    (out / STATE / "tasks").mkdir(parents=True, exist_ok=True)
+    scenes = find_scenes(options.sources)
+    tasks, failures, dropped = plan(scenes, options)
+    summary = TileSummary(dropped=Counter(dropped), failures=failures, out=out)
+    records, todo = [], []
+    for task in tasks:
+        record = _done(out, task)
+        if record:
+            records.append(record)
+            summary.skipped += sum(1 for c in record["chips"] if not c["dropped"])
+        else:
+            todo.append(task)
+    log.info(
+        "%d tasks of %d chips each at most: %d done before, %d to run",
+        len(tasks),
+        CHIPS_PER_TASK,
+        len(records),
+        len(todo),
+    )
+    cluster = _Cluster(options, client)
+    try:
+        if todo:
+            for record in _run(todo, out, options, cluster, progress):
+                if "error" in record:
+                    log.error("%s", record["error"])
+                    failures.append(
+                        {"scene": record["scene"], "path": record["path"], "error": record["error"]}
+                    )
+                else:
+                    summary.written += sum(1 for c in record["chips"] if not c["dropped"])
+                    records.append(record)
+        chips = _collect(records, scenes, failures, summary)
+        _outputs(out, chips, scenes, records, options, cluster)
+    finally:
+        cluster.close()
+    if failures:
+        _write_text(out / "failures.json", json.dumps(failures, indent=2))
+    elif (out / "failures.json").exists():
+        (out / "failures.json").unlink()
+    summary.chips = len(chips)
+    summary.dropped = dict(summary.dropped)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _collect(
+    records: list[dict], scenes: list[Scene], failures: list[dict], summary: TileSummary
+) -> list[dict]:
+    """Kept chips of the scenes that did not fail; a scene whose role is all nodata fails here."""
+    failed = {f["scene"] for f in failures}
+    by_scene: dict[str, list[dict]] = {}
+    for record in records:
+        for c in record["chips"]:
+            c["scene"] = record["scene"]
+            by_scene.setdefault(record["scene"], []).append(c)
+    paths = {s.scene: s.paths for s in scenes}
+    for name, chips in by_scene.items():
+        for role in chips[0]["valid"]:
+            if name not in failed and all(c["valid"][role] == 0 for c in chips):
+                path = paths[name][role]
+                error = f"{path}: every pixel the chips cover is nodata (the {role} raster is empty)"
+                log.error("%s", error)
+                failures.append({"scene": name, "path": path, "error": error})
+                failed.add(name)
+    kept = []
+    for name, chips in sorted(by_scene.items()):
+        for c in chips:
+            if c["dropped"]:
+                summary.dropped[c["dropped"]] += 1
+            elif name not in failed:
+                kept.append(c)
+    return sorted(kept, key=lambda c: c["chip"])
+
+
+def _outputs(out: Path, chips: list[dict], scenes, records, options, cluster: _Cluster) -> None:
+    split = split_scenes([c["scene"] for c in chips], options.test_fraction)
+    if chips:
+        write_index(out, chips, split)
+    write_lists(out, chips, split)
+    fingerprint = hashlib.sha256(
+        json.dumps(sorted((r["key"], r["fingerprint"]) for r in records)).encode()
+    ).hexdigest()
+    stats_path = out / "stats.json"
+    try:
+        if json.loads(stats_path.read_text()).get("fingerprint") == fingerprint:
+            log.info("stats.json is up to date")
+            return
+    except (OSError, ValueError):
+        pass
+    roles = {}
+    for role in ("s2", "s1"):
+        paths = [str(out / c["roles"][role]) for c in chips if role in c["roles"]]
+        if paths:
+            log.info("band statistics of %d %s chips", len(paths), role)
+            with rasterio.open(paths[0]) as src:
+                names, nodata = list(src.descriptions), src.nodata
+            roles[role] = {
+                "bands": names,
+                "nodata": "nan" if nodata is None or np.isnan(nodata) else nodata,
+                **band_stats(paths, cluster.get()),
+            }
+    stats = {
+        "geogan_version": geogan.__version__,
+        "percentile_method": PERCENTILE_METHOD,
+        "fingerprint": fingerprint,
+        "roles": roles,
+    }
+    _write_text(stats_path, json.dumps(stats, indent=2))
