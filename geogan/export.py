@@ -1,0 +1,800 @@
+"""Writing synthetic image + mask pairs as files GIS tools read: COGs, styles, index, VRT, STAC.
+
+Output layout of one export folder::
+
+    OUT/images/<id>.tif      13-band uint16 L1C DN Cloud-Optimized GeoTIFF (+ <id>.qml true colour)
+    OUT/masks/<id>.tif       uint8 class values, colour table; <id>.tif.aux.xml holds category
+                             names and a raster attribute table; <id>.qml a paletted QGIS style
+    OUT/index.gpkg           one footprint per pair (layer ``pairs``) with its provenance
+    OUT/images_<crs>.vrt     one mosaic of the images and one of the masks per grid (CRS)
+    OUT/masks_<crs>.vrt      (+ masks_<crs>.qml)
+    OUT/stac/catalog.json    a STAC catalogue, one item per pair
+
+Every file is written to a temporary name in its folder and renamed into place, so an
+interrupted export leaves only whole files; pairs whose files exist are skipped on a rerun, and
+the collections (index, VRTs, STAC) are rebuilt from what is on disk, so they always describe it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pystac
+import rasterio
+from distributed import Client, wait
+from pystac.extensions.classification import Classification, ClassificationExtension
+from pystac.extensions.eo import Band as EOBand
+from pystac.extensions.eo import EOExtension
+from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import DataType, RasterBand, RasterExtension
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.io import MemoryFile
+from rasterio.transform import Affine, array_bounds
+from rasterio.warp import transform_geom
+from rich.progress import Progress
+from rio_cogeo.cogeo import cog_translate, cog_validate
+from rio_cogeo.profiles import cog_profiles
+from shapely.geometry import box, mapping, shape
+
+import geogan
+from geogan.bands import S2, Sensor
+from geogan.labels import NODATA, ClassScheme
+
+log = logging.getLogger(__name__)
+
+IMAGES = "images"
+MASKS = "masks"
+INDEX = "index.gpkg"
+STAC = "stac"
+TRUE_COLOUR_DN = (300, 2500)  # DN stretch of the true-colour QGIS style of the images
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What made a set of pairs: written into every file's tags and the index."""
+
+    model: str  # e.g. "spade" or "msg-stylegan"
+    checkpoint_sha256: str
+    scheme: ClassScheme
+    sensor: Sensor = S2
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One generated sample: image (bands, H, W) in the sensor's DN, mask (H, W) class values."""
+
+    id: str
+    image: np.ndarray
+    mask: np.ndarray
+    crs: CRS
+    transform: Affine
+    seed: int
+    source_chip: str | None = None  # the real chip a conditioning mask came from
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 3 or self.mask.shape != self.image.shape[1:]:
+            raise ValueError(
+                f"pair {self.id}: image {self.image.shape} and mask {self.mask.shape} "
+                "must be (bands, H, W) and (H, W)"
+            )
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where unconditional samples go: one square chip per transform, all in ``crs``."""
+
+    crs: CRS
+    size: int
+    transforms: tuple[Affine, ...]
+
+
+# --- grids ---------------------------------------------------------------------------------------
+
+
+def synthetic_grid(
+    n: int, size: int, resolution: float, crs: CRS, real_bounds: Sequence[float], gap_chips: int = 4
+) -> Grid:
+    """``n`` chips in rows, east of the real chips' extent with a gap of ``gap_chips`` chips.
+
+    The grid is aligned to whole chips, so it can never overlap a real chip: it starts at least
+    ``gap_chips`` chip widths beyond the real extent's eastern edge, level with its top.
+    """
+    if n < 1:
+        raise ValueError(f"asked for {n} chips; need at least 1")
+    step = size * resolution
+    minx, miny, maxx, maxy = real_bounds
+    x0 = math.ceil(maxx / step) * step + gap_chips * step
+    y0 = math.ceil(maxy / step) * step
+    cols = math.ceil(math.sqrt(n))
+    transforms = tuple(
+        Affine(resolution, 0.0, x0 + (i % cols) * step, 0.0, -resolution, y0 - (i // cols) * step)
+        for i in range(n)
+    )
+    return Grid(CRS.from_user_input(crs), size, transforms)
+
+
+def aoi_grid(aoi: str | Path, n: int, size: int, resolution: float, crs: str | CRS | None = None) -> Grid:
+    """``n`` chips in rows (west to east, north to south) over the polygons of an AOI file.
+
+    ``crs`` defaults to the AOI's own CRS, which must then be projected (metres, not degrees).
+    Chips touching the AOI are kept; too small an AOI for ``n`` chips is an error.
+    """
+    aoi = Path(aoi)
+    try:
+        frame = gpd.read_file(aoi)
+    except Exception as err:
+        raise ValueError(f"{aoi}: cannot read the AOI ({err})") from err
+    if frame.empty:
+        raise ValueError(f"{aoi}: the AOI holds no features")
+    if frame.crs is None:
+        raise ValueError(f"{aoi}: the AOI has no CRS")
+    target = CRS.from_user_input(crs) if crs is not None else CRS.from_user_input(frame.crs.to_wkt())
+    if target.is_geographic:
+        raise ValueError(
+            f"{aoi}: chips need a projected CRS in metres, not {target.to_string()}; pass one, "
+            "e.g. --crs EPSG:32630"
+        )
+    area = frame.to_crs(target.to_wkt()).union_all()
+    step = size * resolution
+    minx, miny, maxx, maxy = area.bounds
+    x0, y0 = math.floor(minx / step) * step, math.ceil(maxy / step) * step
+    cols, rows = math.ceil((maxx - x0) / step), math.ceil((y0 - miny) / step)
+    transforms = []
+    for r in range(rows):
+        for c in range(cols):
+            x, y = x0 + c * step, y0 - r * step
+            if area.intersects(box(x, y - step, x + step, y)):
+                transforms.append(Affine(resolution, 0.0, x, 0.0, -resolution, y))
+            if len(transforms) == n:
+                return Grid(target, size, tuple(transforms))
+    raise ValueError(
+        f"{aoi}: the AOI holds {len(transforms)} chips of {size} px at {resolution:g} m; asked for {n}"
+    )
+
+
+# --- one pair ------------------------------------------------------------------------------------
+
+
+def _cog_profile(height: int, width: int) -> tuple[dict, int]:
+    """A deflate COG profile with tiles of at most half the chip, so there is an overview."""
+    tile = min(256, max(16, (min(height, width) // 2) // 16 * 16))
+    profile = cog_profiles.get("deflate")
+    profile.update(blockxsize=tile, blockysize=tile)
+    levels = 0
+    while min(height, width) // 2 ** (levels + 1) >= tile:
+        levels += 1
+    return profile, levels
+
+
+def _write_cog(
+    path: Path,
+    data: np.ndarray,
+    crs: CRS,
+    transform: Affine,
+    nodata: float,
+    descriptions: Sequence[str],
+    tags: dict[str, str],
+    overview_resampling: str,
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
+) -> Path:
+    count, height, width = data.shape
+    src_profile = {
+        "driver": "GTiff",
+        "count": count,
+        "height": height,
+        "width": width,
+        "dtype": data.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+    }
+    profile, levels = _cog_profile(height, width)
+    profile["predictor"] = 2
+    tmp = path.with_name(f".{path.name}.tmp")
+    with MemoryFile() as mem:
+        with mem.open(**src_profile) as src:
+            src.write(data)
+            src.descriptions = tuple(descriptions)
+            src.update_tags(**tags)
+            if colormap is not None:
+                src.colorinterp = [ColorInterp.palette]
+                src.write_colormap(1, colormap)
+        with mem.open() as src:
+            cog_translate(
+                src,
+                str(tmp),
+                profile,
+                overview_level=levels,
+                overview_resampling=overview_resampling,
+                colormap=colormap,
+                in_memory=True,
+                quiet=True,
+            )
+    os.replace(tmp, path)
+    return path
+
+
+def _provenance_tags(provenance: Provenance, pair: Pair, created: str) -> dict[str, str]:
+    tags = {
+        "GEOGAN_VERSION": geogan.__version__,
+        "GEOGAN_SYNTHETIC": "true",
+        "GEOGAN_MODEL": provenance.model,
+        "GEOGAN_CHECKPOINT_SHA256": provenance.checkpoint_sha256,
+        "GEOGAN_SEED": str(pair.seed),
+        "GEOGAN_CREATED": created,
+    }
+    if pair.source_chip:
+        tags["GEOGAN_SOURCE_CHIP"] = pair.source_chip
+    return tags
+
+
+def write_image(
+    path: str | Path,
+    image: np.ndarray,
+    crs: CRS,
+    transform: Affine,
+    sensor: Sensor = S2,
+    tags: dict[str, str] | None = None,
+) -> Path:
+    """A (bands, H, W) image as a COG in the sensor's dtype, band names and nodata, overviews."""
+    path = Path(path)
+    if image.shape[0] != sensor.count:
+        raise ValueError(f"{path}: expected {sensor.count} {sensor.role} bands, got {image.shape[0]}")
+    _write_cog(
+        path,
+        image.astype(sensor.dtype),
+        crs,
+        transform,
+        sensor.nodata,
+        sensor.band_names,
+        {"GEOGAN_ROLE": sensor.role, "GEOGAN_UNITS": sensor.units, **(tags or {})},
+        "average",
+    )
+    _write_text(path.with_suffix(".qml"), image_qml(sensor))
+    return path
+
+
+def write_mask(
+    path: str | Path,
+    mask: np.ndarray,
+    crs: CRS,
+    transform: Affine,
+    scheme: ClassScheme,
+    tags: dict[str, str] | None = None,
+) -> Path:
+    """A (H, W) mask of class values as a uint8 COG with the scheme's colour table.
+
+    Category names and a raster attribute table go into ``<mask>.tif.aux.xml`` (GDAL keeps them
+    there for GeoTIFFs; GDAL and QGIS read it), and a paletted QGIS style into ``<mask>.qml``.
+    Both are written before the mask itself, so a mask on disk always has them.
+    """
+    path = Path(path)
+    unknown = sorted(set(np.unique(mask).tolist()) - {NODATA, *scheme.values})
+    if unknown:
+        raise ValueError(f"{path}: mask values {unknown} are not classes of scheme {scheme.name!r}")
+    _write_text(Path(f"{path}.aux.xml"), mask_aux_xml(scheme))
+    _write_text(path.with_suffix(".qml"), mask_qml(scheme))
+    _write_cog(
+        path,
+        mask.astype(np.uint8)[None],
+        crs,
+        transform,
+        NODATA,
+        ("class",),
+        {"GEOGAN_ROLE": "mask", "GEOGAN_SCHEME": scheme.name, **(tags or {})},
+        "mode",
+        colormap=scheme.colormap(),
+    )
+    return path
+
+
+def pair_paths(out: str | Path, pair_id: str) -> tuple[Path, Path]:
+    """Where the image and the mask of pair ``pair_id`` go in export folder ``out``."""
+    out = Path(out)
+    return out / IMAGES / f"{pair_id}.tif", out / MASKS / f"{pair_id}.tif"
+
+
+def pair_written(out: str | Path, pair_id: str) -> bool:
+    """Whether both files of a pair exist (each was renamed into place only when whole)."""
+    return all(p.exists() for p in pair_paths(out, pair_id))
+
+
+def write_pair(out: str | Path, pair: Pair, provenance: Provenance) -> bool:
+    """Write one pair's image and mask; False (and nothing written) when both exist already.
+
+    Pixels where the mask is nodata are nodata (0) in the image too; elsewhere image values of
+    0 become 1, since 0 is the image's nodata.
+    """
+    image_path, mask_path = pair_paths(out, pair.id)
+    if pair_written(out, pair.id):
+        log.debug("skipped %s: image and mask exist", pair.id)
+        return False
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    tags = _provenance_tags(provenance, pair, datetime.now(UTC).isoformat(timespec="seconds"))
+    image = np.where(pair.mask[None] == NODATA, 0, np.maximum(pair.image, 1))
+    write_mask(mask_path, pair.mask, pair.crs, pair.transform, provenance.scheme, tags)
+    write_image(image_path, image, pair.crs, pair.transform, provenance.sensor, tags)
+    log.debug("wrote %s and %s", image_path, mask_path)
+    return True
+
+
+def write_batch(out: str | Path, pairs: Sequence[Pair], provenance: Provenance) -> int:
+    """Write a batch of pairs (one Dask task); the number actually written."""
+    return sum(write_pair(out, p, provenance) for p in pairs)
+
+
+def write_pairs(
+    out: str | Path,
+    batches: Iterable[Sequence[Pair]],
+    provenance: Provenance,
+    client: Client,
+    total: int | None = None,
+    max_in_flight: int | None = None,
+) -> int:
+    """Write batches of pairs on the Dask cluster of ``client`` while the next batches are made.
+
+    ``batches`` is consumed lazily (a model can yield them as it samples); at most
+    ``max_in_flight`` batches (default twice the cluster's threads) wait to be written at
+    once, which bounds memory. Returns the number of pairs written (existing ones are skipped).
+    """
+    if max_in_flight is None:
+        max_in_flight = 2 * max(1, sum(client.nthreads().values()))
+    out = Path(out)
+    written = 0
+    pending: dict = {}
+    with Progress(transient=False) as progress:
+        task = progress.add_task("writing pairs", total=total)
+
+        def collect(done) -> None:
+            nonlocal written
+            for future in done:
+                ids = pending.pop(future)
+                try:
+                    written += future.result()
+                except Exception as err:
+                    raise RuntimeError(f"writing pairs {ids[0]}..{ids[-1]} into {out} failed: {err}") from err
+                progress.advance(task, len(ids))
+
+        for batch in batches:
+            if not batch:
+                continue
+            future = client.submit(write_batch, str(out), list(batch), provenance, pure=False)
+            pending[future] = [p.id for p in batch]
+            if len(pending) >= max_in_flight:
+                collect(wait(list(pending), return_when="FIRST_COMPLETED").done)
+        while pending:
+            collect(wait(list(pending), return_when="FIRST_COMPLETED").done)
+    log.info("wrote %d pairs into %s", written, out)
+    return written
+
+
+# --- styles and GDAL side-cars -------------------------------------------------------------------
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _xml(root: ET.Element) -> str:
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def mask_aux_xml(scheme: ClassScheme) -> str:
+    """GDAL PAM side-car of a mask: category names (index = value) and an attribute table."""
+    root = ET.Element("PAMDataset")
+    band = ET.SubElement(root, "PAMRasterBand", band="1")
+    names = ET.SubElement(band, "CategoryNames")
+    for value in range(max(scheme.values) + 1):
+        ET.SubElement(names, "Category").text = scheme.by_value(value).name if value in scheme.values else ""
+    rat = ET.SubElement(band, "GDALRasterAttributeTable", tableType="thematic")
+    # GDAL field types: 0 integer, 2 string; usages: 5 min-max (the value), 2 name, 6-9 RGBA.
+    fields = (
+        ("Value", 0, 5),
+        ("Class", 2, 2),
+        ("Red", 0, 6),
+        ("Green", 0, 7),
+        ("Blue", 0, 8),
+        ("Alpha", 0, 9),
+    )
+    for i, (name, kind, usage) in enumerate(fields):
+        defn = ET.SubElement(rat, "FieldDefn", index=str(i))
+        ET.SubElement(defn, "Name").text = name
+        ET.SubElement(defn, "Type").text = str(kind)
+        ET.SubElement(defn, "Usage").text = str(usage)
+    for i, c in enumerate(scheme.classes):
+        row = ET.SubElement(rat, "Row", index=str(i))
+        for v in (c.value, c.name, *c.rgb, 255):
+            ET.SubElement(row, "F").text = str(v)
+    return _xml(root)
+
+
+def _qml(renderer: ET.Element) -> str:
+    root = ET.Element("qgis", version="3.22.0", styleCategories="AllStyleCategories")
+    pipe = ET.SubElement(root, "pipe")
+    pipe.append(renderer)
+    ET.SubElement(pipe, "brightnesscontrast", brightness="0", contrast="0", gamma="1")
+    ET.SubElement(pipe, "huesaturation", saturation="0", grayscaleMode="0", colorizeOn="0")
+    ET.SubElement(pipe, "rasterresampler", maxOversampling="2")
+    ET.SubElement(root, "blendMode").text = "0"
+    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + _xml(root)
+
+
+def mask_qml(scheme: ClassScheme) -> str:
+    """A QGIS style: paletted renderer with each class's colour and name; nodata transparent."""
+    renderer = ET.Element("rasterrenderer", type="paletted", band="1", opacity="1", alphaBand="-1")
+    ET.SubElement(renderer, "rasterTransparency")
+    palette = ET.SubElement(renderer, "colorPalette")
+    for c in scheme.classes:
+        ET.SubElement(palette, "paletteEntry", value=str(c.value), color=c.colour, alpha="255", label=c.name)
+    return _qml(renderer)
+
+
+def image_qml(sensor: Sensor = S2) -> str:
+    """A QGIS style for the images: true colour (B04, B03, B02) with a fixed DN stretch."""
+    renderer = ET.Element(
+        "rasterrenderer",
+        type="multibandcolor",
+        opacity="1",
+        alphaBand="-1",
+        redBand=str(sensor.index("B04") + 1),
+        greenBand=str(sensor.index("B03") + 1),
+        blueBand=str(sensor.index("B02") + 1),
+    )
+    ET.SubElement(renderer, "rasterTransparency")
+    lo, hi = TRUE_COLOUR_DN
+    for colour in ("red", "green", "blue"):
+        ce = ET.SubElement(renderer, f"{colour}ContrastEnhancement")
+        ET.SubElement(ce, "minValue").text = str(lo)
+        ET.SubElement(ce, "maxValue").text = str(hi)
+        ET.SubElement(ce, "algorithm").text = "StretchToMinimumMaximum"
+    return _qml(renderer)
+
+
+# --- collections: index, VRT mosaics, STAC -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """A written pair as read back from its files."""
+
+    id: str
+    image: Path
+    mask: Path
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    tags: dict[str, str]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return array_bounds(self.height, self.width, self.transform)
+
+
+def read_records(out: str | Path) -> list[PairRecord]:
+    """Every whole pair in export folder ``out``, read back from the files, sorted by id."""
+    out = Path(out)
+    records = []
+    for image in sorted((out / IMAGES).glob("*.tif")):
+        mask = out / MASKS / image.name
+        if not mask.exists():
+            log.warning("skipped %s: its mask %s is missing", image, mask)
+            continue
+        with rasterio.open(image) as src:
+            records.append(
+                PairRecord(image.stem, image, mask, src.crs, src.transform, src.width, src.height, src.tags())
+            )
+    return records
+
+
+def _crs_name(crs: CRS) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG_{epsg}" if epsg else "crs_" + format(abs(hash(crs.to_wkt())) % 10**8, "08d")
+
+
+def write_index(out: str | Path, records: Sequence[PairRecord]) -> Path:
+    """``index.gpkg``: one footprint per pair with its files and provenance (layer ``pairs``).
+
+    Footprints are in the pairs' CRS when they share one, else in WGS84 (EPSG:4326).
+    """
+    out = Path(out)
+    crss = {r.crs for r in records}
+    target = crss.pop() if len(crss) == 1 else CRS.from_epsg(4326)
+    rows, geoms = [], []
+    for r in records:
+        geom = mapping(box(*r.bounds))
+        if r.crs != target:
+            geom = transform_geom(r.crs, target, geom)
+        geoms.append(geom)
+        rows.append(
+            {
+                "id": r.id,
+                "image": r.image.relative_to(out).as_posix(),
+                "mask": r.mask.relative_to(out).as_posix(),
+                "crs": r.crs.to_string(),
+                "synthetic": r.tags.get("GEOGAN_SYNTHETIC") == "true",
+                "model": r.tags.get("GEOGAN_MODEL", ""),
+                "checkpoint_sha256": r.tags.get("GEOGAN_CHECKPOINT_SHA256", ""),
+                "seed": int(r.tags.get("GEOGAN_SEED", "-1")),
+                "source_chip": r.tags.get("GEOGAN_SOURCE_CHIP", ""),
+                "created": r.tags.get("GEOGAN_CREATED", ""),
+                "geogan_version": r.tags.get("GEOGAN_VERSION", ""),
+            }
+        )
+    frame = gpd.GeoDataFrame(rows, geometry=[shape(g) for g in geoms], crs=target.to_wkt())
+    path = out / INDEX
+    tmp = out / ".index.tmp.gpkg"
+    tmp.unlink(missing_ok=True)
+    frame.to_file(tmp, layer="pairs", driver="GPKG")
+    os.replace(tmp, path)
+    log.info("wrote %s (%d pairs)", path, len(frame))
+    return path
+
+
+def write_vrt(
+    path: str | Path,
+    files: Sequence[Path],
+    descriptions: Sequence[str],
+    dtype: str,
+    nodata: float,
+    scheme: ClassScheme | None = None,
+) -> Path:
+    """A GDAL VRT mosaic of GeoTIFFs that share a CRS, resolution and pixel grid.
+
+    For masks (``scheme`` given) each band carries the colour table and category names, so the
+    mosaic opens classified too. Source paths are relative to the VRT.
+    """
+    path = Path(path)
+    metas = []
+    for f in files:
+        with rasterio.open(f) as src:
+            metas.append((f, src.crs, src.transform, src.width, src.height))
+    crs, t0 = metas[0][1], metas[0][2]
+    for f, c, t, _, _ in metas:
+        if c != crs or (t.a, t.b, t.d, t.e) != (t0.a, t0.b, t0.d, t0.e):
+            raise ValueError(f"{f}: not on the grid of {metas[0][0]} (CRS or resolution differ)")
+    xres, yres = t0.a, t0.e
+    lefts = [t.c for _, _, t, _, _ in metas]
+    tops = [t.f for _, _, t, _, _ in metas]
+    rights = [t.c + w * xres for _, _, t, w, _ in metas]
+    bottoms = [t.f + h * yres for _, _, t, _, h in metas]
+    x0, y0 = min(lefts), max(tops)
+    width = round((max(rights) - x0) / xres)
+    height = round((min(bottoms) - y0) / yres)
+    gdal_type = {"uint8": "Byte", "uint16": "UInt16", "float32": "Float32"}[dtype]
+    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
+    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = crs.to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(
+        repr(float(v)) for v in (x0, xres, 0.0, y0, 0.0, yres)
+    )
+    for b, description in enumerate(descriptions, start=1):
+        band = ET.SubElement(root, "VRTRasterBand", dataType=gdal_type, band=str(b))
+        ET.SubElement(band, "Description").text = description
+        ET.SubElement(band, "NoDataValue").text = str(nodata)
+        if scheme is not None:
+            ET.SubElement(band, "ColorInterp").text = "Palette"
+            table = ET.SubElement(band, "ColorTable")
+            cmap = scheme.colormap()
+            for value in range(max(cmap) + 1):
+                r, g, bl, a = cmap.get(value, (0, 0, 0, 0))
+                ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(bl), c4=str(a))
+            names = ET.SubElement(band, "CategoryNames")
+            for value in range(max(scheme.values) + 1):
+                name = scheme.by_value(value).name if value in scheme.values else ""
+                ET.SubElement(names, "Category").text = name
+        for f, _, t, w, h in metas:
+            src = ET.SubElement(band, "ComplexSource")
+            rel = os.path.relpath(f, path.parent)
+            ET.SubElement(src, "SourceFilename", relativeToVRT="1").text = Path(rel).as_posix()
+            ET.SubElement(src, "SourceBand").text = str(b)
+            ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
+            x_off, y_off = round((t.c - x0) / xres), round((t.f - y0) / yres)
+            ET.SubElement(src, "DstRect", xOff=str(x_off), yOff=str(y_off), xSize=str(w), ySize=str(h))
+            ET.SubElement(src, "NODATA").text = str(nodata)
+    return _write_text(path, _xml(root))
+
+
+def write_mosaics(out: str | Path, records: Sequence[PairRecord], provenance: Provenance) -> list[Path]:
+    """One image VRT and one mask VRT (with its QGIS style) per CRS of the pairs."""
+    out = Path(out)
+    written = []
+    for crs in sorted({r.crs for r in records}, key=lambda c: c.to_string()):
+        group = [r for r in records if r.crs == crs]
+        name = _crs_name(crs)
+        try:
+            sensor = provenance.sensor
+            written.append(
+                write_vrt(
+                    out / f"images_{name}.vrt",
+                    [r.image for r in group],
+                    sensor.band_names,
+                    sensor.dtype,
+                    sensor.nodata,
+                )
+            )
+            written.append(
+                write_vrt(
+                    out / f"masks_{name}.vrt",
+                    [r.mask for r in group],
+                    ("class",),
+                    "uint8",
+                    NODATA,
+                    provenance.scheme,
+                )
+            )
+            _write_text(out / f"masks_{name}.qml", mask_qml(provenance.scheme))
+            _write_text(out / f"images_{name}.qml", image_qml(sensor))
+        except ValueError as err:
+            log.warning("no mosaic for %s: %s", crs.to_string(), err)
+    log.info("wrote %d VRT mosaics into %s", len(written), out)
+    return written
+
+
+def _stac_item(r: PairRecord, provenance: Provenance) -> pystac.Item:
+    footprint = mapping(box(*r.bounds))
+    geometry = transform_geom(r.crs, "EPSG:4326", footprint)
+    lons = [p[0] for p in geometry["coordinates"][0]]
+    lats = [p[1] for p in geometry["coordinates"][0]]
+    created = r.tags.get("GEOGAN_CREATED")
+    when = datetime.fromisoformat(created) if created else datetime.now(UTC)
+    properties = {
+        "geogan:synthetic": True,
+        "geogan:model": r.tags.get("GEOGAN_MODEL", ""),
+        "geogan:checkpoint_sha256": r.tags.get("GEOGAN_CHECKPOINT_SHA256", ""),
+        "geogan:seed": int(r.tags.get("GEOGAN_SEED", "-1")),
+        "geogan:version": r.tags.get("GEOGAN_VERSION", ""),
+    }
+    if r.tags.get("GEOGAN_SOURCE_CHIP"):
+        properties["geogan:source_chip"] = r.tags["GEOGAN_SOURCE_CHIP"]
+    item = pystac.Item(r.id, geometry, [min(lons), min(lats), max(lons), max(lats)], when, properties)
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    epsg = r.crs.to_epsg()
+    proj.apply(
+        code=f"EPSG:{epsg}" if epsg else None,
+        wkt2=None if epsg else r.crs.to_wkt(),
+        bbox=list(r.bounds),
+        shape=[r.height, r.width],
+        transform=list(r.transform)[:6],
+    )
+    sensor = provenance.sensor
+    image = pystac.Asset(
+        str(r.image), title=f"synthetic {sensor.title}", media_type=pystac.MediaType.COG, roles=["data"]
+    )
+    item.add_asset("image", image)
+    EOExtension.ext(image, add_if_missing=True).apply(
+        bands=[
+            EOBand.create(
+                b.name,
+                description=b.description,
+                center_wavelength=b.wavelength_nm / 1000 if b.wavelength_nm else None,
+            )
+            for b in sensor.bands
+        ]
+    )
+    RasterExtension.ext(image, add_if_missing=True).apply(
+        [
+            RasterBand.create(
+                nodata=sensor.nodata,
+                data_type=DataType(sensor.dtype),
+                scale=1 / sensor.scale,
+                spatial_resolution=abs(r.transform.a),
+            )
+            for _ in sensor.bands
+        ]
+    )
+    mask = pystac.Asset(
+        str(r.mask),
+        title=f"class mask ({provenance.scheme.name})",
+        media_type=pystac.MediaType.COG,
+        roles=["labels", "data"],
+    )
+    item.add_asset("mask", mask)
+    ClassificationExtension.ext(mask, add_if_missing=True).apply(
+        classes=[
+            Classification.create(
+                c.value, c.name, name=_stac_name(c.name), color_hint=c.colour.lstrip("#").upper()
+            )
+            for c in provenance.scheme.classes
+        ]
+    )
+    RasterExtension.ext(mask, add_if_missing=True).apply(
+        [RasterBand.create(nodata=NODATA, data_type=DataType.UINT8, spatial_resolution=abs(r.transform.a))]
+    )
+    style = pystac.Asset(
+        str(r.mask.with_suffix(".qml")),
+        title="QGIS style of the mask",
+        media_type="text/xml",
+        roles=["metadata"],
+    )
+    item.add_asset("mask_style", style)
+    return item
+
+
+def _stac_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name.lower())
+
+
+def write_stac(out: str | Path, records: Sequence[PairRecord], provenance: Provenance) -> Path:
+    """A self-contained STAC catalogue under ``OUT/stac`` with one item per pair.
+
+    Written into a temporary folder and swapped in whole; asset links are relative.
+    """
+    out = Path(out).resolve()
+    final = out / STAC
+    catalog = pystac.Catalog(
+        "geogan-synthetic",
+        f"Synthetic {provenance.sensor.role.upper()} image + {provenance.scheme.name} mask pairs "
+        f"made by geogan {geogan.__version__} ({provenance.model})",
+        title="geogan synthetic pairs",
+    )
+    for r in records:
+        catalog.add_item(_stac_item(r, provenance))
+    catalog.normalize_hrefs(str(final))
+    catalog.make_all_asset_hrefs_relative()
+    tmp, old = out / f".{STAC}.tmp", out / f".{STAC}.old"
+    for d in (tmp, old):
+        shutil.rmtree(d, ignore_errors=True)
+    catalog.save(pystac.CatalogType.SELF_CONTAINED, dest_href=str(tmp))
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("wrote STAC catalogue %s (%d items)", final / "catalog.json", len(records))
+    return final / "catalog.json"
+
+
+def validate_stac(catalog_path: str | Path) -> int:
+    """Validate every object of a STAC catalogue offline; the number of objects checked.
+
+    Each catalogue and item is checked against the STAC core JSON schemas that pystac ships
+    (no network). Extension schemas (projection, eo, raster, classification) are published
+    only online, so their fields are not schema-checked here.
+    """
+    from pystac.validation import JsonSchemaSTACValidator, validate_dict
+
+    validator = JsonSchemaSTACValidator()
+    checked = 0
+    for path in sorted(Path(catalog_path).parent.rglob("*.json")):
+        doc = json.loads(path.read_text())
+        validate_dict(doc, extensions=[], href=str(path), validator=validator)
+        checked += 1
+    return checked
+
+
+def write_collections(out: str | Path, provenance: Provenance) -> dict[str, list[Path]]:
+    """Rebuild the index, VRT mosaics and STAC catalogue from the pairs on disk."""
+    records = read_records(out)
+    if not records:
+        raise ValueError(f"{out}: no image + mask pairs to index")
+    return {
+        "index": [write_index(out, records)],
+        "mosaics": write_mosaics(out, records, provenance),
+        "stac": [write_stac(out, records, provenance)],
+    }
+
+
+def validate_cogs(paths: Iterable[Path]) -> list[str]:
+    """Problems rio-cogeo finds in each path (an empty list when all are valid COGs)."""
+    problems = []
+    for p in paths:
+        ok, errors, _ = cog_validate(str(p), quiet=True)
+        if not ok:
+            problems.append(f"{p}: {'; '.join(errors)}")
+    return problems
