@@ -127,3 +127,58 @@ def tile(
         for failure in summary.failures:
             console.print(f"  {failure['error']}")
         raise typer.Exit(1)
+
+
+train_app = typer.Typer(name="train", help="Train a generative model on a tile folder.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("msg-stylegan")
+def train_msg_stylegan(
+    tiles: Path = typer.Option(..., "--tiles", help="Tile folder written by `geogan tile`."),
+    out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, samples, logs."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML file of training options (any field of MSGStyleGANOptions)."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Train up to this many steps in total."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Tiles per step."),
+    resolution: int | None = typer.Option(None, "--resolution", help="Tile size in pixels (a power of two)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of weights, data order and noise."),
+    devices: int | None = typer.Option(None, "--devices", help="GPUs to train on (DDP if more than 1)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its newest checkpoint."
+    ),
+) -> None:
+    """Train MSG-StyleGAN: unconditional tiles of every band, an image out of every block."""
+    import yaml
+    from pydantic import ValidationError
+
+    from geogan.config import MSGStyleGANOptions
+    from geogan.training import CONFIG_FILE, train
+
+    try:
+        doc: dict = {}
+        if config is not None:
+            doc = yaml.safe_load(config.read_text()) or {}
+            if not isinstance(doc, dict):
+                raise ValueError(f"{config}: expected a mapping of option: value")
+        elif resume and (out / CONFIG_FILE).is_file():
+            doc = yaml.safe_load((out / CONFIG_FILE).read_text())["options"]
+        given = {
+            "steps": steps,
+            "batch_size": batch_size,
+            "resolution": resolution,
+            "seed": seed,
+            "devices": devices,
+        }
+        doc.update({k: v for k, v in given.items() if v is not None}, tiles=tiles, out=out)
+        options = MSGStyleGANOptions.model_validate(doc)
+        checkpoint = train("msg-stylegan", options, resume=resume, console=console)
+    except ValidationError as err:
+        fail(ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())))
+    except (OSError, yaml.YAMLError, ValueError) as err:
+        fail(err)
+    console.print(
+        f"checkpoint {checkpoint}; sample grids in {out / 'samples'} (PNG); "
+        f"metrics in {out / 'logs' / 'metrics.csv'} (tensorboard --logdir {out / 'logs'})"
+    )

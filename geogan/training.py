@@ -315,7 +315,7 @@ def _write_png(path: Path, picture: np.ndarray) -> None:
 def to_reflectance_dn(images: np.ndarray, normalizer: Any | None) -> np.ndarray:
     """Model tiles (N, C, H, W) in [-1, 1] -> S2 bands in L1C digital numbers (never 0 = nodata)."""
     if normalizer is not None:
-        images = np.stack([normalizer.decode(x) for x in images])
+        images = normalizer.decode(images)
     else:  # no statistics: map [-1, 1] linearly onto 1..10000, enough for a stretched picture
         images = (np.clip(images, -1, 1) + 1) * 4999.5 + 1
     return images[:, : S2.count]
@@ -376,12 +376,12 @@ def _check_resumable(run: Path, task: str, data: DataInfo, options: TrainOptions
         raise ValueError(f"{path}: resuming with different settings ({detail}); use the run's own settings")
 
 
-def _load_normalizer(path: Path) -> Any | None:
+def _load_normalizer(path: Path, roles: tuple[str, ...]) -> Any | None:
     if not path.is_file():
         return None
     from geogan.datasets import Normalizer
 
-    return Normalizer.from_stats(path)
+    return Normalizer.from_stats(path, roles)
 
 
 def open_tiles(options: TrainOptions) -> Dataset:
@@ -702,7 +702,7 @@ def load_generator(
         generator=generator,
         options=options,
         data=data,
-        normalizer=_load_normalizer(run / STATS_FILE),
+        normalizer=_load_normalizer(run / STATS_FILE, options.roles),
         checkpoint=checkpoint,
         sha256=sha256(checkpoint),
         step=int(state["step"]),
