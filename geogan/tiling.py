@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from dask.array.percentile import merge_percentiles  # imported here: threads importing dask.array race
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
@@ -366,8 +367,6 @@ def _chip_stats(path: str) -> dict:
 
 def _merge_stats(parts) -> dict:
     """One partial of many: Chan's parallel mean/variance, and merged percentiles per band."""
-    from dask.array.percentile import merge_percentiles
-
     parts = [p for p in parts if p is not None]
     if not parts:
         return None

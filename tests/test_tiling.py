@@ -1,0 +1,211 @@
+"""The tile stage on real GeoTIFFs and a real Dask cluster: chips, alignment, index, stats, re-runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from distributed import Client, LocalCluster
+from rasterio.crs import CRS
+from rasterio.transform import Affine
+from rasterio.warp import transform, transform_bounds
+from rasterio.windows import Window
+
+from geogan.bands import LC, S1, S2
+from geogan.config import TileOptions
+from geogan.sample import write_raster
+from geogan.tiling import tile
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as c:
+            yield c
+
+
+def sources(files: dict[str, Path]) -> list[str]:
+    return [f"s2={files['s2']}", f"s1={files['s1']}", f"labels={files['lc']}"]
+
+
+@pytest.fixture(scope="module")
+def tiled(tmp_path_factory, scene_files, sen12ms_root, client):
+    """The 512 px scene and the SEN12MS folder, tiled once into 128 px chips."""
+    out = tmp_path_factory.mktemp("tiles")
+    options = TileOptions(sources=[*sources(scene_files), str(sen12ms_root)], out=out, size=128)
+    return out, tile(options, client=client, progress=False)
+
+
+def test_chips_are_pixel_exact_and_georeferenced(tiled, scene_files):
+    out, summary = tiled
+    assert summary.ok and summary.written == 16 + 8 and summary.dropped == {}
+    rng = np.random.default_rng(0)
+    for role in ("s2", "s1", "lc"):
+        chips = sorted((out / "geogan_scenes" / f"{role}_s2").glob("*.tif"))
+        assert len(chips) == 16
+        with rasterio.open(scene_files[role]) as src:
+            for path in rng.choice(chips, 4, replace=False):
+                row, col = (int(t[1:]) for t in path.stem.split("_")[-1].split("-"))
+                window = Window(col, row, 128, 128)
+                with rasterio.open(path) as chip:
+                    np.testing.assert_array_equal(chip.read(), src.read(window=window))
+                    assert chip.dtypes == src.dtypes and chip.crs == src.crs
+                    assert chip.transform == src.window_transform(window)
+                    assert chip.descriptions == src.descriptions
+                    assert chip.profile["compress"] == "zstd" and chip.block_shapes[0] == (128, 128)
+                    assert (chip.nodata == src.nodata) or (np.isnan(chip.nodata) and np.isnan(src.nodata))
+
+
+def test_torchgeo_loads_the_chips(tiled):
+    from torchgeo.datasets import SEN12MS
+
+    out, summary = tiled
+    train, test = SEN12MS(root=out, split="train"), SEN12MS(root=out, split="test")
+    assert len(train) + len(test) == summary.chips == 24
+    assert len(test) >= 4  # three scenes, split by scene: at least one in test
+    sample = train[0]
+    assert sample["image"].shape == (15, 128, 128) and sample["mask"].shape == (128, 128)
+    assert int(sample["mask"].min()) >= 1  # IGBP classes; the procedural scenes have no nodata
+
+
+def test_index_describes_every_chip(tiled):
+    out, _ = tiled
+    index = gpd.read_file(out / "index.gpkg", layer="tiles")
+    assert len(index) == 24 * 3 and index["chip"].nunique() == 24
+    assert index.crs == CRS.from_epsg(32630)
+    for column in ("path", "role", "scene", "split", "row_off", "col_off", "width", "height", "crs"):
+        assert index[column].notna().all()
+    assert (index.groupby("scene")["split"].nunique() == 1).all()
+    classes = [c for c in index.columns if c.startswith("class_")]
+    assert classes and (index[classes].sum(axis=1) == 128 * 128).all()  # no nodata in these labels
+    for _, row in index.sample(5, random_state=1).iterrows():
+        with rasterio.open(out / row["path"]) as chip:
+            assert row["geometry"].bounds == pytest.approx(tuple(chip.bounds))
+            assert chip.crs.to_string() == row["crs"]
+            if row["role"] == "lc":
+                values, counts = np.unique(chip.read(1), return_counts=True)
+                for v, n in zip(values, counts, strict=True):
+                    assert row[f"class_{v}"] == n
+
+
+def test_stats_match_numpy_over_the_chips(tiled):
+    out, _ = tiled
+    stats = json.loads((out / "stats.json").read_text())
+    index = gpd.read_file(out / "index.gpkg", layer="tiles")
+    for role in ("s2", "s1"):
+        chips = [rasterio.open(out / p).read() for p in index.loc[index["role"] == role, "path"]]
+        data = np.concatenate([c.reshape(len(c), -1) for c in chips], axis=1).astype(np.float64)
+        s = stats["roles"][role]
+        assert s["bands"] == list((S2 if role == "s2" else S1).band_names)
+        np.testing.assert_array_equal(s["count"], np.isfinite(data).sum(1))
+        np.testing.assert_allclose(s["mean"], data.mean(1), rtol=1e-9)
+        np.testing.assert_allclose(s["std"], data.std(1), rtol=1e-6)
+        np.testing.assert_array_equal(s["min"], data.min(1))
+        np.testing.assert_array_equal(s["max"], data.max(1))
+        spread = data.max(1) - data.min(1)
+        for key, q in (("p01", 1), ("p99", 99)):
+            assert np.all(np.abs(np.array(s[key]) - np.percentile(data, q, axis=1)) <= 0.02 * spread)
+    assert stats["roles"]["s2"]["nodata"] == 0 and "merge_percentiles" in stats["percentile_method"]
+
+
+def test_rerun_skips_what_is_done(tiled, scene_files, sen12ms_root, client):
+    out, first = tiled
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
+    options = TileOptions(sources=[*sources(scene_files), str(sen12ms_root)], out=out, size=128)
+    again = tile(options, client=client, progress=False)
+    assert again.written == 0 and again.skipped == first.written and again.chips == first.chips
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")} == mtimes
+    assert again.seconds < first.seconds
+
+
+def _linear_s1(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A smooth S1 field in dB, so bilinear resampling of it is exact up to rounding."""
+    return np.stack([-15 + (x - 440_000) / 2000, -22 + (6_490_000 - y) / 3000]).astype(np.float32)
+
+
+def test_s1_and_labels_are_aligned_onto_the_s2_grid(tmp_path, scene_files, client):
+    with rasterio.open(scene_files["s2"]) as s2:
+        s2_transform, crs = s2.transform, s2.crs
+    # S1 at 20 m in UTM 31N over a larger area; labels at 30 m, shifted, in UTM 30N.
+    utm31 = CRS.from_epsg(32631)
+    left, bottom, right, top = transform_bounds(crs, utm31, 439_000, 6_483_000, 446_500, 6_491_000)
+    t31 = Affine(20, 0, left, 0, -20, top)
+    w, h = int((right - left) / 20), int((top - bottom) / 20)
+    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    x31, y31 = t31 * (cols, rows)
+    x30, y30 = transform(utm31, crs, x31.ravel(), y31.ravel())
+    s1 = _linear_s1(np.reshape(x30, (h, w)), np.reshape(y30, (h, w)))
+    write_raster(tmp_path / "s1_utm31.tif", s1, S1, t31, crs=utm31)
+    t_lc = Affine(30, 0, 439_993, 0, -30, 6_490_013)  # no S2 pixel centre on a cell edge
+    lc_cells = (np.arange(300)[:, None] * 7 + np.arange(300)[None, :]) % 17 + 1
+    write_raster(tmp_path / "lc30.tif", np.repeat(lc_cells[None].astype(np.uint8), 4, 0), LC, t_lc)
+    out = tmp_path / "out"
+    srcs = [f"s2={scene_files['s2']}", f"s1={tmp_path / 's1_utm31.tif'}", f"labels={tmp_path / 'lc30.tif'}"]
+    summary = tile(TileOptions(sources=srcs, out=out, size=256, min_valid=0.0), client=client, progress=False)
+    assert summary.ok and summary.written == 4
+    for role, band_count in (("s1", 2), ("lc", 4)):
+        path = out / f"geogan_scenes/{role}_s2/geogan_scenes_{role}_s2_r256-c0.tif"
+        with rasterio.open(path) as chip:
+            assert chip.crs == crs and chip.transform == s2_transform * Affine.translation(0, 256)
+            data = chip.read()
+            assert data.shape == (band_count, 256, 256)
+            cols, rows = np.meshgrid(np.arange(256) + 0.5, np.arange(256) + 0.5)
+            x, y = chip.transform * (cols, rows)
+            if role == "s1":
+                inner = (slice(None), slice(2, -2), slice(2, -2))
+                np.testing.assert_allclose(data[inner], _linear_s1(x, y)[inner], atol=0.02)
+            else:
+                c, r = ~t_lc * (x, y)
+                np.testing.assert_array_equal(data[0], lc_cells[r.astype(int), c.astype(int)])
+
+
+def test_edge_pad_and_min_valid(tmp_path, scene_files, client):
+    options = TileOptions(sources=sources(scene_files), out=tmp_path, size=200, edge="pad", min_valid=0.5)
+    summary = tile(options, client=client, progress=False)
+    # 512 px: origins 0, 200, 400; chips at 400 are 112/200 = 56 % valid in one direction.
+    assert summary.written == 4 + 4 and summary.dropped == {"nodata (s2)": 1}
+    with rasterio.open(tmp_path / "geogan_scenes/s2_s2/geogan_scenes_s2_s2_r400-c0.tif") as chip:
+        data = chip.read()
+    assert data.shape == (13, 200, 200) and (data[:, 112:] == 0).all() and (data[:, :112] > 0).all()
+    dropped = tile(
+        options.model_copy(update={"edge": "drop", "out": tmp_path / "d"}), client=client, progress=False
+    )
+    assert dropped.written == 4 and dropped.dropped == {"edge": 5}
+
+
+def test_killed_run_recovers(tmp_path, scene_files):
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "geogan", "tile", *sources(scene_files), "--out", str(out),
+            "--size", "64", "--workers", "1"]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    records = out / ".geogan" / "tasks"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(records.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its Dask worker processes, at once
+    proc.wait()
+    assert not (out / "index.gpkg").exists(), "the run ended before it was killed"
+    result = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    index = gpd.read_file(out / "index.gpkg", layer="tiles")
+    assert len(index) == 64 * 3 and index["path"].is_unique
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*.tif"))
+    assert files == sorted(index["path"]) and not list(out.rglob("*.tmp"))
+    with rasterio.open(scene_files["s2"]) as src:
+        whole = src.read()
+    for path in index.loc[index["role"] == "s2", "path"]:
+        with rasterio.open(out / path) as chip:
+            r, c = chip.transform.f, chip.transform.c
+            row, col = int(round((src.transform.f - r) / 10)), int(round((c - src.transform.c) / 10))
+            np.testing.assert_array_equal(chip.read(), whole[:, row : row + 64, col : col + 64])
