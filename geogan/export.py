@@ -73,18 +73,21 @@ class Provenance:
 
 @dataclass(frozen=True)
 class Pair:
-    """One generated sample: image (bands, H, W) in the sensor's DN, mask (H, W) class values."""
+    """One generated sample: image (bands, H, W) in the sensor's DN, mask (H, W) class values.
+
+    ``mask`` is None for image-only models (MSG-StyleGAN), whose samples have no labels.
+    """
 
     id: str
     image: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None
     crs: CRS
     transform: Affine
     seed: int
     source_chip: str | None = None  # the real chip a conditioning mask came from
 
     def __post_init__(self) -> None:
-        if self.image.ndim != 3 or self.mask.shape != self.image.shape[1:]:
+        if self.image.ndim != 3 or (self.mask is not None and self.mask.shape != self.image.shape[1:]):
             raise ValueError(
                 f"pair {self.id}: image {self.image.shape} and mask {self.mask.shape} "
                 "must be (bands, H, W) and (H, W)"
@@ -307,25 +310,27 @@ def pair_paths(out: str | Path, pair_id: str) -> tuple[Path, Path]:
 
 
 def pair_written(out: str | Path, pair_id: str) -> bool:
-    """Whether both files of a pair exist (each was renamed into place only when whole)."""
-    return all(p.exists() for p in pair_paths(out, pair_id))
+    """Whether a pair is on disk: its image is renamed into place last, only when all is whole."""
+    return pair_paths(out, pair_id)[0].exists()
 
 
 def write_pair(out: str | Path, pair: Pair, provenance: Provenance) -> bool:
-    """Write one pair's image and mask; False (and nothing written) when both exist already.
+    """Write one pair's mask (if any) and then its image; False (nothing written) if it exists.
 
     Pixels where the mask is nodata are nodata (0) in the image too; elsewhere image values of
     0 become 1, since 0 is the image's nodata.
     """
     image_path, mask_path = pair_paths(out, pair.id)
     if pair_written(out, pair.id):
-        log.debug("skipped %s: image and mask exist", pair.id)
+        log.debug("skipped %s: it exists", pair.id)
         return False
     image_path.parent.mkdir(parents=True, exist_ok=True)
-    mask_path.parent.mkdir(parents=True, exist_ok=True)
     tags = _provenance_tags(provenance, pair, datetime.now(UTC).isoformat(timespec="seconds"))
-    image = np.where(pair.mask[None] == NODATA, 0, np.maximum(pair.image, 1))
-    write_mask(mask_path, pair.mask, pair.crs, pair.transform, provenance.scheme, tags)
+    image = np.maximum(pair.image, 1)
+    if pair.mask is not None:
+        image = np.where(pair.mask[None] == NODATA, 0, image)
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        write_mask(mask_path, pair.mask, pair.crs, pair.transform, provenance.scheme, tags)
     write_image(image_path, image, pair.crs, pair.transform, provenance.sensor, tags)
     log.debug("wrote %s and %s", image_path, mask_path)
     return True
@@ -472,11 +477,11 @@ def image_qml(sensor: Sensor = S2) -> str:
 
 @dataclass(frozen=True)
 class PairRecord:
-    """A written pair as read back from its files."""
+    """A written pair as read back from its files (``mask`` None for an image-only sample)."""
 
     id: str
     image: Path
-    mask: Path
+    mask: Path | None
     crs: CRS
     transform: Affine
     width: int
@@ -489,14 +494,12 @@ class PairRecord:
 
 
 def read_records(out: str | Path) -> list[PairRecord]:
-    """Every whole pair in export folder ``out``, read back from the files, sorted by id."""
+    """Every pair in export folder ``out``, read back from the files, sorted by id."""
     out = Path(out)
     records = []
     for image in sorted((out / IMAGES).glob("*.tif")):
         mask = out / MASKS / image.name
-        if not mask.exists():
-            log.warning("skipped %s: its mask %s is missing", image, mask)
-            continue
+        mask = mask if mask.exists() else None
         with rasterio.open(image) as src:
             records.append(
                 PairRecord(image.stem, image, mask, src.crs, src.transform, src.width, src.height, src.tags())
@@ -527,7 +530,7 @@ def write_index(out: str | Path, records: Sequence[PairRecord]) -> Path:
             {
                 "id": r.id,
                 "image": r.image.relative_to(out).as_posix(),
-                "mask": r.mask.relative_to(out).as_posix(),
+                "mask": r.mask.relative_to(out).as_posix() if r.mask else "",
                 "crs": r.crs.to_string(),
                 "synthetic": r.tags.get("GEOGAN_SYNTHETIC") == "true",
                 "model": r.tags.get("GEOGAN_MODEL", ""),
@@ -612,35 +615,25 @@ def write_vrt(
 
 
 def write_mosaics(out: str | Path, records: Sequence[PairRecord], provenance: Provenance) -> list[Path]:
-    """One image VRT and one mask VRT (with its QGIS style) per CRS of the pairs."""
+    """One image VRT and one mask VRT per CRS of the pairs, each with its QGIS style."""
     out = Path(out)
+    sensor, scheme = provenance.sensor, provenance.scheme
     written = []
     for crs in sorted({r.crs for r in records}, key=lambda c: c.to_string()):
         group = [r for r in records if r.crs == crs]
         name = _crs_name(crs)
+        masks = [r.mask for r in group if r.mask is not None]
         try:
-            sensor = provenance.sensor
+            images = [r.image for r in group]
             written.append(
-                write_vrt(
-                    out / f"images_{name}.vrt",
-                    [r.image for r in group],
-                    sensor.band_names,
-                    sensor.dtype,
-                    sensor.nodata,
-                )
+                write_vrt(out / f"images_{name}.vrt", images, sensor.band_names, sensor.dtype, sensor.nodata)
             )
-            written.append(
-                write_vrt(
-                    out / f"masks_{name}.vrt",
-                    [r.mask for r in group],
-                    ("class",),
-                    "uint8",
-                    NODATA,
-                    provenance.scheme,
-                )
-            )
-            _write_text(out / f"masks_{name}.qml", mask_qml(provenance.scheme))
             _write_text(out / f"images_{name}.qml", image_qml(sensor))
+            if masks:
+                written.append(
+                    write_vrt(out / f"masks_{name}.vrt", masks, ("class",), "uint8", NODATA, scheme)
+                )
+                _write_text(out / f"masks_{name}.qml", mask_qml(scheme))
         except ValueError as err:
             log.warning("no mosaic for %s: %s", crs.to_string(), err)
     log.info("wrote %d VRT mosaics into %s", len(written), out)
@@ -699,21 +692,26 @@ def _stac_item(r: PairRecord, provenance: Provenance) -> pystac.Item:
             for _ in sensor.bands
         ]
     )
+    if r.mask is not None:
+        _add_mask_assets(item, r, provenance.scheme)
+    return item
+
+
+def _add_mask_assets(item: pystac.Item, r: PairRecord, scheme: ClassScheme) -> None:
     mask = pystac.Asset(
         str(r.mask),
-        title=f"class mask ({provenance.scheme.name})",
+        title=f"class mask ({scheme.name})",
         media_type=pystac.MediaType.COG,
         roles=["labels", "data"],
     )
     item.add_asset("mask", mask)
-    ClassificationExtension.ext(mask, add_if_missing=True).apply(
-        classes=[
-            Classification.create(
-                c.value, c.name, name=_stac_name(c.name), color_hint=c.colour.lstrip("#").upper()
-            )
-            for c in provenance.scheme.classes
-        ]
-    )
+    classes = [
+        Classification.create(
+            c.value, c.name, name=_stac_name(c.name), color_hint=c.colour.lstrip("#").upper()
+        )
+        for c in scheme.classes
+    ]
+    ClassificationExtension.ext(mask, add_if_missing=True).apply(classes=classes)
     RasterExtension.ext(mask, add_if_missing=True).apply(
         [RasterBand.create(nodata=NODATA, data_type=DataType.UINT8, spatial_resolution=abs(r.transform.a))]
     )
@@ -724,7 +722,6 @@ def _stac_item(r: PairRecord, provenance: Provenance) -> pystac.Item:
         roles=["metadata"],
     )
     item.add_asset("mask_style", style)
-    return item
 
 
 def _stac_name(name: str) -> str:

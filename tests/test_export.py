@@ -158,6 +158,27 @@ def test_bad_mask_values_are_refused_before_anything_is_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_image_only_samples_export_without_masks(tmp_path):
+    """MSG-StyleGAN samples have no mask: images, index, mosaic and STAC still come out."""
+    grid = export.synthetic_grid(2, SIZE, 10.0, UTM30, REAL_BOUNDS)
+    for i, t in enumerate(grid.transforms):
+        pair = make_pair(i, UTM30, t)
+        assert export.write_pair(
+            tmp_path, export.Pair(pair.id, pair.image, None, UTM30, t, seed=i), PROVENANCE
+        )
+    assert not (tmp_path / "masks").exists()
+    collections = export.write_collections(tmp_path, PROVENANCE)
+    assert [p.name for p in collections["mosaics"]] == ["images_EPSG_32630.vrt"]
+    with rasterio.open(tmp_path / "images" / "syn_000000.tif") as src:
+        np.testing.assert_array_equal(
+            src.read(), np.maximum(make_pair(0, UTM30, grid.transforms[0]).image, 1)
+        )
+    assert list(gpd.read_file(tmp_path / "index.gpkg")["mask"]) == ["", ""]
+    assert export.validate_stac(collections["stac"][0]) == 3
+    item = next(pystac.Catalog.from_file(str(collections["stac"][0])).get_items(recursive=True))
+    assert set(item.assets) == {"image"}
+
+
 def test_synthetic_grid_lies_clear_of_the_real_chips():
     grid = export.synthetic_grid(5, 256, 10.0, UTM30, REAL_BOUNDS)
     real = box(*REAL_BOUNDS)
