@@ -129,6 +129,60 @@ def tile(
         raise typer.Exit(1)
 
 
+labels_app = typer.Typer(
+    name="labels", help="Class labels from the analyst's own polygons.", no_args_is_help=True
+)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("rasterize")
+def labels_rasterize(
+    polygons: Path = typer.Argument(..., help="Polygon layer (GeoPackage, Shapefile, GeoJSON...), any CRS."),
+    tiles: Path = typer.Option(..., "--tiles", help="Tile folder written by `geogan tile`."),
+    column: str = typer.Option(..., "--column", help="Attribute holding each polygon's class (id or name)."),
+    scheme: str = typer.Option("igbp", "--scheme", help="igbp, dfc2020 or a YAML scheme file."),
+    background: str | None = typer.Option(
+        None, "--background", help="Class (id or name) outside every polygon [default: 0 = unlabelled]."
+    ),
+    all_touched: bool = typer.Option(False, "--all-touched", help="Burn every pixel a polygon touches."),
+) -> None:
+    """Burn polygons onto every chip's grid: mask chips beside the images, rows in index.gpkg."""
+    from geogan.config import RasterizeOptions
+    from geogan.labels import rasterize
+
+    options = RasterizeOptions(
+        polygons=polygons, tiles=tiles, column=column, scheme=scheme, background=background,
+        all_touched=all_touched,
+    )  # fmt: skip
+    try:
+        report = rasterize(**options.model_dump(), progress=True)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        fail(err)
+    table = Table(title=f"geogan labels rasterize: {polygons} -> {tiles}")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_row("mask chips written", str(report.written))
+    table.add_row("mask chips already up to date", str(report.up_to_date))
+    table.add_row("polygons burned", str(report.burned))
+    table.add_row("polygons touching no chip", str(len(report.outside)))
+    table.add_row("polygons with an unknown class", str(len(report.unknown)))
+    table.add_row("invalid geometries", str(len(report.invalid)))
+    Console().print(table)
+    shown = 10
+    for title, items in (
+        ("touching no chip (FID)", [str(f) for f in report.outside]),
+        (f"unknown class in {column!r} (FID: value), not burned", [f"{f}: {v}" for f, v in report.unknown]),
+        ("invalid geometry (FID: reason)", [f"{f}: {r}" for f, r in report.invalid]),
+    ):
+        if items:
+            more = f" ... and {len(items) - shown} more" if len(items) > shown else ""
+            console.print(f"[yellow]{title}:[/] {'; '.join(items[:shown])}{more}")
+    console.print(
+        f"full lists in {tiles / 'rasterize_report.json'}; open the mask chips "
+        f"({tiles}/*/mask_*/*.tif) or {tiles / 'index.gpkg'} (role = 'mask') in QGIS"
+    )
+
+
 train_app = typer.Typer(name="train", help="Train a generative model on a tile folder.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 

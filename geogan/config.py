@@ -105,3 +105,16 @@ class MSGStyleGANOptions(TrainOptions):
         if value & (value - 1):
             raise ValueError(f"resolution must be a power of two, got {value}")
         return value
+
+
+class RasterizeOptions(StageOptions):
+    """``geogan labels rasterize``: burn the analyst's polygons onto every chip as mask chips."""
+
+    polygons: Path = Field(..., description="polygon layer: GeoPackage, Shapefile, GeoJSON... in any CRS")
+    tiles: Path = Field(..., description="tile folder written by `geogan tile`")
+    column: str = Field(..., description="attribute holding each polygon's class (an id or a name)")
+    scheme: str = Field("igbp", description="class scheme: igbp, dfc2020 or a YAML file (id, name, colour)")
+    background: str | None = Field(
+        None, description="class (id or name) of pixels outside every polygon; default 0 = unlabelled"
+    )
+    all_touched: bool = Field(False, description="burn every pixel a polygon touches, not only centres")

@@ -7,11 +7,27 @@ ids); 0 is nodata / unlabelled in every scheme. Models work with contiguous clas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.features
+import shapely
+import shapely.validation
 import yaml
+from rich.progress import track
+
+log = logging.getLogger(__name__)
 
 NODATA = 0
 
@@ -168,9 +184,316 @@ def scheme(name_or_path: str | Path) -> ClassScheme:
     raise KeyError(f"unknown class scheme {name_or_path!r}: use igbp, dfc2020 or a YAML file")
 
 
+_scheme = scheme  # for functions whose ``scheme`` argument hides the function
+
+
 def igbp_to_dfc2020(values: np.ndarray) -> np.ndarray:
     """Map IGBP class values to simplified DFC2020 values (unknown -> nodata)."""
     lut = np.zeros(256, dtype=np.uint8)
     for igbp, dfc in IGBP_TO_DFC2020.items():
         lut[igbp] = dfc
     return lut[np.asarray(values).astype(np.int64).clip(0, 255)]
+
+
+def convert(values: np.ndarray, source: ClassScheme, target: ClassScheme) -> np.ndarray:
+    """Class values of ``source`` as class values of ``target`` (uint8; 0 stays nodata).
+
+    The same scheme passes values through; IGBP -> DFC2020 uses :data:`IGBP_TO_DFC2020`. Any
+    other pair has no published mapping and is refused.
+    """
+    if source == target:
+        return np.asarray(values).astype(np.uint8)
+    if source == IGBP and target == DFC2020:
+        return igbp_to_dfc2020(values)
+    raise ValueError(f"no mapping from class scheme {source.name!r} to {target.name!r}")
+
+
+def class_value(label: object, scheme: ClassScheme) -> int | None:
+    """The class value of one attribute value, given as a class id or a class name; else None.
+
+    ``12``, ``12.0``, ``"12"`` and ``"Croplands"`` (any case) all name IGBP class 12.
+    """
+    if label is None or (isinstance(label, float) and np.isnan(label)):
+        return None
+    text = str(label).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        try:
+            return scheme.by_name(text).value
+        except KeyError:
+            return None
+    if number.is_integer() and int(number) in scheme.values:
+        return int(number)
+    return None
+
+
+# -- Tile layout --------------------------------------------------------------------------------
+
+#: ``{ROI}_{season}_{role}_{scene}_{patch}.tif``, e.g. ``ROIs1158_spring_s2_1_p30.tif``.
+CHIP_NAME = re.compile(r"^(?P<season>.+)_(?P<role>[a-z0-9]+)_(?P<scene>[^_]+)_(?P<patch>[^_]+)\.tif$")
+
+MASK_ROLE = "mask"
+
+
+def twin_path(path: str | Path, role: str) -> Path:
+    """The path of a chip's twin of another role in the tile layout.
+
+    ``DIR/ROIs1158_spring/s2_1/ROIs1158_spring_s2_1_p30.tif`` with role ``mask`` is
+    ``DIR/ROIs1158_spring/mask_1/ROIs1158_spring_mask_1_p30.tif``.
+    """
+    path = Path(path)
+    match = CHIP_NAME.match(path.name)
+    if match is None:
+        raise ValueError(
+            f"{path}: not a chip name of the tile layout ({{folder}}_{{role}}_{{scene}}_{{patch}}.tif)"
+        )
+    season, scene, patch = match["season"], match["scene"], match["patch"]
+    return path.parent.parent / f"{role}_{scene}" / f"{season}_{role}_{scene}_{patch}.tif"
+
+
+def read_tile_index(tiles: str | Path) -> gpd.GeoDataFrame:
+    """The ``tiles`` layer of ``DIR/index.gpkg`` written by ``geogan tile``."""
+    path = Path(tiles) / "index.gpkg"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no tile index (run `geogan tile ... --out {tiles}` first)")
+    try:
+        index = gpd.read_file(path, layer="tiles")
+    except Exception as err:  # pyogrio raises several error types for unreadable files
+        raise ValueError(f"{path}: cannot read layer 'tiles' ({err})") from err
+    missing = {"path", "role", "scene", "chip"} - set(index.columns)
+    if missing:
+        raise ValueError(f"{path}: layer 'tiles' lacks the columns {sorted(missing)}")
+    return index
+
+
+# -- Labels from vectors --------------------------------------------------------------------------
+
+
+@dataclass
+class RasterizeReport:
+    """What ``rasterize`` did. Feature ids are the layer's FIDs (as QGIS shows them)."""
+
+    written: int = 0  # mask chips written
+    up_to_date: int = 0  # mask chips already burned from the same polygons, left as they were
+    burned: int = 0  # polygons burned onto at least one chip
+    outside: list[int] = field(default_factory=list)  # polygons touching no chip
+    unknown: list[tuple[int, str]] = field(default_factory=list)  # (fid, class value not in the scheme)
+    invalid: list[tuple[int, str]] = field(default_factory=list)  # (fid, reason and what was done)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def _polygons(path: Path, column: str, target: ClassScheme, report: RasterizeReport) -> gpd.GeoDataFrame:
+    """Read the layer; keep usable polygons with a ``value`` column; record every problem."""
+    try:
+        frame = gpd.read_file(path, fid_as_index=True)
+    except Exception as err:  # pyogrio raises several error types for unreadable files
+        raise ValueError(f"{path}: cannot read polygons ({err})") from err
+    if column not in frame.columns:
+        raise ValueError(
+            f"{path}: no column {column!r}; its columns are {[c for c in frame.columns if c != 'geometry']}"
+        )
+    if frame.crs is None:
+        raise ValueError(f"{path}: the layer has no CRS, so it cannot be placed on the chips")
+    keep = []
+    for fid, label, geom in zip(frame.index, frame[column], frame.geometry, strict=True):
+        value = class_value(label, target)
+        if value is None:
+            report.unknown.append((int(fid), str(label)))
+            continue
+        if geom is None or geom.is_empty:
+            report.invalid.append((int(fid), "empty geometry: skipped"))
+            continue
+        if not geom.is_valid:
+            reason = shapely.validation.explain_validity(geom)
+            geom = shapely.make_valid(geom)
+            report.invalid.append((int(fid), f"{reason}: repaired with make_valid"))
+        if geom.geom_type == "GeometryCollection":
+            geom = shapely.union_all([g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
+        if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
+            report.invalid.append((int(fid), f"not a polygon ({geom.geom_type}): skipped"))
+            continue
+        keep.append((fid, value, geom))
+    fids, values, geoms = zip(*keep, strict=True) if keep else ((), (), ())
+    return gpd.GeoDataFrame({"value": values}, geometry=list(geoms), index=list(fids), crs=frame.crs)
+
+
+def _fingerprint(polygons: gpd.GeoDataFrame, target: ClassScheme, background: int, all_touched: bool) -> str:
+    digest = hashlib.sha256()
+    digest.update(repr((target, background, all_touched)).encode())
+    digest.update(np.asarray(polygons["value"], dtype=np.int64).tobytes())
+    for wkb in shapely.to_wkb(polygons.geometry.values, hex=False):
+        digest.update(wkb)
+    digest.update(str(polygons.crs).encode())
+    return digest.hexdigest()[:32]
+
+
+def _write_mask(path: Path, data: np.ndarray, grid: dict, target: ClassScheme, tags: dict[str, str]) -> None:
+    """One uint8 mask chip with the scheme's colour table, written to a temporary name, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    height, width = data.shape
+    tiled = height % 16 == 0 and width % 16 == 0
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": grid["crs"],
+        "transform": grid["transform"],
+        "nodata": NODATA,
+        "compress": "deflate",
+        "predictor": 2,
+        "tiled": tiled,
+        **({"blockxsize": min(256, width), "blockysize": min(256, height)} if tiled else {}),
+    }
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(data, 1)
+        dst.write_colormap(1, target.colormap())
+        dst.set_band_description(1, f"class ({target.name})")
+        dst.update_tags(GEOGAN_ROLE=MASK_ROLE, GEOGAN_SCHEME=target.name, **tags)
+    os.replace(tmp, path)
+
+
+def rasterize(
+    polygons: str | Path,
+    tiles: str | Path,
+    column: str,
+    scheme: str | Path | ClassScheme = "igbp",
+    background: str | int | None = None,
+    all_touched: bool = False,
+    progress: bool = False,
+) -> RasterizeReport:
+    """Burn a polygon layer onto every chip's grid as mask chips beside the images.
+
+    ``polygons`` is any vector file GDAL reads (GeoPackage, Shapefile, GeoJSON...), in any CRS:
+    it is reprojected to each chip's CRS. ``column`` holds a class of ``scheme`` per polygon, as
+    an id or a name. Pixels whose centre lies in a polygon (every touched pixel with
+    ``all_touched``) take its class value; polygons are burned in layer order, so where they
+    overlap the later one wins. Other pixels take ``background`` (a class id or name), or 0 =
+    unlabelled when it is None.
+
+    For every chip of ``tiles/index.gpkg`` a ``mask`` chip is written beside its S2 chip
+    (``{ROI}_{season}/mask_{scene}/{ROI}_{season}_mask_{scene}_{patch}.tif``: uint8, nodata 0,
+    the scheme's colour table) and the index gains a ``mask`` row per chip; the index is
+    rewritten atomically. A chip already burned from the same polygons, classes and options is
+    left as it is, so a re-run resumes. Polygons that touch no chip, class values not in the
+    scheme and invalid geometries (repaired with ``make_valid`` where possible, else skipped)
+    are listed in the returned report and in ``tiles/rasterize_report.json``.
+    """
+    polygons, tiles = Path(polygons), Path(tiles)
+    target = scheme if isinstance(scheme, ClassScheme) else _scheme(scheme)
+    fill = NODATA
+    if background is not None:
+        fill = class_value(background, target)
+        if fill is None:
+            raise ValueError(f"background {background!r} is not a class of scheme {target.name!r}")
+    index = read_tile_index(tiles)
+    report = RasterizeReport()
+    shapes = _polygons(polygons, column, target, report)
+    if shapes.empty:
+        raise ValueError(
+            f"{polygons}: no polygon with a class of scheme {target.name!r} in column {column!r}"
+        )
+    fingerprint = _fingerprint(shapes, target, fill, all_touched)
+    tags = {"GEOGAN_LABELS": fingerprint, "GEOGAN_SOURCE": str(polygons)}
+
+    images = index[index["role"] != MASK_ROLE].copy()
+    images["_order"] = images["role"].map({"s2": 0, "s1": 1}).fillna(2)
+    images = images.sort_values(["chip", "_order"]).drop_duplicates("chip").drop(columns="_order")
+    if images.empty:
+        raise ValueError(f"{tiles / 'index.gpkg'}: no chips in the tile index")
+
+    by_crs: dict[str, gpd.GeoDataFrame] = {}
+    touched: set[int] = set()
+    rows = []
+    chips = list(images.itertuples(index=False))
+    for chip in track(chips, description="burning polygons") if progress else chips:
+        source = tiles / chip.path
+        with rasterio.open(source) as src:
+            grid = {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height}
+            bounds = shapely.box(*src.bounds)
+        local = by_crs.get(grid["crs"].to_wkt())
+        if local is None:
+            local = by_crs[grid["crs"].to_wkt()] = shapes.to_crs(grid["crs"])
+        hits = local.iloc[sorted(local.sindex.query(bounds, predicate="intersects"))]
+        touched.update(int(f) for f in hits.index)
+        out = twin_path(chip.path, MASK_ROLE)
+        path = tiles / out
+        if path.exists() and _tag(path, "GEOGAN_LABELS") == fingerprint:
+            report.up_to_date += 1
+            with rasterio.open(path) as src:
+                data = src.read(1)
+            log.debug("up to date: %s", path)
+        else:
+            data = rasterio.features.rasterize(
+                zip(hits.geometry, hits["value"], strict=True),
+                out_shape=(grid["height"], grid["width"]),
+                transform=grid["transform"],
+                fill=fill,
+                all_touched=all_touched,
+                dtype="uint8",
+            )
+            _write_mask(path, data, grid, target, tags)
+            report.written += 1
+            log.debug("wrote %s (%d polygons)", path, len(hits))
+        row = {k: v for k, v in chip._asdict().items() if not k.startswith("class_")}
+        row.update(path=out.as_posix(), role=MASK_ROLE, valid_fraction=float((data != NODATA).mean()))
+        row.update(_histogram(data))
+        rows.append(row)
+
+    report.burned = len(touched)
+    report.outside = sorted(set(int(f) for f in shapes.index) - touched)
+    masks = gpd.GeoDataFrame(rows, geometry="geometry", crs=index.crs)
+    _replace_rows(tiles / "index.gpkg", index[index["role"] != MASK_ROLE], masks)
+    (tiles / "rasterize_report.json").write_text(report.to_json())
+    log.info(
+        "rasterised %s onto %d chips (%d written, %d up to date): %d polygons burned, %d touch no chip, "
+        "%d unknown classes, %d invalid geometries",
+        polygons, len(rows), report.written, report.up_to_date, report.burned, len(report.outside),
+        len(report.unknown), len(report.invalid),
+    )  # fmt: skip
+    return report
+
+
+def _tag(path: Path, key: str) -> str | None:
+    with rasterio.open(path) as src:
+        return src.tags().get(key)
+
+
+def _histogram(data: np.ndarray) -> dict[str, int]:
+    """``class_{value}`` pixel counts of a mask chip, as the tile index holds them (0 = nodata left out)."""
+    values, counts = np.unique(data[data != NODATA], return_counts=True)
+    return {f"class_{int(v)}": int(n) for v, n in zip(values, counts, strict=True)}
+
+
+def _replace_rows(path: Path, kept: gpd.GeoDataFrame, added: gpd.GeoDataFrame) -> None:
+    """Rewrite the ``tiles`` layer of ``path`` as ``kept`` + ``added``, atomically; other layers stay.
+
+    Class histogram columns new to the index read 0 in rows that have a histogram, and mask rows
+    read 0 for classes their chip lacks.
+    """
+    classes = sorted(
+        {c for c in [*kept.columns, *added.columns] if c.startswith("class_")}, key=lambda c: int(c[6:])
+    )
+    had = kept[[c for c in classes if c in kept.columns]].notna().any(axis=1)
+    kept = kept.copy()
+    for c in classes:
+        if c not in kept.columns:
+            kept[c] = pd.NA
+        kept.loc[had, c] = kept.loc[had, c].fillna(0)
+        added[c] = added[c].fillna(0) if c in added.columns else 0
+    columns = [c for c in kept.columns if c not in classes and c != "geometry"] + classes + ["geometry"]
+    frame = pd.concat([kept[columns], added[columns]], ignore_index=True)
+    for c in classes:
+        frame[c] = frame[c].astype("Int64")
+    frame = gpd.GeoDataFrame(frame, geometry="geometry", crs=kept.crs)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.copy2(path, tmp)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The filename extension should be 'gpkg'")
+        frame.to_file(tmp, layer="tiles", driver="GPKG")
+    os.replace(tmp, path)

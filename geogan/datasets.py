@@ -1,0 +1,612 @@
+"""Tiles as torch datasets: normalisation, chip and geo datasets, samplers and a data module.
+
+Everything reads a tile folder written by ``geogan tile`` (``DIR/index.gpkg``, ``DIR/stats.json``
+and chips ``DIR/{ROI}_{season}/{role}_{scene}/{ROI}_{season}_{role}_{scene}_{patch}.tif``).
+
+- :class:`Normalizer` is the one place where digital numbers become model inputs in [-1, 1] and
+  model outputs become digital numbers again.
+- :class:`ChipDataset` serves whole chips (a torchgeo ``NonGeoDataset``): the usual view for
+  training GANs, where geometry is not needed.
+- :class:`S2Tiles`, :class:`S1Tiles` and :class:`LabelTiles` are torchgeo ``RasterDataset``s over
+  the same chips; :func:`geo_dataset` joins them (``IntersectionDataset``) and :func:`geo_loader`
+  samples them with ``RandomGeoSampler`` (training) or ``GridGeoSampler`` (inference).
+- :class:`TileDataModule` is the Lightning data module: chips split by scene, seeded, with
+  flips and 90 degree rotations applied alike to image and mask.
+
+Splits are by *scene*, the ``scene`` column of the tile index (``ROIs1158_spring_1``: all
+patches of a SEN12MS scene; one GeoTIFF scene); scenes whose footprints overlap are kept
+together, so no place is in two splits. They are drawn from the chips with the ``fractions``
+and ``seed`` given here; the train/test lists that ``geogan tile`` writes for
+torchgeo's SEN12MS loader are not used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import lightning
+import numpy as np
+import rasterio
+import torch
+from rasterio.errors import NodataShadowWarning
+from torch.utils.data import DataLoader
+from torchgeo.datasets import IntersectionDataset, NonGeoDataset, RasterDataset, stack_samples
+from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
+
+from geogan import labels
+from geogan.bands import LC, TRUE_COLOUR, sensor
+from geogan.labels import IGBP, MASK_ROLE, ClassScheme, read_tile_index
+
+log = logging.getLogger(__name__)
+
+STATS = "stats.json"
+SPLITS = ("train", "val", "test")
+Array = np.ndarray | torch.Tensor
+
+
+# -- Normalisation --------------------------------------------------------------------------------
+
+
+class Normalizer:
+    """Per-band robust scaling between stored values and model inputs in [-1, 1].
+
+    Band ``b`` maps its 1st percentile ``p01[b]`` to -1 and its 99th percentile ``p99[b]`` to +1,
+    linearly. :meth:`encode` clips values outside [p01, p99] to -1 / +1 and NaN (S1 nodata) to
+    -1, so such values do not come back: :meth:`decode` returns p01 / p99 for them. Inside
+    [p01, p99] the round trip ``decode(encode(dn))`` gives ``dn`` back within 1 DN (in
+    practice exactly). A band with p99 == p01 is scaled as if p99 were p01 + 1.
+    Both methods take numpy arrays or torch tensors of shape (C, H, W) or (B, C, H, W).
+    """
+
+    def __init__(
+        self, band_names: Sequence[str], lo: Sequence[float], hi: Sequence[float], integer: Sequence[bool]
+    ):
+        self.band_names = tuple(band_names)
+        self.lo = np.asarray(lo, dtype=np.float64)
+        self.hi = np.maximum(np.asarray(hi, dtype=np.float64), self.lo + 1.0)
+        self.integer = np.asarray(integer, dtype=bool)
+        if not len(self.band_names) == len(self.lo) == len(self.hi) == len(self.integer):
+            raise ValueError("band_names, lo, hi and integer must have one entry per band")
+
+    @classmethod
+    def from_stats(cls, path: str | Path, role: str | Sequence[str] = "s2") -> Normalizer:
+        """Scaling from ``stats.json`` (``path`` is the file or its tile folder).
+
+        ``role`` is one role (``"s2"``, ``"s1"``) or several, whose bands are then concatenated
+        in that order, as :class:`ChipDataset` stacks them.
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / STATS
+        try:
+            stats = json.loads(path.read_text())["roles"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a geogan stats.json ({err!r})") from err
+        names: list[str] = []
+        lo: list[float] = []
+        hi: list[float] = []
+        integer: list[bool] = []
+        for r in (role,) if isinstance(role, str) else tuple(role):
+            if r not in stats:
+                raise ValueError(f"{path}: no statistics for role {r!r}; it has {sorted(stats)}")
+            try:
+                entry = stats[r]
+                bands, p01, p99 = list(entry["bands"]), list(entry["p01"]), list(entry["p99"])
+            except (KeyError, TypeError) as err:
+                raise ValueError(f"{path}: role {r!r} lacks bands/p01/p99 ({err!r})") from err
+            if not len(bands) == len(p01) == len(p99):
+                raise ValueError(
+                    f"{path}: role {r!r} has {len(bands)} bands but {len(p01)}/{len(p99)} percentiles"
+                )
+            names += bands
+            lo += p01
+            hi += p99
+            integer += [np.dtype(sensor(r).dtype).kind in "ui"] * len(bands)
+        return cls(names, lo, hi, integer)
+
+    def select(self, bands: Sequence[str]) -> Normalizer:
+        """The scaling of a subset of the bands, in the order given."""
+        missing = [b for b in bands if b not in self.band_names]
+        if missing:
+            raise KeyError(f"no statistics for bands {missing}; there are {self.band_names}")
+        i = [self.band_names.index(b) for b in bands]
+        return Normalizer(bands, self.lo[i], self.hi[i], self.integer[i])
+
+    @property
+    def dtype(self) -> np.dtype:
+        """What :meth:`decode` returns: uint16 when every band is integer (S2), else float32."""
+        return np.dtype("uint16") if self.integer.all() else np.dtype("float32")
+
+    def _params(self, x: Array) -> tuple[Array, Array]:
+        if x.ndim not in (3, 4) or x.shape[-3] != len(self.band_names):
+            raise ValueError(
+                f"expected ({len(self.band_names)}, H, W) or (B, {len(self.band_names)}, H, W) arrays, "
+                f"got {tuple(x.shape)}"
+            )
+        lo, hi = self.lo[:, None, None], self.hi[:, None, None]
+        if isinstance(x, torch.Tensor):
+            return (torch.as_tensor(lo, dtype=torch.float64, device=x.device),
+                    torch.as_tensor(hi, dtype=torch.float64, device=x.device))  # fmt: skip
+        return lo, hi
+
+    def encode(self, dn: Array) -> Array:
+        """Stored values (DN, dB) -> float32 in [-1, 1]; outside [p01, p99] clipped, NaN -> -1."""
+        lo, hi = self._params(dn)
+        if isinstance(dn, torch.Tensor):
+            x = (dn.to(torch.float64) - lo) * (2.0 / (hi - lo)) - 1.0
+            return torch.nan_to_num(x, nan=-1.0).clamp(-1.0, 1.0).to(torch.float32)
+        x = (np.asarray(dn, dtype=np.float64) - lo) * (2.0 / (hi - lo)) - 1.0
+        return np.clip(np.nan_to_num(x, nan=-1.0), -1.0, 1.0).astype(np.float32)
+
+    def decode(self, x: Array) -> Array:
+        """Model values in [-1, 1] -> stored values (:attr:`dtype`): S2 bands rounded to uint16 DN.
+
+        Values beyond [-1, 1] are clipped first, so the result stays within [p01, p99].
+        """
+        lo, hi = self._params(x)
+        integer = self.integer[:, None, None]
+        if isinstance(x, torch.Tensor):
+            v = (x.to(torch.float64).clamp(-1.0, 1.0) + 1.0) * ((hi - lo) / 2.0) + lo
+            v = torch.where(torch.as_tensor(integer, device=x.device), v.round().clamp(0, 65535), v)
+            return v.to(torch.uint16 if self.dtype == np.uint16 else torch.float32)
+        v = (np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0) + 1.0) * ((hi - lo) / 2.0) + lo
+        v = np.where(integer, np.clip(np.rint(v), 0, 65535), v)
+        return v.astype(self.dtype)
+
+
+# -- Splits ---------------------------------------------------------------------------------------
+
+
+def _scene_groups(index: gpd.GeoDataFrame) -> list[list[str]]:
+    """Scenes grouped so that scenes whose footprints overlap share a group (sorted, stable)."""
+    footprints = index[["scene", "geometry"]].dissolve("scene").reset_index()
+    parent = {s: s for s in footprints["scene"]}
+
+    def root(s: str) -> str:
+        while parent[s] != s:
+            s = parent[s]
+        return s
+
+    shapes = dict(zip(footprints["scene"], footprints.geometry, strict=True))
+    pairs = gpd.sjoin(footprints, footprints, predicate="intersects")
+    for left, right in zip(pairs["scene_left"], pairs["scene_right"], strict=True):
+        if left != right and shapes[left].intersection(shapes[right]).area > 0:
+            parent[root(left)] = root(right)
+    groups: dict[str, list[str]] = {}
+    for s in sorted(parent):
+        groups.setdefault(root(s), []).append(s)
+    return sorted(groups.values())
+
+
+def split_scenes(
+    index: gpd.GeoDataFrame, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> dict[str, str]:
+    """Assign every scene of a tile index to ``train``, ``val`` or ``test``.
+
+    Every chip of the index counts once, whatever its roles, so every view of the same tile
+    folder (chips, geo datasets, data module) gets the same split. Groups of overlapping scenes
+    are shuffled with ``seed`` and dealt out so that each split's
+    share of chips comes close to its fraction; each split with a fraction above 0 gets at least
+    one group. Returns ``{scene key: split}``. Same index, fractions and seed, same split.
+    """
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(f"split fractions must be three numbers >= 0 that sum to 1, got {tuple(fractions)}")
+    index = index.drop_duplicates("chip")
+    groups = _scene_groups(index)
+    wanted = [i for i in (2, 1, 0) if fractions[i] > 0]
+    if len(groups) < len(wanted):
+        raise ValueError(
+            f"{len(groups)} separate scene(s) cannot fill {len(wanted)} splits "
+            f"(fractions {tuple(fractions)}); tile more scenes or set a fraction to 0"
+        )
+    chips = index["scene"].value_counts()
+    order = np.random.default_rng(seed).permutation(len(groups))
+    counts = np.zeros(3)
+    out: dict[str, str] = {}
+    for n, g in enumerate(order):
+        size = sum(chips[s] for s in groups[g])
+        if n < len(wanted):
+            i = wanted[n]
+        else:
+            i = int(np.argmax(fractions * (counts.sum() + size) - counts))
+        counts[i] += size
+        out.update({s: SPLITS[i] for s in groups[g]})
+    return out
+
+
+# -- Masks ----------------------------------------------------------------------------------------
+
+
+def mask_scheme(path: str | Path, role: str) -> ClassScheme | None:
+    """The scheme of the class values in a mask chip, or None when it holds the asked scheme's.
+
+    A ``GEOGAN_SCHEME`` tag names it (``geogan labels rasterize`` writes one); a SEN12MS ``lc``
+    chip (4 bands) holds IGBP in band 1; any other labels chip is taken to hold the values of
+    the scheme it is read with.
+    """
+    with rasterio.open(path) as src:
+        name = src.tags().get("GEOGAN_SCHEME")
+        count = src.count
+    if name is not None:
+        return labels.SCHEMES.get(name.lower(), ClassScheme(name, ()))
+    if role == "lc" and count == LC.count:
+        return IGBP
+    return None
+
+
+def _mask_converter(path: str | Path, role: str, target: ClassScheme) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a mask chip's band-1 values to class indices of ``target`` (-1 = nodata)."""
+    source = mask_scheme(path, role) or target
+    if source.name == target.name:
+        return target.to_index
+    try:
+        labels.convert(np.zeros(1, np.uint8), source, target)
+    except ValueError as err:
+        raise ValueError(f"{path}: holds {source.name} classes; {err}") from err
+    return lambda values: target.to_index(labels.convert(values, source, target))
+
+
+def _read(path: Path, band: int | None = None) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(band) if band else src.read()
+
+
+# -- Chip dataset ---------------------------------------------------------------------------------
+
+
+class ChipDataset(NonGeoDataset):
+    """Whole chips of a tile folder, one sample per chip id.
+
+    A sample is ``{"image": float32 (C, H, W) in [-1, 1], "mask": int64 (H, W), "chip": str}``:
+    the bands of ``roles`` stacked in that order and normalised by :attr:`normalizer` (from
+    ``stats.json``); the mask holds class *indices* 0..K-1 of :attr:`scheme`, -1 where the chip
+    is nodata or its class is not in the scheme. Masks come from the ``mask_role`` chips: ``lc``
+    (band 1; IGBP values in SEN12MS chips, remapped when the scheme is ``dfc2020``) or ``mask``
+    (written by ``geogan labels rasterize``). Without chips of that role (or with
+    ``mask_role=None``) samples have no ``"mask"``; chips lacking an image role or the mask are
+    left out and logged.
+
+    ``split`` picks the chips of one split of :func:`split_scenes` (``fractions``, ``seed``);
+    None takes every chip. ``transforms`` is applied to each sample last.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = None,
+        roles: Sequence[str] = ("s2",),
+        scheme: str | Path | ClassScheme = "igbp",
+        mask_role: str | None = "lc",
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+        self.root = Path(root)
+        self.roles = tuple(roles)
+        self.scheme = scheme if isinstance(scheme, ClassScheme) else labels.scheme(scheme)
+        self.normalizer = Normalizer.from_stats(self.root, self.roles)
+        self.band_names = self.normalizer.band_names
+        self.num_classes = len(self.scheme)
+        self.transforms = transforms
+
+        index = read_tile_index(self.root)
+        paths = index.pivot_table(index="chip", columns="role", values="path", aggfunc="first")
+        need = list(self.roles)
+        self.mask_role = mask_role if mask_role is not None and mask_role in paths.columns else None
+        if self.mask_role:
+            need.append(self.mask_role)
+        missing = [r for r in self.roles if r not in paths.columns]
+        if missing:
+            raise ValueError(f"{self.root / 'index.gpkg'}: no chips of role(s) {missing}")
+        complete = paths[need].notna().all(axis=1)
+        if not complete.all():
+            log.warning("%s: %d chip(s) lack one of %s and are left out", self.root, (~complete).sum(), need)
+        paths = paths[complete]
+        scene = index.drop_duplicates("chip").set_index("chip")["scene"]
+        if split is not None:
+            splits = split_scenes(index, fractions, seed)
+            paths = paths[[splits[scene[c]] == split for c in paths.index]]
+        self.paths = paths[need].sort_index()
+        self.chips = [str(c) for c in self.paths.index]
+        self.scenes = sorted({scene[c] for c in self.chips})
+        self._to_index = None
+        if self.mask_role and len(self.paths):
+            self._to_index = _mask_converter(
+                self.root / self.paths[self.mask_role].iloc[0], self.mask_role, self.scheme
+            )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.paths.iloc[i]
+        image = np.concatenate([_read(self.root / row[r]) for r in self.roles])
+        sample: dict[str, Any] = {
+            "image": torch.from_numpy(self.normalizer.encode(image)),
+            "chip": self.chips[i],
+        }
+        if self._to_index is not None:
+            sample["mask"] = torch.from_numpy(self._to_index(_read(self.root / row[self.mask_role], 1)))
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+
+class FlipRotate:
+    """Random flips and 90 degree rotations (the 8 symmetries of a square), alike for image and mask.
+
+    Geometric only: exact permutations of pixels, so the values and classes are untouched.
+    Draws from torch's global generator (seeded per DataLoader worker).
+    """
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        k = int(torch.randint(4, ()))
+        flip = bool(torch.randint(2, ()))
+        out = dict(sample)
+        for key in ("image", "mask"):
+            if key in out:
+                x = torch.rot90(out[key], k, dims=(-2, -1))
+                out[key] = torch.flip(x, dims=(-1,)) if flip else x
+        return out
+
+
+# -- torchgeo GeoDatasets -------------------------------------------------------------------------
+
+
+class _TileRaster(RasterDataset):
+    """A torchgeo RasterDataset over the chips of one role in a tile folder."""
+
+    role = ""
+
+    def __init__(
+        self,
+        root: str | Path,
+        bands: Sequence[str] | None = None,
+        split: str | None = None,
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        crs: Any = None,
+        res: float | tuple[float, float] | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        cache: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.filename_glob = f"*_{self.role}_*.tif"
+        self.filename_regex = rf"^(?P<season>.+)_{self.role}_(?P<scene>[^_]+)_(?P<patch>[^_]+)\.tif$"
+        super().__init__(self.root, crs=crs, res=res, bands=bands, transforms=None, cache=cache)
+        self.user_transforms = transforms
+        if split is not None:
+            if split not in SPLITS:
+                raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+            index = read_tile_index(self.root)
+            splits = split_scenes(index, fractions, seed)
+            scene = {
+                str((self.root / p).resolve()): s for p, s in zip(index["path"], index["scene"], strict=True)
+            }
+            keep = [splits.get(scene.get(str(Path(p).resolve()))) == split for p in self.index["filepath"]]
+            self.index = self.index[keep]
+            if self.index.empty:
+                raise ValueError(f"{self.root}: no {self.role} chips in split {split!r}")
+
+    def _query(self, query: Any) -> dict[str, Any]:
+        with warnings.catch_warnings():
+            # Chips carry a nodata value; rasterio's merge warns that it takes precedence over alpha.
+            warnings.simplefilter("ignore", NodataShadowWarning)
+            return RasterDataset.__getitem__(self, query)
+
+    def _finish(self, sample: dict[str, Any]) -> dict[str, Any]:
+        return self.user_transforms(sample) if self.user_transforms is not None else sample
+
+
+class _ImageTiles(_TileRaster):
+    def __init__(self, root: str | Path, bands: Sequence[str] | None = None, **kwargs: Any) -> None:
+        self.all_bands = sensor(self.role).band_names
+        super().__init__(root, bands=bands, **kwargs)
+        self.normalizer = Normalizer.from_stats(self.root, self.role).select(self.bands)
+
+    def __getitem__(self, query: Any) -> dict[str, Any]:
+        sample = self._query(query)
+        sample["image"] = self.normalizer.encode(sample["image"])
+        return self._finish(sample)
+
+
+class S2Tiles(_ImageTiles):
+    """Sentinel-2 chips (13 bands, B01..B12 with B8A) as a torchgeo GeoDataset, normalised to [-1, 1].
+
+    ``S2Tiles(root, bands=None, split=None, fractions=(0.8, 0.1, 0.1), seed=0, crs=None,
+    res=None, transforms=None)``; a query returns ``{"image": float32 (C, H, W), "crs",
+    "bounds"}``. Areas without chips (and nodata) read as -1.
+    """
+
+    role = "s2"
+    rgb_bands = TRUE_COLOUR
+
+
+class S1Tiles(_ImageTiles):
+    """Sentinel-1 chips (VV, VH in dB) as a torchgeo GeoDataset, normalised to [-1, 1] (as S2Tiles)."""
+
+    role = "s1"
+
+
+class LabelTiles(_TileRaster):
+    """Mask chips as a torchgeo GeoDataset: a query returns ``{"mask": int64 (H, W)}`` of class indices.
+
+    ``role`` is ``lc`` (band 1, IGBP in SEN12MS chips) or ``mask`` (rasterised polygons);
+    values become indices 0..K-1 of ``scheme`` as in :class:`ChipDataset`, -1 for nodata.
+    """
+
+    is_image = False
+
+    def __init__(
+        self, root: str | Path, role: str = "lc", scheme: str | Path | ClassScheme = "igbp", **kwargs: Any
+    ) -> None:
+        self.role = role
+        self.scheme = scheme if isinstance(scheme, ClassScheme) else labels.scheme(scheme)
+        self.all_bands = LC.band_names if role == "lc" else ("class",)
+        super().__init__(root, bands=self.all_bands[:1], **kwargs)
+        self._to_index = _mask_converter(self.index["filepath"].iloc[0], role, self.scheme)
+
+    def __getitem__(self, query: Any) -> dict[str, Any]:
+        sample = self._query(query)
+        sample["mask"] = torch.from_numpy(self._to_index(sample["mask"].numpy()))
+        return self._finish(sample)
+
+
+def geo_dataset(
+    root: str | Path,
+    roles: Sequence[str] = ("s2",),
+    mask_role: str | None = "lc",
+    scheme: str | Path | ClassScheme = "igbp",
+    **kwargs: Any,
+) -> RasterDataset | IntersectionDataset:
+    """The image roles of a tile folder, and its masks when ``mask_role`` is given, as one GeoDataset.
+
+    Image roles are intersected band-wise (``s2`` then ``s1``: 15 channels); the mask joins as
+    ``"mask"``. ``kwargs`` (``split``, ``fractions``, ``seed``, ``crs``, ``res``) go to each part.
+    """
+    kinds = {"s2": S2Tiles, "s1": S1Tiles}
+    unknown = [r for r in roles if r not in kinds]
+    if unknown or not roles:
+        raise ValueError(f"image roles must be among {list(kinds)}, got {list(roles)}")
+    dataset: RasterDataset | IntersectionDataset = kinds[roles[0]](root, **kwargs)
+    for role in roles[1:]:
+        dataset = IntersectionDataset(dataset, kinds[role](root, **kwargs))
+    if mask_role is not None:
+        dataset = IntersectionDataset(dataset, LabelTiles(root, role=mask_role, scheme=scheme, **kwargs))
+    return dataset
+
+
+def geo_loader(
+    dataset: RasterDataset | IntersectionDataset,
+    size: int = 256,
+    batch_size: int = 8,
+    sampler: str = "random",
+    length: int | None = None,
+    stride: int | None = None,
+    num_workers: int = 0,
+    seed: int = 0,
+) -> DataLoader:
+    """A DataLoader of ``size`` x ``size`` pixel windows, batched with torchgeo's ``stack_samples``.
+
+    ``sampler="random"``: ``RandomGeoSampler`` draws ``length`` windows (default: about one per
+    chip-sized area), seeded, for training. ``sampler="grid"``: ``GridGeoSampler`` walks every
+    chip with ``stride`` (default ``size``), in order, for inference.
+    """
+    if sampler == "random":
+        generator = torch.Generator().manual_seed(seed)
+        chosen = RandomGeoSampler(dataset, size=size, length=length, generator=generator)
+    elif sampler == "grid":
+        chosen = GridGeoSampler(dataset, size=size, stride=stride or size)
+    else:
+        raise ValueError(f"sampler must be 'random' or 'grid', got {sampler!r}")
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=chosen, num_workers=num_workers, collate_fn=stack_samples
+    )
+
+
+# -- Lightning data module ------------------------------------------------------------------------
+
+
+class TileDataModule(lightning.LightningDataModule):
+    """Chips of a tile folder for Lightning: train/val/test split by scene, seeded.
+
+    Batches are ``{"image": (B, C, H, W) float32, "mask": (B, H, W) int64, "chip": [str]}`` as
+    :class:`ChipDataset` makes them; training samples get :class:`FlipRotate` when ``augment``.
+    The split is :func:`split_scenes` of ``fractions`` and ``seed``; shuffling is seeded too.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        roles: Sequence[str] = ("s2",),
+        scheme: str | Path = "igbp",
+        mask_role: str | None = "lc",
+        batch_size: int = 16,
+        num_workers: int = 0,
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        augment: bool = True,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.roles = tuple(roles)
+        self.scheme = scheme
+        self.mask_role = mask_role
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.fractions = tuple(fractions)
+        self.seed = seed
+        self.augment = augment
+        self.datasets: dict[str, ChipDataset] = {}
+
+    def _dataset(self, split: str) -> ChipDataset:
+        if split not in self.datasets:
+            self.datasets[split] = ChipDataset(
+                self.root,
+                split=split,
+                roles=self.roles,
+                scheme=self.scheme,
+                mask_role=self.mask_role,
+                fractions=self.fractions,
+                seed=self.seed,
+                transforms=FlipRotate() if self.augment and split == "train" else None,
+            )
+            log.info(
+                "%s split: %d chips from %d scene(s)",
+                split,
+                len(self.datasets[split]),
+                len(self.datasets[split].scenes),
+            )
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage, SPLITS) if stage else SPLITS:
+            self._dataset(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self._dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+__all__ = [
+    "MASK_ROLE",
+    "ChipDataset",
+    "FlipRotate",
+    "LabelTiles",
+    "Normalizer",
+    "S1Tiles",
+    "S2Tiles",
+    "TileDataModule",
+    "geo_dataset",
+    "geo_loader",
+    "mask_scheme",
+    "split_scenes",
+]
