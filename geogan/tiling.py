@@ -54,7 +54,11 @@ PERCENTILE_METHOD = (
 
 
 class SceneError(ValueError):
-    """A scene cannot be tiled; the message names the file and the problem."""
+    """A scene cannot be tiled; the message names the file (``path``) and the problem."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}{problem}")
+        self.path = path
 
 
 @dataclass
@@ -105,17 +109,17 @@ def check_scene(scene: Scene) -> dict[str, Any]:
                 if role == "s2":
                     grid = {"width": src.width, "height": src.height, "crs": src.crs, "bounds": bounds}
         except RasterioError as err:
-            raise SceneError(f"{path}: not a raster GDAL can read ({err})") from None
+            raise SceneError(path, f": not a raster GDAL can read ({err})") from None
         if crs is None:
-            raise SceneError(f"{path}: the raster has no CRS, so it cannot be placed on a map")
+            raise SceneError(path, ": the raster has no CRS, so it cannot be placed on a map")
         expected = _expected_bands(role, count)
         if expected:
-            raise SceneError(f"{path}: a {role} raster needs {expected}, this one has {count}")
+            raise SceneError(path, f": a {role} raster needs {expected}, this one has {count}")
         if role != "s2":
             left, bottom, right, top = transform_bounds(crs, grid["crs"], *bounds)
             s2 = grid["bounds"]
             if min(right, s2.right) <= max(left, s2.left) or min(top, s2.top) <= max(bottom, s2.bottom):
-                raise SceneError(f"{path} does not overlap {scene.paths['s2']}: nothing to align")
+                raise SceneError(path, f" does not overlap {scene.paths['s2']}: nothing to align")
     return grid
 
 
@@ -140,7 +144,7 @@ def plan(scenes: list[Scene], options: TileOptions) -> tuple[list[dict], list[di
             grid = check_scene(scene)
         except SceneError as err:
             log.error("%s", err)
-            failures.append({"scene": scene.scene, "path": str(err).split(":")[0], "error": str(err)})
+            failures.append({"scene": scene.scene, "path": err.path, "error": str(err)})
             continue
         rows = _offsets(grid["height"], options.size, stride, options.edge)
         cols = _offsets(grid["width"], options.size, stride, options.edge)
@@ -566,7 +570,7 @@ def _check_output(out: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise SceneError(f"{out}: the output folder is not writable ({err.strerror or err})") from None
+        raise SceneError(str(out), f": the output folder is not writable ({err.strerror or err})") from None
 
 
 def _done(out: Path, task: dict) -> dict | None:

@@ -19,8 +19,10 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 from rasterio.warp import transform, transform_bounds
 from rasterio.windows import Window
+from typer.testing import CliRunner
 
 from geogan.bands import LC, S1, S2
+from geogan.cli import app
 from geogan.config import TileOptions
 from geogan.sample import write_raster
 from geogan.tiling import tile
@@ -209,3 +211,52 @@ def test_killed_run_recovers(tmp_path, scene_files):
             r, c = chip.transform.f, chip.transform.c
             row, col = int(round((src.transform.f - r) / 10)), int(round((c - src.transform.c) / 10))
             np.testing.assert_array_equal(chip.read(), whole[:, row : row + 64, col : col + 64])
+
+
+def test_bad_inputs_fail_by_name_and_the_rest_goes_on(tmp_path, scene_files):
+    with rasterio.open(scene_files["s2"]) as src:
+        s2, transform = src.read(), src.transform
+    bad = {}
+    bad["not_raster"] = tmp_path / "not_raster.tif"
+    bad["not_raster"].write_text("this is not a GeoTIFF\n")
+    bad["truncated"] = write_raster(tmp_path / "truncated.tif", s2, S2, transform)
+    with open(bad["truncated"], "r+b") as f:
+        f.truncate(bad["truncated"].stat().st_size // 2)
+    bad["no_crs"] = tmp_path / "no_crs.tif"
+    with rasterio.open(
+        bad["no_crs"], "w", driver="GTiff", width=512, height=512, count=13, dtype="uint16"
+    ) as dst:
+        dst.write(s2)
+    bad["three_bands"] = tmp_path / "three_bands.tif"
+    profile = dict(driver="GTiff", width=512, height=512, count=3, dtype="uint16", crs="EPSG:32630")
+    with rasterio.open(bad["three_bands"], "w", transform=transform, **profile) as dst:
+        dst.write(s2[:3])
+    bad["empty"] = write_raster(tmp_path / "empty.tif", np.zeros_like(s2), S2, transform)
+    near = write_raster(tmp_path / "near.tif", s2, S2, transform)
+    with rasterio.open(scene_files["s1"]) as src:
+        bad["far_s1"] = write_raster(
+            tmp_path / "far_s1.tif", src.read(), S1, transform * Affine.translation(20_000, 0)
+        )
+    args = ["tile", *sources(scene_files), *[f"s2={bad[k]}" for k in bad if k != "far_s1"],
+            f"s2={near}", f"s1={bad['far_s1']}", "--out", str(tmp_path / "out"), "--size", "128",
+            "--workers", "1"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    failures = json.loads((tmp_path / "out" / "failures.json").read_text())
+    errors = {Path(f["path"]).stem: f["error"] for f in failures}
+    assert set(errors) == set(bad)
+    assert "not a raster" in errors["not_raster"] and "no CRS" in errors["no_crs"]
+    assert "13 bands" in errors["three_bands"] and "has 3" in errors["three_bands"]
+    assert "nodata" in errors["empty"] and str(near) in errors["far_s1"] and "overlap" in errors["far_s1"]
+    for name, error in errors.items():
+        assert str(bad[name]) in error
+    index = gpd.read_file(tmp_path / "out" / "index.gpkg", layer="tiles")
+    assert set(index["scene"]) == {"s2"} and len(index) == 16 * 3  # the good scene went on
+
+
+def test_unwritable_output_folder_is_a_clear_error(tmp_path, scene_files):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = CliRunner().invoke(app, ["tile", *sources(scene_files), "--out", str(blocker / "out")])
+    assert result.exit_code == 2
+    assert f"{blocker / 'out'}: the output folder is not writable" in " ".join(result.output.split())
