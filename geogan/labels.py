@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -491,9 +490,7 @@ def _replace_rows(path: Path, kept: gpd.GeoDataFrame, added: gpd.GeoDataFrame) -
     for c in classes:
         frame[c] = frame[c].astype("Int64")
     frame = gpd.GeoDataFrame(frame, geometry="geometry", crs=kept.crs)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # GDAL wants the .gpkg extension
     shutil.copy2(path, tmp)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The filename extension should be 'gpkg'")
-        frame.to_file(tmp, layer="tiles", driver="GPKG")
+    frame.to_file(tmp, layer="tiles", driver="GPKG")
     os.replace(tmp, path)
