@@ -1,0 +1,307 @@
+"""The stages a pipeline file can name, and the kinds of source it can read.
+
+A stage kind ties a name to the existing stage function and its options model, and says what the
+runner needs to know to run it incrementally:
+
+* ``wire``: option fields the pipeline fills with an earlier stage's output folder (``tiles``,
+  ``run``); ``reads``: further earlier stages whose outputs it reads without an option naming them;
+* ``volatile``: options that change where or how fast it runs, never what it writes (workers,
+  scheduler); they are left out of its fingerprint;
+* ``grows``: options a re-run may change while keeping what is already written (``"up"``: only
+  when the value grows, e.g. more training steps or more samples); any other change, or a change
+  of its inputs (other than ``incremental_inputs``), clears the stage's folder and runs it afresh;
+* ``digest``: a cheap fingerprint of what the stage wrote, which later stages take as their input.
+
+Adding a stage is one entry in :data:`STAGES`; adding a source kind is one in :data:`SOURCES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from geogan.config import (
+    GenerateOptions,
+    GeoTiffSource,
+    ProceduralSource,
+    Sen12msSource,
+    Source,
+    StageOptions,
+    TileOptions,
+)
+
+if TYPE_CHECKING:
+    from geogan.pipeline.runner import Context
+    from geogan.pipeline.spec import Stage
+
+log = logging.getLogger(__name__)
+
+
+class StageFailed(RuntimeError):
+    """A stage ran but did not finish its work (e.g. a scene failed); the message says why."""
+
+
+def _hash(items: Any) -> str:
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _listing(root: Path, pattern: str) -> list[list]:
+    """(relative path, size) of the files under ``root`` matching ``pattern``, hidden ones left out."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        [str(p.relative_to(root)), p.stat().st_size]
+        for p in root.glob(pattern)
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def _stamps(paths: list[Path]) -> list[list]:
+    """(path, size, mtime) of each file: a source that is rewritten or replaced changes its stamp."""
+    out = []
+    for p in sorted(set(paths)):
+        try:
+            st = os.stat(p)
+            out.append([str(p), st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([str(p)])
+    return out
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """Where scenes come from: ``make`` writes or checks them, ``tile_sources`` gives the tile stage's
+    source strings, ``files`` the rasters (for fingerprints); ``made`` whether the pipeline owns them."""
+
+    name: str
+    make: Callable[[Any, Path], None]
+    tile_sources: Callable[[Any, Path], list[str]]
+    files: Callable[[Any, Path], list[Path]]
+    made: bool
+
+
+def _make_procedural(options: ProceduralSource, folder: Path) -> None:
+    from geogan import sample
+
+    sample.write_sen12ms(
+        folder, scenes=options.scenes, patches_per_side=options.patches_per_side,
+        patch_size=options.patch_size, seed=options.seed,
+    )  # fmt: skip
+
+
+def _check_sen12ms(options: Sen12msSource, folder: Path) -> None:
+    from geogan.scenes import sen12ms
+
+    if not options.path.is_dir():
+        raise FileNotFoundError(f"{options.path}: no such folder (a SEN12MS-layout folder)")
+    sen12ms.find_scenes(options.path)  # raises ValueError naming the folder when it holds no patches
+
+
+def _sen12ms_files(root: Path) -> list[Path]:
+    return sorted(root.glob("ROIs*_*/*_*/*.tif")) if root.is_dir() else []
+
+
+def _geotiff_strings(options: GeoTiffSource, folder: Path) -> list[str]:
+    return [f"{role}={getattr(options, role)}" for role in ("s2", "s1", "labels") if getattr(options, role)]
+
+
+def _geotiff_files(options: GeoTiffSource, folder: Path) -> list[Path]:
+    import glob
+
+    found = []
+    for role in ("s2", "s1", "labels"):
+        value = getattr(options, role)
+        if value and not value.startswith("/vsi"):
+            found += [Path(p) for p in glob.glob(value)] if any(c in value for c in "*?[") else [Path(value)]
+    return found
+
+
+def _check_geotiff(options: GeoTiffSource, folder: Path) -> None:
+    from geogan.scenes import find_scenes
+
+    find_scenes(_geotiff_strings(options, folder))
+    for path in _geotiff_files(options, folder):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file")
+
+
+SOURCES: dict[str, SourceKind] = {
+    "procedural": SourceKind(
+        "procedural", _make_procedural, lambda o, f: [str(f)], lambda o, f: _sen12ms_files(f), made=True
+    ),
+    "sen12ms": SourceKind(
+        "sen12ms", _check_sen12ms, lambda o, f: [str(o.path)], lambda o, f: _sen12ms_files(o.path), made=False
+    ),
+    "geotiff": SourceKind("geotiff", _check_geotiff, _geotiff_strings, _geotiff_files, made=False),
+}
+
+
+class SourcesOptions(StageOptions):
+    """Options of the implicit first stage: every source of the file, by name."""
+
+    sources: dict[str, Source]
+    out: Path
+
+
+# --- stages --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    choose: Callable[[dict], tuple[type[StageOptions], str | None]]  # raw options -> model, model name
+    run: Callable[[Stage, Context], dict[str, Any]]  # runs the stage; returns counts for the summary
+    digest: Callable[[StageOptions], str]  # fingerprint of what it wrote ("" when nothing)
+    wire: dict[str, str] = field(default_factory=dict)
+    reads: tuple[str, ...] = ()
+    volatile: frozenset[str] = frozenset()
+    grows: dict[str, str] = field(default_factory=dict)  # option -> "any" | "up"
+    incremental_inputs: frozenset[str] = frozenset()
+    takes_sources: bool = False
+
+    def options_model(self, raw: dict) -> tuple[type[StageOptions], str | None]:
+        return self.choose(raw)
+
+
+def _fixed(model: type[StageOptions]) -> Callable[[dict], tuple[type[StageOptions], None]]:
+    return lambda raw: (model, None)
+
+
+def _choose_train(raw: dict) -> tuple[type[StageOptions], str]:
+    from geogan.training import TASKS, task_class
+
+    model = raw.get("model")
+    if model is None:
+        raise ValueError(f"missing: which model to train ({', '.join(sorted(TASKS))})")
+    return task_class(model).options_model, model
+
+
+def _run_sources(stage: Stage, ctx: Context) -> dict[str, Any]:
+    for name, options in stage.options.sources.items():
+        kind = SOURCES[options.kind]
+        folder = stage.options.out / name
+        if kind.made:
+            for tmp in folder.rglob(".*.tmp"):
+                tmp.unlink()
+        kind.make(options, folder)
+    files = sum(
+        len(SOURCES[o.kind].files(o, stage.options.out / n)) for n, o in stage.options.sources.items()
+    )
+    return {"sources": len(stage.options.sources), "rasters": files}
+
+
+def _digest_sources(options: SourcesOptions) -> str:
+    files = [p for n, o in options.sources.items() for p in SOURCES[o.kind].files(o, options.out / n)]
+    return _hash(_stamps(files)) if files else ""
+
+
+def _client_for(options: StageOptions, ctx: Context):
+    """The pipeline's shared Dask client, unless the stage's own options name a scheduler."""
+    return None if getattr(options, "scheduler", None) else ctx.client()
+
+
+def _run_tile(stage: Stage, ctx: Context) -> dict[str, Any]:
+    from geogan.tiling import tile
+
+    summary = tile(stage.options, client=_client_for(stage.options, ctx), progress=ctx.progress)
+    counts = {"written": summary.written, "skipped": summary.skipped, "chips": summary.chips}
+    if summary.failures:
+        first = summary.failures[0]["error"]
+        raise StageFailed(
+            f"{len(summary.failures)} scene(s) failed, e.g. {first}; all listed in "
+            f"{stage.options.out / 'failures.json'}"
+        )
+    if not summary.chips:
+        raise StageFailed(f"{stage.options.out}: no chips were kept (check size, min_valid and the sources)")
+    return counts
+
+
+def _digest_tile(options: TileOptions) -> str:
+    out = Path(options.out)
+    texts = [(out / n).read_text() if (out / n).is_file() else None for n in ("stats.json", "train_list.txt",
+                                                                              "test_list.txt")]  # fmt: skip
+    chips = _listing(out, "*/*/*.tif")
+    return _hash([texts, chips]) if chips else ""
+
+
+def _run_train(stage: Stage, ctx: Context) -> dict[str, Any]:
+    from geogan.training import checkpoints, train
+
+    resume = bool(checkpoints(Path(stage.options.out)))
+    newest = train(stage.model, stage.options, resume=resume, console=ctx.console)
+    return {"checkpoint": newest.name if newest else None, "steps": stage.options.steps, "resumed": resume}
+
+
+def _digest_train(options: StageOptions) -> str:
+    from geogan.training import checkpoints
+
+    found = checkpoints(Path(options.out))
+    if not found:
+        return ""
+    st = found[-1].stat()
+    return _hash([found[-1].name, st.st_size, st.st_mtime_ns])
+
+
+def _run_generate(stage: Stage, ctx: Context) -> dict[str, Any]:
+    from geogan.generate import generate
+
+    summary = generate(stage.options, client=_client_for(stage.options, ctx))
+    return {"written": summary.written, "skipped": summary.skipped}
+
+
+def _digest_generate(options: GenerateOptions) -> str:
+    out = Path(options.out)
+    pairs = _listing(out, "images/*.tif") + _listing(out, "masks/*.tif")
+    return _hash([pairs, (out / "index.gpkg").is_file()]) if pairs else ""
+
+
+# The train stage's schedule options a resumed run may change (see geogan.training.RESUMABLE).
+_TRAIN_GROWS = {"steps": "up", "sample_every": "any", "checkpoint_every": "any", "keep_checkpoints": "any",
+                "log_every": "any"}  # fmt: skip
+
+STAGES: dict[str, StageKind] = {
+    "sources": StageKind("sources", _fixed(SourcesOptions), _run_sources, _digest_sources),
+    "tile": StageKind(
+        "tile", _fixed(TileOptions), _run_tile, _digest_tile,
+        volatile=frozenset({"workers", "threads", "scheduler"}),
+        grows={"sources": "any"}, incremental_inputs=frozenset({"sources"}), takes_sources=True,
+    ),
+    "train": StageKind(
+        "train", _choose_train, _run_train, _digest_train, wire={"tiles": "tile"},
+        volatile=frozenset({"workers"}), grows=_TRAIN_GROWS,
+    ),
+    "generate": StageKind(
+        "generate", _fixed(GenerateOptions), _run_generate, _digest_generate, wire={"run": "train"},
+        reads=("tile",), volatile=frozenset({"workers", "scheduler"}), grows={"n": "up"},
+    ),
+}  # fmt: skip
+
+
+def fingerprinted(stage: Stage) -> dict[str, Any]:
+    """The options that decide what ``stage`` writes (volatile and wired ones left out)."""
+    values = stage.options.model_dump(mode="json")
+    drop = {"out", *stage.kind.wire, *stage.kind.volatile}
+    values = {k: v for k, v in values.items() if k not in drop}
+    if stage.model:
+        values["model"] = stage.model
+    if isinstance(stage.options, SourcesOptions):
+        values = {"sources": {n: o.model_dump(mode="json") for n, o in stage.options.sources.items()}}
+    if stage.kind.takes_sources:  # made sources live in the pipeline folder: keep their names relative
+        made = str(Path(stage.options.out).parent)
+        values["sources"] = [s.replace(made, "$OUT") for s in values["sources"]]
+    return values
+
+
+def model_of(options: BaseModel) -> str:
+    return type(options).__name__
