@@ -1,0 +1,196 @@
+"""What the remote scene sources (Sentinel Hub, STAC) share: AOI, output grid, files and manifest.
+
+A fetch writes into one folder ``OUT``:
+
+- ``OUT/s2/{item}.tif`` (13 bands, uint16 L1C DN, nodata 0) and ``OUT/s1/{item}.tif`` (VV, VH in
+  dB, float32, nodata NaN), named by the item id of the scene, on the grid of the AOI; each written
+  atomically (temporary name, then rename) and tagged ``GEOGAN_ROLE``, ``GEOGAN_SOURCE`` (the
+  service, no credentials), ``GEOGAN_ITEMS``, ``GEOGAN_DATETIME`` and ``GEOGAN_CLOUD_COVER``;
+- ``OUT/scenes.json``: one record per scene (role, id, items, datetime, cloud cover, path);
+- ``OUT/sources.txt``: the role-tagged sources for ``geogan tile``, one per line: each S2 scene
+  (``s2=PATH``) followed by the S1 scene nearest in time within ``pair_days`` (``s1=PATH``).
+
+A scene whose file exists is skipped (it was written whole), so a stopped fetch resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
+from rasterio.transform import Affine
+from rasterio.warp import transform_bounds
+
+from geogan.bands import SENSORS
+from geogan.sample import write_raster
+
+WGS84 = CRS.from_epsg(4326)
+MANIFEST = "scenes.json"
+SOURCES = "sources.txt"
+
+
+class RemoteError(RuntimeError):
+    """A remote source failed; the message names the service, the item (if any) and the problem."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The pixel grid scenes are written on: ``crs``, ``transform`` and size."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        left, top = self.transform.c, self.transform.f
+        return left, top + self.transform.e * self.height, left + self.transform.a * self.width, top
+
+
+@dataclass
+class FetchSummary:
+    written: list[str] = field(default_factory=list)  # item ids of scenes written by this run
+    skipped: list[str] = field(default_factory=list)  # item ids already on disk
+    dropped: dict[str, str] = field(default_factory=dict)  # item id -> why it was not fetched
+    sources: list[str] = field(default_factory=list)  # s2=PATH / s1=PATH items for `geogan tile`
+    out: Path | None = None
+    seconds: float = 0.0
+
+
+def aoi_bounds(aoi: str) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` in degrees of ``"W,S,E,N"`` or of a vector file's features."""
+    if Path(aoi).exists():
+        import geopandas as gpd
+
+        try:
+            frame = gpd.read_file(aoi)
+        except Exception as err:  # pyogrio raises its own error types
+            raise ValueError(f"{aoi}: not a vector file GDAL can read ({err})") from None
+        if frame.empty:
+            raise ValueError(f"{aoi}: the AOI file has no features")
+        if frame.crs is None:
+            raise ValueError(f"{aoi}: the AOI file has no CRS")
+        west, south, east, north = (float(v) for v in frame.to_crs(WGS84).total_bounds)
+    else:
+        parts = aoi.split(",")
+        try:
+            west, south, east, north = (float(p) for p in parts)
+        except ValueError:
+            raise ValueError(
+                f"aoi {aoi!r}: neither a vector file that exists nor 'W,S,E,N' in degrees"
+            ) from None
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise ValueError(f"aoi {aoi!r}: needs west < east within -180..180 and south < north within -90..90")
+    return west, south, east, north
+
+
+def utm_crs(lon: float, lat: float) -> CRS:
+    """The WGS 84 / UTM zone CRS of a point."""
+    zone = min(int((lon + 180) // 6) + 1, 60)
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+def parse_crs(value: str) -> CRS:
+    try:
+        return CRS.from_user_input(value)
+    except CRSError as err:
+        raise ValueError(f"crs {value!r}: not a CRS ({err})") from None
+
+
+def aoi_grid(bounds: tuple[float, float, float, float], crs: CRS, resolution: float) -> Grid:
+    """The AOI's extent in ``crs``, grown outward to whole pixels on a grid anchored at 0, 0."""
+    left, bottom, right, top = transform_bounds(WGS84, crs, *bounds, densify_pts=21)
+    x0, y1 = math.floor(left / resolution) * resolution, math.ceil(top / resolution) * resolution
+    width = max(1, math.ceil((right - x0) / resolution - 1e-9))
+    height = max(1, math.ceil((y1 - bottom) / resolution - 1e-9))
+    return Grid(crs, Affine(resolution, 0.0, x0, 0.0, -resolution, y1), width, height)
+
+
+def time_range(start: date, end: date) -> tuple[datetime, datetime]:
+    """The UTC instants from the start of ``start`` to the end of ``end``."""
+    return (
+        datetime.combine(start, time.min, tzinfo=UTC),
+        datetime.combine(end, time.max, tzinfo=UTC).replace(microsecond=0),
+    )
+
+
+def parse_datetime(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def file_name(item_id: str) -> str:
+    """A file name of an item id: characters other than letters, digits, ``-``, ``_``, ``.`` -> ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", item_id).strip(".-") or "scene"
+
+
+def scene_path(out: Path, role: str, item_id: str) -> Path:
+    return out / role / f"{file_name(item_id)}.tif"
+
+
+def write_scene(path: Path, data: np.ndarray, role: str, grid: Grid, record: dict[str, Any]) -> Path:
+    """Write one scene GeoTIFF atomically with geogan's band names and provenance tags."""
+    tags = {
+        "GEOGAN_SOURCE": record["source"],
+        "GEOGAN_ITEMS": ",".join(record["items"]),
+        "GEOGAN_DATETIME": record["datetime"],
+    }
+    if record.get("cloud_cover") is not None:
+        tags["GEOGAN_CLOUD_COVER"] = str(record["cloud_cover"])
+    return write_raster(path, data, SENSORS[role], grid.transform, crs=grid.crs, tags=tags)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def update_manifest(out: Path, records: list[dict[str, Any]], pair_days: float) -> list[str]:
+    """Merge ``records`` into ``OUT/scenes.json``, rewrite ``OUT/sources.txt``; return its sources.
+
+    Records of earlier runs stay (a resumed or extended fetch lists every scene in the folder);
+    a record whose file is gone is dropped.
+    """
+    manifest = out / MANIFEST
+    known: dict[tuple[str, str], dict] = {}
+    if manifest.exists():
+        for record in json.loads(manifest.read_text()):
+            known[(record["role"], record["id"])] = record
+    for record in records:
+        known[(record["role"], record["id"])] = record
+    kept = sorted(
+        (r for r in known.values() if (out / r["path"]).exists()), key=lambda r: (r["role"], r["datetime"])
+    )
+    _write_text(manifest, json.dumps(kept, indent=1) + "\n")
+    s1 = [r for r in kept if r["role"] == "s1"]
+    sources = []
+    for record in (r for r in kept if r["role"] == "s2"):
+        sources.append(f"s2={(out / record['path']).resolve()}")
+        when = parse_datetime(record["datetime"])
+        near = min(s1, key=lambda r: abs(parse_datetime(r["datetime"]) - when), default=None)
+        if near and abs(parse_datetime(near["datetime"]) - when) <= timedelta(days=pair_days):
+            sources.append(f"s1={(out / near['path']).resolve()}")
+    _write_text(out / SOURCES, "".join(f"{s}\n" for s in sources))
+    return sources
+
+
+def progress(items: Iterable, description: str, enabled: bool, total: int) -> Iterator:
+    """``items`` with a rich progress bar on stderr when ``enabled``."""
+    if not enabled:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import track
+
+    yield from track(items, description=description, total=total, console=Console(stderr=True))
