@@ -52,8 +52,9 @@ def world_grid(
 ) -> np.ndarray:
     """:func:`world` at the pixel centres of a grid."""
     cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    xs, ys = transform * (cols, rows)
-    return world(band, seed, np.asarray(xs), np.asarray(ys), resolution)
+    xs = transform.c + transform.a * cols + transform.b * rows
+    ys = transform.f + transform.d * cols + transform.e * rows
+    return world(band, seed, xs, ys, resolution)
 
 
 def tiff_bytes(data: np.ndarray, transform: Affine, crs: CRS, driver: str = "GTiff", nodata=None) -> bytes:

@@ -30,6 +30,12 @@ from geogan.scenes.sentinelhub import acquisitions, fetch_sentinelhub
 from geogan.scenes.stac import fetch_stac
 from geogan.tiling import tile
 
+# odc-geo's own deprecation chatter (affine `*`, shapely.ops.transform), not ours
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:odc.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:odc.*"),
+]
+
 SECRET = "geogan-test-secret-7f3a9c"
 CLIENT_ID = "geogan-test-client"
 UTM32 = CRS.from_epsg(32632)
@@ -242,6 +248,37 @@ def test_sentinelhub_process_error_names_the_item(sh_env, tmp_path):
     assert message.startswith(f"Sentinel Hub: process API, item {SH_ITEMS[0].id}: HTTP 400 from {app.url}")
     assert "Output default requested but missing" in message and SECRET not in message
     assert not list((tmp_path / "out").rglob("*.tif"))
+
+
+def test_sentinelhub_server_error_after_retries(sh_env, tmp_path):
+    app = SentinelHubApp(CLIENT_ID, SECRET, SH_ITEMS[:1])
+    app.process_error = (503, {"error": {"status": 503, "reason": "Service Unavailable", "message": "busy"}})
+    with serve(app) as server, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SH_BASE_URL", app.url)
+        mp.setenv("SH_TOKEN_URL", f"{app.url}/oauth/token")
+        with pytest.raises(RemoteError, match=f"process API, item {SH_ITEMS[0].id}: HTTP 503 .*busy"):
+            fetch_sentinelhub(sh_source(sensors=("s2",), attempts=1), tmp_path, progress_bar=False)
+    assert len([r for r in server.requests if r.path == "/api/v1/process"]) == 1
+
+
+def test_aoi_from_a_vector_file_and_too_large_aois(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from geogan.scenes.remote import aoi_bounds
+
+    frame = gpd.GeoDataFrame(geometry=[box(655000, 5096000, 655500, 5096400)], crs=UTM32)
+    frame.to_file(tmp_path / "aoi.gpkg")
+    west, south, east, north = aoi_bounds(str(tmp_path / "aoi.gpkg"))
+    np.testing.assert_allclose(
+        (west, south, east, north), transform_bounds(UTM32, "EPSG:4326", 655000, 5096000, 655500, 5096400)
+    )
+    with pytest.raises(ValueError, match="at most 2500 px a side"):
+        fetch_sentinelhub(
+            SentinelHubSource(aoi="10,46,11,47", start="2023-06-01", end="2023-06-02"), tmp_path / "o"
+        )
+    with pytest.raises(ValueError, match="neither a vector file that exists nor 'W,S,E,N'"):
+        aoi_bounds("somewhere.gpkg")
 
 
 def test_cloudy_items_are_dropped_even_if_the_api_returns_them():
