@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from geogan.bands import S1, S2
 from geogan.cli import app as cli_app
 from geogan.config import SentinelHubSource, StacSource, TileOptions
-from geogan.scenes.remote import RemoteError
+from geogan.scenes.remote import RemoteError, scene_files, tile_sources
 from geogan.scenes.sentinelhub import acquisitions, fetch_sentinelhub
 from geogan.scenes.stac import fetch_stac
 from geogan.tiling import tile
@@ -179,7 +179,8 @@ def test_sentinelhub_sources_pair_s1_with_the_nearest_s2(sh_fetched):
         f"s2={s2[CLEAR_S2[1]]}",
         f"s2={s2[CLEAR_S2[2]]}",
     ]
-    assert (out / "sources.txt").read_text().split() == summary.sources
+    assert (out / "sources.txt").read_text().split() == summary.sources == tile_sources(out)
+    assert scene_files(out) == sorted([*(out / "s1").glob("*.tif"), *(out / "s2").glob("*.tif")])
     records = json.loads((out / "scenes.json").read_text())
     assert {r["id"] for r in records} == {*CLEAR_S2, SH_ITEMS[-1].id}
     assert {r["id"]: r["cloud_cover"] for r in records if r["role"] == "s2"} == {

@@ -194,3 +194,19 @@ def progress(items: Iterable, description: str, enabled: bool, total: int) -> It
     from rich.progress import track
 
     yield from track(items, description=description, total=total, console=Console(stderr=True))
+
+
+def tile_sources(out: Path) -> list[str]:
+    """The ``s2=PATH`` / ``s1=PATH`` sources a fetch into ``out`` left for ``geogan tile``."""
+    path = Path(out) / SOURCES
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no fetch has written this folder yet")
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def scene_files(out: Path) -> list[Path]:
+    """Every scene GeoTIFF listed in ``out/scenes.json`` (S2 and S1), in a stable order."""
+    path = Path(out) / MANIFEST
+    if not path.exists():
+        return []
+    return sorted(Path(out) / record["path"] for record in json.loads(path.read_text()))
