@@ -186,8 +186,8 @@ def update_manifest(out: Path, records: list[dict[str, Any]], pair_days: float) 
 
 
 def progress(items: Iterable, description: str, enabled: bool, total: int) -> Iterator:
-    """``items`` with a rich progress bar on stderr when ``enabled``."""
-    if not enabled:
+    """``items`` with a rich progress bar on stderr when ``enabled`` (and there is something to do)."""
+    if not enabled or total == 0:
         yield from items
         return
     from rich.console import Console
