@@ -209,6 +209,28 @@ def test_sentinelhub_resumes_by_item_id(sh_server, sh_fetched, tmp_path):
     assert summary.sources == [s.replace(first, str(out.resolve())) for s in sh_fetched[1].sources]
 
 
+def test_sentinelhub_large_grids_come_in_pieces(sh_server, sh_fetched, tmp_path, monkeypatch):
+    """Over the Process API's size limit (2500 px, here made 32), a scene is asked for in pieces."""
+    import geogan.scenes.sentinelhub as sh
+
+    app, server = sh_server
+    monkeypatch.setattr(sh, "MAX_PIXELS", 32)
+    before = len(server.requests)
+    summary = fetch_sentinelhub(sh_source(sensors=("s2",), limit=1), tmp_path, progress_bar=False)
+    [item_id] = summary.written
+    pieces = [json.loads(r.body) for r in server.requests[before:] if r.path == "/api/v1/process"]
+    with (
+        rasterio.open(tmp_path / "s2" / f"{item_id}.tif") as src,
+        rasterio.open(sh_fetched[0] / "s2" / f"{item_id}.tif") as whole,
+    ):
+        assert src.transform == whole.transform and src.shape == whole.shape
+        np.testing.assert_array_equal(src.read(), whole.read())  # the same pixels as one request
+        assert len(pieces) == -(-src.width // 32) * -(-src.height // 32)
+    assert (
+        max(p["output"]["width"] for p in pieces) == 32 and max(p["output"]["height"] for p in pieces) == 32
+    )
+
+
 def test_sentinelhub_bad_credentials_name_the_service(sh_server, sh_env, tmp_path):
     wrong = "not-the-secret-but-also-private"
     sh_env.setenv("SH_CLIENT_SECRET", wrong)
@@ -274,9 +296,9 @@ def test_aoi_from_a_vector_file_and_too_large_aois(tmp_path):
     np.testing.assert_allclose(
         (west, south, east, north), transform_bounds(UTM32, "EPSG:4326", 655000, 5096000, 655500, 5096400)
     )
-    with pytest.raises(ValueError, match="at most 2500 px a side"):
+    with pytest.raises(ValueError, match="is more than 100,000,000 px a scene"):
         fetch_sentinelhub(
-            SentinelHubSource(aoi="10,46,11,47", start="2023-06-01", end="2023-06-02"), tmp_path / "o"
+            SentinelHubSource(aoi="10,45,12,47", start="2023-06-01", end="2023-06-02"), tmp_path / "o"
         )
     with pytest.raises(ValueError, match="neither a vector file that exists nor 'W,S,E,N'"):
         aoi_bounds("somewhere.gpkg")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import requests
 from rasterio.io import MemoryFile
+from rasterio.transform import Affine
 
 from geogan.bands import S1, S2
 from geogan.config import SentinelHubSource
@@ -49,7 +50,8 @@ from geogan.scenes.remote import (
 log = logging.getLogger(__name__)
 
 SERVICE = "Sentinel Hub"
-MAX_PIXELS = 2500  # the Process API's largest output width or height
+MAX_PIXELS = 2500  # the Process API's largest output width or height: larger grids go in pieces
+MAX_SCENE_PIXELS = 10_000 * 10_000  # a scene is held in memory whole: 2.6 GB of S2 at this size
 SAME_PASS = timedelta(minutes=1)  # items this close in time are one acquisition
 COLLECTIONS = {"s2": "SENTINEL2_L1C", "s1": "SENTINEL1_IW"}  # sentinelhub.DataCollection names
 ENV_BASE_URL = "SH_BASE_URL"
@@ -260,13 +262,23 @@ def to_db(linear: np.ndarray) -> np.ndarray:
     return out
 
 
-def fetch_scene(client, config, scene: dict, grid: Grid, max_cloud: float) -> np.ndarray:
-    """The pixels of one acquisition, ``(bands, H, W)`` in geogan's order and units."""
+def blocks(grid: Grid, size: int) -> list[tuple[int, int, Grid]]:
+    """``(row, col, sub-grid)`` pieces of ``grid`` at most ``size`` px a side, in row-major order."""
+    t = grid.transform
+    pieces = []
+    for row in range(0, grid.height, size):
+        for col in range(0, grid.width, size):
+            transform = Affine(t.a, t.b, t.c + t.a * col + t.b * row, t.d, t.e, t.f + t.d * col + t.e * row)
+            width, height = min(size, grid.width - col), min(size, grid.height - row)
+            pieces.append((row, col, Grid(grid.crs, transform, width, height)))
+    return pieces
+
+
+def _request_block(client, config, scene: dict, grid: Grid, max_cloud: float) -> np.ndarray:
     from sentinelhub.exceptions import DownloadFailedException
 
-    role = scene["role"]
-    sensor = S2 if role == "s2" else S1
-    request = process_request(config, role, grid, scene["window"], max_cloud)
+    sensor = S2 if scene["role"] == "s2" else S1
+    request = process_request(config, scene["role"], grid, scene["window"], max_cloud)
     try:
         [response] = client.download(request.download_list, max_threads=1, decode_data=False)
     except (DownloadFailedException, requests.RequestException) as err:
@@ -283,7 +295,22 @@ def fetch_scene(client, config, scene: dict, grid: Grid, max_cloud: float) -> np
             f"{SERVICE}: process API, item {scene['id']}: got a {data.shape[2]} x {data.shape[1]} px "
             f"{data.shape[0]}-band TIFF, asked for {grid.width} x {grid.height} px with {sensor.count} bands"
         )
-    return data.astype(np.uint16) if role == "s2" else to_db(data.astype(np.float32))
+    return data
+
+
+def fetch_scene(client, config, scene: dict, grid: Grid, max_cloud: float) -> np.ndarray:
+    """The pixels of one acquisition, ``(bands, H, W)`` in geogan's order and units.
+
+    A grid wider or taller than the Process API's limit (:data:`MAX_PIXELS`) is requested in
+    pieces on the same pixel grid and put together.
+    """
+    role = scene["role"]
+    sensor = S2 if role == "s2" else S1
+    data = np.zeros((sensor.count, grid.height, grid.width), np.uint16 if role == "s2" else np.float32)
+    for row, col, piece in blocks(grid, MAX_PIXELS):
+        block = _request_block(client, config, scene, piece, max_cloud)
+        data[:, row : row + piece.height, col : col + piece.width] = block
+    return data if role == "s2" else to_db(data)
 
 
 def fetch_sentinelhub(source: SentinelHubSource, out: Path, progress_bar: bool = True) -> FetchSummary:
@@ -297,10 +324,10 @@ def fetch_sentinelhub(source: SentinelHubSource, out: Path, progress_bar: bool =
         else utm_crs((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
     )
     grid = aoi_grid(bounds, crs, source.resolution)
-    if max(grid.width, grid.height) > MAX_PIXELS:
+    if grid.width * grid.height > MAX_SCENE_PIXELS:
         raise ValueError(
-            f"aoi {source.aoi!r}: {grid.width} x {grid.height} px at {source.resolution:g} m; the "
-            f"Process API returns at most {MAX_PIXELS} px a side (a smaller AOI or a larger resolution)"
+            f"aoi {source.aoi!r}: {grid.width} x {grid.height} px at {source.resolution:g} m is more than "
+            f"{MAX_SCENE_PIXELS:,} px a scene (a smaller AOI or a larger resolution)"
         )
     start, end = time_range(source.start, source.end)
     config = sh_config(source)
