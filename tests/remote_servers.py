@@ -299,6 +299,7 @@ class StacItem:
     crs: CRS
     origin: tuple[float, float]  # x, y of the top-left corner (multiples of 60 m)
     size_m: int = 7680  # square extent in metres (768 px at 10 m, 6 x 6 COG tiles)
+    baseline: str | None = None  # s2:processing_baseline; from "04.00" the served DN include +1000
 
 
 @dataclass
@@ -407,6 +408,7 @@ class StacApp:
             "properties": {
                 "datetime": item.datetime, "eo:cloud_cover": item.cloud_cover,
                 "proj:epsg": item.crs.to_epsg(), "platform": "sentinel-2a",
+                **({"s2:processing_baseline": item.baseline} if item.baseline else {}),
             },
             "assets": assets,
             "links": [{"rel": "self", "href": f"{self.url}/collections/{self.collection}/items/{item.id}"}],

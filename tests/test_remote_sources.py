@@ -51,9 +51,26 @@ SH_ITEMS = [
 ]
 CLEAR_S2 = [i.id for i in SH_ITEMS if i.collection == "sentinel-2-l1c" and i.cloud_cover < 30]
 STAC_ITEMS = [
-    StacItem("S2A_32TQM_20230601_0_L1C", "2023-06-01T10:30:31Z", 11, 3.0, UTM32, (600000.0, 5000040.0)),
+    StacItem(
+        "S2A_32TQM_20230601_0_L1C",
+        "2023-06-01T10:30:31Z",
+        11,
+        3.0,
+        UTM32,
+        (600000.0, 5000040.0),
+        baseline="02.09",
+    ),
     StacItem("S2B_32TQM_20230604_0_L1C", "2023-06-04T10:30:29Z", 12, 95.0, UTM32, (600000.0, 5000040.0)),
-    StacItem("S2A_32TQM_20230611_0_L1C", "2023-06-11T10:30:31Z", 13, 20.0, UTM32, (600000.0, 5000040.0)),
+    # served DN of baseline 05.09 carry the +1000 offset, which the fetch removes
+    StacItem(
+        "S2A_32TQM_20230611_0_L1C",
+        "2023-06-11T10:30:31Z",
+        13,
+        20.0,
+        UTM32,
+        (600000.0, 5000040.0),
+        baseline="05.09",
+    ),
 ]
 STAC_AOI = transform_bounds(UTM32, "EPSG:4326", 602010, 4994020, 602830, 4994730)  # well inside the items
 
@@ -380,12 +397,16 @@ def test_stac_scenes_hold_the_cog_pixels_in_band_order(stac_fetched):
             assert 602010 - 40 < left <= 602010 and 602830 <= right < 602830 + 40
             assert 4994020 - 40 < bottom <= 4994020 and 4994730 <= top < 4994730 + 40
             data = src.read()
+            offset = 1000 if item.baseline >= "04.00" else 0
             for b, name in enumerate(S2.band_names):  # 20 m and 60 m bands: nearest, values kept
                 expected = world_grid(
                     name, item.seed, src.transform, src.width, src.height, S2_RESOLUTION[name]
                 )
+                expected = np.clip(expected.astype(int) - offset, 1, None)  # served values are all >= 1
                 np.testing.assert_array_equal(data[b], expected, err_msg=f"{item.id} {name}")
-            assert src.tags()["GEOGAN_CLOUD_COVER"] == str(item.cloud_cover)
+            tags = src.tags()
+            assert tags["GEOGAN_CLOUD_COVER"] == str(item.cloud_cover)
+            assert tags.get("GEOGAN_DN_OFFSET_REMOVED") == ("1000" if offset else None)
 
 
 def test_stac_reads_only_the_aoi_with_range_requests(stac_server, stac_fetched):

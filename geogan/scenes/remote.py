@@ -147,6 +147,7 @@ def write_scene(path: Path, data: np.ndarray, role: str, grid: Grid, record: dic
     }
     if record.get("cloud_cover") is not None:
         tags["GEOGAN_CLOUD_COVER"] = str(record["cloud_cover"])
+    tags.update(record.get("tags", {}))
     return write_raster(path, data, SENSORS[role], grid.transform, crs=grid.crs, tags=tags)
 
 

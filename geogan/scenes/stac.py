@@ -8,9 +8,11 @@ by the asset's ``eo:bands`` name, or by ``assets`` in the options, and are writt
 (B01..B08, B8A, B09..B12) as uint16 at ``resolution`` (nearest-neighbour, so 20 m and 60 m bands
 keep their values). The folder layout, resuming and ``sources.txt`` are :mod:`geogan.scenes.remote`'s.
 
-Values are written as the assets hold them: for Sentinel-2 L1C products of processing baseline
-04.00 and later (from 25 January 2022) the DN carry ESA's +1000 radiometric offset, which this
-module does not remove.
+L1C products of processing baseline 04.00 and later (from 25 January 2022) carry ESA's +1000 DN
+radiometric offset. With ``harmonize`` (the default) it is removed from items whose
+``s2:processing_baseline`` says so (valid pixels stay >= 1, nodata stays 0), as Sentinel Hub's
+``harmonizeValues`` does, so values match older products and SEN12MS; such scenes are tagged
+``GEOGAN_DN_OFFSET_REMOVED=1000``. Items without that property are written as they are.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ COMMON_KEYS = {  # Earth Search (element84) asset keys of the Sentinel-2 bands
     "B10": "cirrus", "B11": "swir16", "B12": "swir22",
 }  # fmt: skip
 # GDAL settings for reading COGs over HTTP: no directory listings, range requests merged.
+OFFSET_BASELINE = 4.0  # L1C processing baselines from 04.00 add DN_OFFSET to every valid DN
+DN_OFFSET = 1000
 GDAL_HTTP = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2",
@@ -141,6 +145,21 @@ def load_item(item, keys: dict[str, str], grid: Grid) -> np.ndarray:
     return stack.astype(np.uint16)
 
 
+def harmonize(data: np.ndarray, item) -> tuple[np.ndarray, bool]:
+    """``data`` without the +1000 DN offset if ``item``'s processing baseline has it; and whether it had."""
+    baseline = item.properties.get("s2:processing_baseline")
+    try:
+        has_offset = baseline is not None and float(baseline) >= OFFSET_BASELINE
+    except ValueError:
+        raise RemoteError(
+            f"{SERVICE}: item {item.id}: s2:processing_baseline {baseline!r} is not a number"
+        ) from None
+    if not has_offset:
+        return data, False
+    shifted = np.clip(data.astype(np.int32) - DN_OFFSET, 1, None)
+    return np.where(data == 0, 0, shifted).astype(np.uint16), True
+
+
 def fetch_stac(source: StacSource, out: Path, progress_bar: bool = True) -> FetchSummary:
     """Fetch every item of ``source`` over its AOI into ``out`` (see :mod:`geogan.scenes.remote`)."""
     began = time.perf_counter()
@@ -184,6 +203,10 @@ def fetch_stac(source: StacSource, out: Path, progress_bar: bool = True) -> Fetc
     try:
         for item, record in progress(todo, f"{SERVICE} s2", progress_bar, len(todo)):
             data = load_item(item, band_assets(item, source.assets), grid)
+            if source.harmonize:
+                data, removed = harmonize(data, item)
+                if removed:
+                    record["tags"] = {"GEOGAN_DN_OFFSET_REMOVED": str(DN_OFFSET)}
             write_scene(out / record["path"], data, "s2", grid, record)
             summary.written.append(item.id)
             records.append(record)
