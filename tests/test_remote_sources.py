@@ -493,3 +493,21 @@ def test_cli_fetch_sentinelhub(sh_server, tmp_path):
     assert len(list((out / "s2").glob("*.tif"))) == 3
     bad = CliRunner().invoke(cli_app, [*args, "--out", str(out), "--max-cloud", "130"])
     assert bad.exit_code == 2 and "--max_cloud" in bad.output
+
+
+def test_cli_fetch_stac(stac_server, tmp_path):
+    app, _ = stac_server
+    aoi = ",".join(f"{v:.7f}" for v in STAC_AOI)
+    args = ["fetch", "stac", "--url", app.url, "--aoi", aoi, "--start", "2023-06-01", "--end", "2023-06-30"]
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(cli_app, [*args, "--max-cloud", "30", "--limit", "1", "--no-harmonize",
+                                          "--asset", "B8A=nir08", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "1 written" in result.output
+    [scene] = (out / "s2").glob("*.tif")
+    assert scene.stem == STAC_ITEMS[2].id  # the newest clear item
+    with rasterio.open(scene) as src:  # --no-harmonize: the served DN as they are
+        expected = world_grid("B04", STAC_ITEMS[2].seed, src.transform, src.width, src.height, 10)
+        np.testing.assert_array_equal(src.read(4), expected)
+    bad = CliRunner().invoke(cli_app, [*args, "--out", str(out), "--asset", "B8A"])
+    assert bad.exit_code == 2 and "--asset: give BAND=KEY" in bad.output
