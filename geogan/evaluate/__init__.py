@@ -1,0 +1,165 @@
+"""The evaluate stage: is the synthetic data faithful, novel and useful?
+
+``evaluate(options)`` reads a real tile folder (``geogan tile``) and a synthetic pairs folder
+(``geogan generate``) and writes ``REPORT_DIR/report.html`` with PNG figures beside it,
+``metrics.json`` and the feature encoder's weights (``encoder.pt``). The parts:
+
+- :mod:`geogan.evaluate.data`: real chips split by scene as training split them; synthetic pairs.
+- :mod:`geogan.evaluate.fidelity`: distribution distances and encoder-feature metrics.
+- :mod:`geogan.evaluate.novelty`: nearest-training-chip distances, flagged copies, ``--drop-copies``.
+- :mod:`geogan.evaluate.usefulness`: U-Nets trained four ways, scored on real held-out chips.
+- :mod:`geogan.evaluate.report`: the HTML page, figures and metrics.json.
+
+Order: fidelity and novelty look at every synthetic chip read; with ``drop_copies`` the flagged
+pairs are then moved out of the synthetic folder, and the usefulness runs use the pairs left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geogan import labels
+from geogan.config import EvaluateOptions
+from geogan.datasets import Normalizer
+from geogan.evaluate import fidelity, novelty, report, usefulness
+from geogan.evaluate.data import real_splits, synthetic_set
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateSummary:
+    out: Path
+    report: Path
+    metrics: Path
+    copies: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    verdict: str | None = None
+    figures: dict[str, str | None] = field(default_factory=dict)
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary:
+    """Run the evaluate stage; see the module docstring for what it writes."""
+    for path, what in ((options.real, "real tile folder"), (options.synthetic, "synthetic pairs folder")):
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: no such folder (the {what})")
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"{out}: cannot write the report into this folder")
+    device = _device(options.device)
+    scheme = labels.scheme(options.scheme)
+    normalizer = Normalizer.from_stats(options.real, "s2")
+    train, held, scenes = real_splits(
+        options.real, scheme, options.mask_role, options.fractions, options.split_seed, normalizer,
+        options.max_tiles, options.seed, progress,
+    )  # fmt: skip
+    syn = synthetic_set(options.synthetic, scheme, normalizer, options.max_tiles, options.seed, progress)
+    log.info("read %d training, %d held-out and %d synthetic chips", len(train), len(held), len(syn))
+
+    encoder, record = fidelity.train_encoder(
+        train.x, train.mask, len(scheme), options.encoder_steps, batch_size=32, seed=options.seed,
+        width=options.encoder_width, device=device, progress=progress,
+    )  # fmt: skip
+    torch.save(encoder.state_dict(), out / ".encoder.pt.tmp")
+    os.replace(out / ".encoder.pt.tmp", out / "encoder.pt")
+    feats = {s.name: fidelity.encoder_features(encoder, s.x) for s in (train, held, syn)}
+
+    def compare(chips):
+        return fidelity.compare(
+            chips.x, chips.dn, train.x, train.dn, feats[chips.name], feats[train.name],
+            pixels=options.pixels, patches=options.swd_patches, k=options.knn, seed=options.seed,
+        )  # fmt: skip
+
+    metrics: dict[str, Any] = {
+        "inputs": {**options.model_dump(mode="json"), "device": device},
+        "real": {
+            "train_chips": len(train),
+            "held_out_chips": len(held),
+            "train_scenes": scenes["real train"],
+            "held_out_scenes": scenes["real held-out"],
+        },  # fmt: skip
+        "synthetic": {"chips": len(syn), "masks": syn.mask is not None},
+        "encoder": record.to_dict(),
+        "fidelity": {"synthetic": compare(syn), "held_out": compare(held)},
+    }
+    found = novelty.novelty(syn.x, syn.ids, train.x, train.ids, held.x, options.novelty_size, progress)
+    metrics["novelty"] = found.to_dict()
+    copies = [c["id"] for c in found.copies]
+
+    figures = _figures(out, train, held, syn, scheme, metrics, options)
+    if options.drop_copies:
+        metrics["dropped"] = novelty.drop_copies(options.synthetic, copies, options.scheme)
+        syn = syn.subset(np.array([i not in set(copies) for i in syn.ids]))
+
+    if options.usefulness:
+        if syn.mask is None or train.mask is None:
+            raise ValueError(
+                f"usefulness needs masks: {options.synthetic} has none"
+                if syn.mask is None else f"{options.real}: no {options.mask_role} mask chips"
+            )  # fmt: skip
+        if syn.x.shape[-2:] != train.x.shape[-2:]:
+            raise ValueError(
+                f"usefulness needs one chip size: real {train.x.shape[-2:]}, synthetic {syn.x.shape[-2:]}"
+            )
+        setup = usefulness.UsefulnessSetup(
+            n_real=options.n_real, seeds=options.seeds, steps=options.steps, batch_size=options.batch_size,
+            lr=options.lr, encoder=options.unet_encoder, minority_share=options.minority_share, device=device,
+        )  # fmt: skip
+        metrics["usefulness"] = usefulness.usefulness(
+            train.x, train.mask, syn.x, syn.mask, held.x, held.mask, list(scheme.names), setup, progress
+        )
+        figures["usefulness"] = report.usefulness_figure(metrics["usefulness"], out / "usefulness.png")
+
+    metrics_path = report.write_json(out / "metrics.json", metrics)
+    html_path = report.write_html(out / "report.html", report._clean(metrics), figures)
+    log.info("wrote %s and %s", html_path, metrics_path)
+    use = metrics.get("usefulness")
+    return EvaluateSummary(
+        out=out,
+        report=html_path,
+        metrics=metrics_path,
+        copies=copies,
+        dropped=metrics.get("dropped", {}).get("dropped", []),
+        verdict=use["c_vs_b"]["sentence"] if use else None,
+        figures=figures,
+    )
+
+
+def _figures(out, train, held, syn, scheme, metrics, options) -> dict[str, str | None]:
+    """Every figure but the usefulness chart (drawn before --drop-copies moves any file)."""
+    figs: dict[str, str | None] = {
+        "samples_real": report.sample_grid(train, scheme, out / "samples_real.png"),
+        "samples_synthetic": report.sample_grid(syn, scheme, out / "samples_synthetic.png"),
+        "bands": report.band_histograms(train, held, syn, out / "band_histograms.png"),
+    }
+    dists = {
+        s.name: fidelity.spectral_indices(s.dn, min(options.pixels, 100_000), options.seed)
+        for s in (train, held, syn)
+    }
+    figs["indices"] = report.index_histograms(dists, out / "indices.png")
+    figs["correlation"] = report.correlation_figure(
+        fidelity.correlation_matrix(train.x, train.dn, options.pixels, options.seed),
+        fidelity.correlation_matrix(syn.x, syn.dn, options.pixels, options.seed),
+        out / "correlation.png",
+    )
+    figs["novelty"] = report.novelty_figure(metrics["novelty"], out / "novelty.png")
+    figs["copies"] = report.copies_figure(syn, train, metrics["novelty"]["copies"], out / "copies.png")
+    figs["encoder"] = report.encoder_figure(metrics["encoder"], out / "encoder.png")
+    return figs
+
+
+__all__ = ["EvaluateSummary", "evaluate"]

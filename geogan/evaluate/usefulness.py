@@ -1,0 +1,263 @@
+"""Usefulness: does adding synthetic pairs help a segmentation model on real data?
+
+The same U-Net (segmentation-models-pytorch, encoder weights random: nothing is downloaded) is
+trained for the same number of optimiser steps in four configurations and scored on the real
+held-out chips (scenes never trained on):
+
+- ``a``: N real training chips;
+- ``b``: the same N real chips with random flips and 90 degree rotations (classical augmentation);
+- ``c``: ``b`` plus every synthetic pair, batches drawn uniformly from the union;
+- ``d``: the synthetic pairs only, with the same augmentation.
+
+Each configuration runs once per seed; within a seed, all four start from the same weights and
+the same N real chips (drawn with that seed), so ``c - b`` is a paired difference. Scores: mean
+IoU over the classes present in the held-out masks, IoU per class, and the mean IoU of the
+minority classes (those under ``minority_share`` of the real training pixels). Intervals are 95%
+Student-t intervals over the seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+from scipy import stats
+
+log = logging.getLogger(__name__)
+
+CONFIGS = {
+    "a": "N real",
+    "b": "N real + flips/rot90",
+    "c": "N real + flips/rot90 + synthetic",
+    "d": "synthetic only (+ flips/rot90)",
+}
+
+
+@dataclass(frozen=True)
+class UsefulnessSetup:
+    n_real: int | None = None  # real training chips per run (None: all)
+    seeds: int = 3
+    steps: int = 500
+    batch_size: int = 16
+    lr: float = 1e-3
+    encoder: str = "resnet18"
+    minority_share: float = 0.1
+    device: str = "cpu"
+
+
+def unet(channels: int, classes: int, size: int, encoder: str = "resnet18") -> torch.nn.Module:
+    """A U-Net with a randomly initialised encoder, as deep as ``size`` allows (at most 5 levels)."""
+    import segmentation_models_pytorch as smp
+
+    depth = 5
+    while depth > 1 and size % 2**depth:
+        depth -= 1
+    return smp.Unet(
+        encoder_name=encoder,
+        encoder_weights=None,
+        encoder_depth=depth,
+        decoder_channels=(256, 128, 64, 32, 16)[:depth],
+        in_channels=channels,
+        classes=classes,
+    )
+
+
+def _augment(
+    x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per chip, one of the 8 flips/rotations, alike for image and mask."""
+    xs, ys = [], []
+    for i in range(len(x)):
+        k = int(torch.randint(4, (), generator=generator))
+        a, b = torch.rot90(x[i], k, dims=(-2, -1)), torch.rot90(y[i], k, dims=(-2, -1))
+        if bool(torch.randint(2, (), generator=generator)):
+            a, b = torch.flip(a, dims=(-1,)), torch.flip(b, dims=(-1,))
+        xs.append(a)
+        ys.append(b)
+    return torch.stack(xs), torch.stack(ys)
+
+
+def train_unet(
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: int,
+    setup: UsefulnessSetup,
+    seed: int,
+    augment: bool,
+    on_step=None,
+) -> torch.nn.Module:
+    """Train a fresh U-Net on chips ``x`` (N, C, H, W) and class indices ``y`` (N, H, W; -1 ignored)."""
+    torch.manual_seed(seed)
+    model = unet(x.shape[1], classes, x.shape[-1], setup.encoder).to(setup.device)
+    opt = torch.optim.Adam(model.parameters(), lr=setup.lr)
+    generator = torch.Generator().manual_seed(seed + 1)
+    data, target = torch.from_numpy(x), torch.from_numpy(y)
+    model.train()
+    for _ in range(setup.steps):
+        rows = torch.randint(len(data), (min(setup.batch_size, len(data)),), generator=generator)
+        bx, by = data[rows], target[rows]
+        if augment:
+            bx, by = _augment(bx, by, generator)
+        logits = model(bx.to(setup.device))
+        loss = F.cross_entropy(logits, by.to(setup.device), ignore_index=-1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def confusion(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, classes: int, device: str) -> np.ndarray:
+    """(classes, classes) pixel counts, rows true, columns predicted; nodata pixels left out."""
+    counts = np.zeros((classes, classes), dtype=np.int64)
+    for i in range(0, len(x), 32):
+        pred = model(torch.from_numpy(x[i : i + 32]).to(device)).argmax(1).cpu().numpy()
+        true = y[i : i + 32]
+        keep = true >= 0
+        counts += np.bincount(true[keep] * classes + pred[keep], minlength=classes * classes).reshape(
+            classes, classes
+        )
+    return counts
+
+
+def iou(counts: np.ndarray) -> np.ndarray:
+    """IoU per class from a confusion matrix; NaN for classes absent from truth and prediction."""
+    tp = np.diag(counts).astype(np.float64)
+    union = counts.sum(0) + counts.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def interval(values: list[float]) -> dict[str, float]:
+    """Mean and 95% Student-t interval of ``values`` (an interval of NaN for a single value)."""
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return {"mean": mean, "ci_low": float("nan"), "ci_high": float("nan"), "n": len(v)}
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": len(v)}
+
+
+def verdict(diffs: list[float]) -> dict[str, Any]:
+    """Whether (c) beats (b): the paired mIoU differences c - b over seeds, in one plain sentence."""
+    ci = interval(diffs)
+    n = len(diffs)
+    if n < 2:
+        answer = "unclear"
+        sentence = (
+            f"With a single seed no interval can be given: (c) scored {ci['mean']:+.3f} mIoU against (b); "
+            "run more seeds before deciding."
+        )
+    elif ci["ci_low"] > 0:
+        answer = "yes"
+        sentence = (
+            f"Yes: adding the synthetic pairs (c) beats real data with classical augmentation (b) by "
+            f"{ci['mean']:+.3f} mIoU (95% CI {ci['ci_low']:+.3f} to {ci['ci_high']:+.3f}, {n} seeds)."
+        )
+    elif ci["ci_high"] < 0:
+        answer = "no"
+        sentence = (
+            f"No: adding the synthetic pairs (c) does worse than real data with classical augmentation (b), "
+            f"{ci['mean']:+.3f} mIoU (95% CI {ci['ci_low']:+.3f} to {ci['ci_high']:+.3f}, {n} seeds)."
+        )
+    else:
+        answer = "no"
+        sentence = (
+            f"No: adding the synthetic pairs (c) does not clearly beat real data with classical augmentation "
+            f"(b): {ci['mean']:+.3f} mIoU (95% CI {ci['ci_low']:+.3f} to {ci['ci_high']:+.3f}, {n} seeds; "
+            "the interval includes 0)."
+        )
+    return {"c_beats_b": answer == "yes", "answer": answer, "difference": ci, "sentence": sentence}
+
+
+def usefulness(
+    real_x: np.ndarray,
+    real_y: np.ndarray,
+    syn_x: np.ndarray,
+    syn_y: np.ndarray,
+    held_x: np.ndarray,
+    held_y: np.ndarray,
+    class_names: list[str],
+    setup: UsefulnessSetup,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train and score the four configurations over ``setup.seeds`` seeds; the table as a dict."""
+    classes = len(class_names)
+    n_real = len(real_x) if setup.n_real is None else min(setup.n_real, len(real_x))
+    if len(syn_x) == 0:
+        raise ValueError("usefulness needs synthetic image + mask pairs; the synthetic folder has none")
+    present = [c for c in range(classes) if (held_y == c).any()]
+    if not present:
+        raise ValueError("the real held-out chips have no labelled pixels to score against")
+    shares = np.bincount(real_y[real_y >= 0].ravel(), minlength=classes) / max(1, int((real_y >= 0).sum()))
+    minority = [c for c in present if shares[c] < setup.minority_share]
+    if not minority:
+        minority = [min(present, key=lambda c: shares[c])]
+    runs: dict[str, list[dict]] = {k: [] for k in CONFIGS}
+    total = setup.seeds * len(CONFIGS) * setup.steps
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("usefulness: training U-Nets", total=total)
+        for seed in range(setup.seeds):
+            rows = np.sort(np.random.default_rng(seed).choice(len(real_x), n_real, replace=False))
+            rx, ry = real_x[rows], real_y[rows]
+            pools = {
+                "a": (rx, ry, False),
+                "b": (rx, ry, True),
+                "c": (np.concatenate([rx, syn_x]), np.concatenate([ry, syn_y]), True),
+                "d": (syn_x, syn_y, True),
+            }
+            for key, (px, py, augment) in pools.items():
+                start = time.perf_counter()
+                model = train_unet(px, py, classes, setup, seed, augment, on_step=lambda: bar.advance(task))
+                per_class = iou(confusion(model, held_x, held_y, classes, setup.device))
+                runs[key].append(
+                    {
+                        "seed": seed,
+                        "miou": float(np.nanmean(per_class[present])),
+                        "minority_iou": float(np.nanmean(per_class[minority])),
+                        "per_class": {
+                            class_names[c]: (None if np.isnan(per_class[c]) else float(per_class[c]))
+                            for c in present
+                        },
+                        "train_chips": len(px),
+                        "seconds": round(time.perf_counter() - start, 2),
+                    }
+                )
+                log.info("usefulness seed %d config %s: mIoU %.3f", seed, key, runs[key][-1]["miou"])
+    table = {}
+    for key, label in CONFIGS.items():
+        r = runs[key]
+        table[key] = {
+            "label": label,
+            "train_chips": r[0]["train_chips"],
+            "miou": interval([x["miou"] for x in r]),
+            "minority_iou": interval([x["minority_iou"] for x in r]),
+            "per_class": {
+                class_names[c]: interval([x["per_class"][class_names[c]] or 0.0 for x in r]) for c in present
+            },
+            "runs": r,
+        }
+    diffs = [c["miou"] - b["miou"] for b, c in zip(runs["b"], runs["c"], strict=True)]
+    return {
+        "setup": {
+            **setup.__dict__,
+            "n_real": n_real,
+            "synthetic_pairs": len(syn_x),
+            "held_out_chips": len(held_x),
+            "chip_size": int(real_x.shape[-1]),
+            "classes_scored": [class_names[c] for c in present],
+            "minority_classes": [class_names[c] for c in minority],
+            "real_training_share": {class_names[c]: float(shares[c]) for c in range(classes)},
+        },
+        "configs": table,
+        "c_vs_b": verdict(diffs),
+    }
