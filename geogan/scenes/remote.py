@@ -68,6 +68,15 @@ class FetchSummary:
     seconds: float = 0.0
 
 
+def public_url(url: str) -> str:
+    """``url`` without ``user:password@`` and without its query string (either may hold a secret)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def aoi_bounds(aoi: str) -> tuple[float, float, float, float]:
     """``(west, south, east, north)`` in degrees of ``"W,S,E,N"`` or of a vector file's features."""
     if Path(aoi).exists():

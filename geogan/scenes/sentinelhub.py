@@ -40,6 +40,7 @@ from geogan.scenes.remote import (
     parse_crs,
     parse_datetime,
     progress,
+    public_url,
     scene_path,
     time_range,
     update_manifest,
@@ -122,7 +123,9 @@ def _describe(err: Exception, config) -> str:
     if isinstance(cause, requests.HTTPError) and cause.response is not None:
         response = cause.response
         message = decode_sentinelhub_err_msg(response).strip()
-        text = f"HTTP {response.status_code} from {response.url}" + (f": {message}" if message else "")
+        text = f"HTTP {response.status_code} from {public_url(response.url)}" + (
+            f": {message}" if message else ""
+        )
     elif isinstance(cause, requests.RequestException):
         text = f"{type(cause).__name__}: {cause}"
     else:
@@ -148,18 +151,18 @@ def open_client(config):
         session = SentinelHubSession(config=config)
     except InsecureTransportError:
         raise RemoteError(
-            f"{SERVICE}: the token URL {config.sh_token_url} is not https (oauthlib allows plain http only "
-            "with OAUTHLIB_INSECURE_TRANSPORT=1, for a local test server)"
+            f"{SERVICE}: the token URL {public_url(config.sh_token_url)} is not https (oauthlib allows "
+            "plain http only with OAUTHLIB_INSECURE_TRANSPORT=1, for a local test server)"
         ) from None
     except OAuth2Error as err:
         problem = f"{err.error}: {err.description}" if err.description else err.error
         raise RemoteError(
-            f"{SERVICE}: the token service {config.sh_token_url} refused the credentials "
+            f"{SERVICE}: the token service {public_url(config.sh_token_url)} refused the credentials "
             f"({_redact(problem, config)}); check SH_CLIENT_ID and SH_CLIENT_SECRET"
         ) from None
     except (DownloadFailedException, requests.RequestException, ValueError) as err:
         raise RemoteError(
-            f"{SERVICE}: no token from {config.sh_token_url} ({_describe(err, config)})"
+            f"{SERVICE}: no token from {public_url(config.sh_token_url)} ({_describe(err, config)})"
         ) from None
     return SentinelHubDownloadClient(session=session, config=config)
 
@@ -343,7 +346,9 @@ def fetch_sentinelhub(source: SentinelHubSource, out: Path, progress_bar: bool =
             todo = []
             for scene in scenes:
                 path = scene_path(out, role, scene["id"])
-                scene.update(path=str(path.relative_to(out)), source=f"{SERVICE} {config.sh_base_url}")
+                scene.update(
+                    path=str(path.relative_to(out)), source=f"{SERVICE} {public_url(config.sh_base_url)}"
+                )
                 if path.exists():
                     summary.skipped.append(scene["id"])
                     log.info("skipped %s: %s is already there", scene["id"], path)

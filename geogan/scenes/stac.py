@@ -34,6 +34,7 @@ from geogan.scenes.remote import (
     aoi_grid,
     parse_crs,
     progress,
+    public_url,
     scene_path,
     time_range,
     update_manifest,
@@ -114,12 +115,16 @@ def search(source: StacSource, bounds, start, end) -> list:
         items = list(found.items())
     except APIError as err:
         raise RemoteError(
-            f"{SERVICE} API {source.url}: search of {source.collection} failed ({err})"
+            f"{SERVICE} API {public_url(source.url)}: search of {source.collection} failed ({err})"
         ) from None
     except Exception as err:  # requests and pystac raise several types for unreachable or bad APIs
         first_line = str(err).splitlines()[0] if str(err) else ""
-        raise RemoteError(f"{SERVICE} API {source.url}: {type(err).__name__}: {first_line}") from None
-    log.info("%s %s: %d %s items over the AOI", SERVICE, source.url, len(items), source.collection)
+        raise RemoteError(
+            f"{SERVICE} API {public_url(source.url)}: {type(err).__name__}: {first_line}"
+        ) from None
+    log.info(
+        "%s %s: %d %s items over the AOI", SERVICE, public_url(source.url), len(items), source.collection
+    )
     return sorted(items, key=lambda i: (i.datetime, i.id), reverse=True)
 
 
@@ -190,7 +195,7 @@ def fetch_stac(source: StacSource, out: Path, progress_bar: bool = True) -> Fetc
             "datetime": item.datetime.isoformat().replace("+00:00", "Z") if item.datetime else "",
             "cloud_cover": item.properties.get("eo:cloud_cover"),
             "path": str(path.relative_to(out)),
-            "source": f"{SERVICE} {source.url} {source.collection}",
+            "source": f"{SERVICE} {public_url(source.url)} {source.collection}",
         }
         if path.exists():
             summary.skipped.append(item.id)
