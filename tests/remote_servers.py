@@ -312,6 +312,7 @@ class StacApp:
     url: str = ""
     files: dict[str, bytes] = field(default_factory=dict)
     missing_asset: str | None = None  # an asset path answered with 404
+    href_query: str = ""  # appended to asset hrefs, like the signature of a signed URL
 
     def __post_init__(self) -> None:
         for item in self.items:
@@ -388,7 +389,7 @@ class StacApp:
             res = S2_RESOLUTION[band]
             n_px = item.size_m // res
             assets[EARTH_SEARCH_KEYS[band]] = {
-                "href": f"{self.url}{self.asset_path(item, band)}",
+                "href": f"{self.url}{self.asset_path(item, band)}{self.href_query}",
                 "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                 "roles": ["data"],
                 "eo:bands": [{"name": band}],

@@ -434,9 +434,13 @@ def test_stac_resumes_by_item_id(stac_server, stac_fetched, tmp_path):
 def test_stac_errors_name_the_service_and_item(tmp_path):
     app = StacApp(STAC_ITEMS[:1])
     app.missing_asset = app.asset_path(STAC_ITEMS[0], "B8A")
+    app.href_query = "?se=2030-01-01&sig=SIGNED-URL-TOKEN"  # signed asset URLs: the token is a secret
     with serve(app):
-        with pytest.raises(RemoteError, match=f"STAC: item {STAC_ITEMS[0].id}: reading its assets failed"):
+        with pytest.raises(RemoteError) as err:
             fetch_stac(stac_source(app.url), tmp_path / "a", progress_bar=False)
+        url = f"{app.url}{app.missing_asset}"
+        assert str(err.value).startswith(f"STAC: item {STAC_ITEMS[0].id}: asset nir08 (B8A) at {url}: ")
+        assert "404" in str(err.value) and "SIGNED-URL-TOKEN" not in str(err.value)
         app.missing_asset = None
         with pytest.raises(RemoteError, match=f"STAC: item {STAC_ITEMS[0].id} has no asset for B10"):
             fetch_stac(_without_cirrus(app), tmp_path / "b", progress_bar=False)

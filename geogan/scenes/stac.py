@@ -18,6 +18,7 @@ radiometric offset. With ``harmonize`` (the default) it is removed from items wh
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -144,10 +145,26 @@ def load_item(item, keys: dict[str, str], grid: Grid) -> np.ndarray:
             )  # fmt: skip
             stack = np.stack([np.asarray(data[key].values[0]) for key in assets])
     except Exception as err:  # rasterio/GDAL errors of unreachable or broken assets
-        raise RemoteError(
-            f"{SERVICE}: item {item.id}: reading its assets failed ({type(err).__name__}: {err})"
-        ) from None
+        raise RemoteError(f"{SERVICE}: item {item.id}: {_failed_asset(keys, item, err)}") from None
     return stack.astype(np.uint16)
+
+
+def _failed_asset(keys: dict[str, str], item, err: Exception) -> str:
+    """Which asset of ``item`` cannot be opened, and why (GDAL's errors rarely name the file)."""
+    import rasterio
+
+    def clean(text: str) -> str:  # signed asset URLs carry their token in the query string
+        return re.sub(r"\?[^\s'\"]*", "?...", text)
+
+    with rasterio.Env(**GDAL_HTTP):
+        for band, key in keys.items():
+            href = item.assets[key].href
+            try:
+                with rasterio.open(href):
+                    pass
+            except Exception as problem:
+                return f"asset {key} ({band}) at {public_url(href)}: {clean(str(problem))}"
+    return f"reading its assets failed ({type(err).__name__}: {clean(str(err))})"
 
 
 def harmonize(data: np.ndarray, item) -> tuple[np.ndarray, bool]:
