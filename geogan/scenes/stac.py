@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from geogan.scenes.remote import (
     aoi_bounds,
     aoi_grid,
     parse_crs,
+    parse_datetime,
     progress,
     public_url,
     scene_path,
@@ -100,6 +102,16 @@ def item_crs(item):
     raise RemoteError(f"{SERVICE}: item {item.id} has no proj:code / proj:epsg; give the crs option")
 
 
+def acquired(item) -> datetime:
+    """When ``item`` was acquired: its ``datetime``, else the start of its ``start_datetime`` range."""
+    if item.datetime is not None:
+        return item.datetime.astimezone(UTC)
+    start = item.properties.get("start_datetime")
+    if not start:
+        raise RemoteError(f"{SERVICE}: item {item.id} has neither datetime nor start_datetime")
+    return parse_datetime(start)
+
+
 def search(source: StacSource, bounds, start, end) -> list:
     """Items of the search, newest first, the cloudy ones left out (the API should already have)."""
     import pystac_client
@@ -126,7 +138,7 @@ def search(source: StacSource, bounds, start, end) -> list:
     log.info(
         "%s %s: %d %s items over the AOI", SERVICE, public_url(source.url), len(items), source.collection
     )
-    return sorted(items, key=lambda i: (i.datetime, i.id), reverse=True)
+    return sorted(items, key=lambda i: (acquired(i), i.id), reverse=True)
 
 
 def load_item(item, keys: dict[str, str], grid: Grid) -> np.ndarray:
@@ -209,7 +221,7 @@ def fetch_stac(source: StacSource, out: Path, progress_bar: bool = True) -> Fetc
             "role": "s2",
             "id": item.id,
             "items": [item.id],
-            "datetime": item.datetime.isoformat().replace("+00:00", "Z") if item.datetime else "",
+            "datetime": acquired(item).isoformat().replace("+00:00", "Z"),
             "cloud_cover": item.properties.get("eo:cloud_cover"),
             "path": str(path.relative_to(out)),
             "source": f"{SERVICE} {public_url(source.url)} {source.collection}",
