@@ -35,6 +35,7 @@ from geogan.bands import SENSORS
 from geogan.sample import write_raster
 
 WGS84 = CRS.from_epsg(4326)
+MAX_SCENE_PIXELS = 10_000 * 10_000  # a scene is held in memory whole: 2.6 GB of S2 at this size
 MANIFEST = "scenes.json"
 SOURCES = "sources.txt"
 
@@ -124,6 +125,16 @@ def aoi_grid(bounds: tuple[float, float, float, float], crs: CRS, resolution: fl
     width = max(1, math.ceil((right - x0) / resolution - 1e-9))
     height = max(1, math.ceil((y1 - bottom) / resolution - 1e-9))
     return Grid(crs, Affine(resolution, 0.0, x0, 0.0, -resolution, y1), width, height)
+
+
+def check_size(grid: Grid, aoi: str, resolution: float) -> Grid:
+    """``grid`` if a scene on it fits :data:`MAX_SCENE_PIXELS`; else a ``ValueError`` naming the AOI."""
+    if grid.width * grid.height > MAX_SCENE_PIXELS:
+        raise ValueError(
+            f"aoi {aoi!r}: {grid.width} x {grid.height} px at {resolution:g} m is more than "
+            f"{MAX_SCENE_PIXELS:,} px a scene (a smaller AOI or a larger resolution)"
+        )
+    return grid
 
 
 def time_range(start: date, end: date) -> tuple[datetime, datetime]:

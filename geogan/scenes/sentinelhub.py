@@ -37,6 +37,7 @@ from geogan.scenes.remote import (
     RemoteError,
     aoi_bounds,
     aoi_grid,
+    check_size,
     parse_crs,
     parse_datetime,
     progress,
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 
 SERVICE = "Sentinel Hub"
 MAX_PIXELS = 2500  # the Process API's largest output width or height: larger grids go in pieces
-MAX_SCENE_PIXELS = 10_000 * 10_000  # a scene is held in memory whole: 2.6 GB of S2 at this size
 SAME_PASS = timedelta(minutes=1)  # items this close in time are one acquisition
 COLLECTIONS = {"s2": "SENTINEL2_L1C", "s1": "SENTINEL1_IW"}  # sentinelhub.DataCollection names
 ENV_BASE_URL = "SH_BASE_URL"
@@ -327,11 +327,7 @@ def fetch_sentinelhub(source: SentinelHubSource, out: Path, progress_bar: bool =
         else utm_crs((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
     )
     grid = aoi_grid(bounds, crs, source.resolution)
-    if grid.width * grid.height > MAX_SCENE_PIXELS:
-        raise ValueError(
-            f"aoi {source.aoi!r}: {grid.width} x {grid.height} px at {source.resolution:g} m is more than "
-            f"{MAX_SCENE_PIXELS:,} px a scene (a smaller AOI or a larger resolution)"
-        )
+    check_size(grid, source.aoi, source.resolution)
     start, end = time_range(source.start, source.end)
     config = sh_config(source)
     client = open_client(config)

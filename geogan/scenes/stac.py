@@ -34,6 +34,7 @@ from geogan.scenes.remote import (
     RemoteError,
     aoi_bounds,
     aoi_grid,
+    check_size,
     parse_crs,
     parse_datetime,
     progress,
@@ -234,6 +235,8 @@ def fetch_stac(source: StacSource, out: Path, progress_bar: bool = True) -> Fetc
             todo.append((item, record))
     # One grid for every scene: the crs option, else the CRS of the newest item.
     grid = aoi_grid(bounds, crs or item_crs(kept[0]), source.resolution) if kept else None
+    if grid is not None:
+        check_size(grid, source.aoi, source.resolution)
     try:
         for item, record in progress(todo, f"{SERVICE} s2", progress_bar, len(todo)):
             data = load_item(item, band_assets(item, source.assets), grid)
