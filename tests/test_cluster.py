@@ -1,0 +1,151 @@
+"""Tiling on a real Dask cluster: a `dask scheduler` and two `dask worker` processes on localhost.
+
+``geogan tile --scheduler ADDRESS`` and ``geogan run --scheduler ADDRESS`` send their tasks to the
+cluster; the chips, lists and statistics must equal those of a run on a LocalCluster, and both
+workers must have done some of the work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+from distributed import Client
+
+from geogan.config import TileOptions
+from geogan.pipeline import read_log
+from geogan.tiling import tile
+
+DASK = Path(sys.executable).with_name("dask")
+SIZE = 64  # 4 chips of each 128 px patch; 8 patches, so 8 tasks
+
+
+def _spawn(*args: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [str(DASK), *args], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(address, client) of a scheduler and two single-threaded workers, each its own process."""
+    folder = tmp_path_factory.mktemp("cluster")
+    scheduler_file = folder / "scheduler.json"
+    procs = [
+        _spawn("scheduler", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--port", "0",
+               "--no-dashboard", log=folder / "scheduler.log"),
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                pytest.fail(f"dask scheduler did not start: {(folder / 'scheduler.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        for i in range(2):
+            args = ["worker", "--scheduler-file", str(scheduler_file), "--nworkers", "1", "--nthreads", "1"]
+            args += ["--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}"]
+            procs.append(_spawn(*args, log=folder / f"worker{i}.log"))
+        address = json.loads(scheduler_file.read_text())["address"]
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            yield address, client
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def _executed(client: Client) -> dict[str, int]:
+    return client.run(lambda dask_worker: dask_worker.state.executed_count)
+
+
+def _outputs(folder: Path) -> dict[str, object]:
+    """Every chip's pixels, the split lists and the band statistics of a tile folder."""
+    chips = {}
+    for path in sorted(folder.glob("*/*/*.tif")):
+        with rasterio.open(path) as src:
+            chips[str(path.relative_to(folder))] = (src.read(), src.transform, src.crs.to_string())
+    lists = {n: (folder / n).read_text() for n in ("train_list.txt", "test_list.txt")}
+    stats = json.loads((folder / "stats.json").read_text())["roles"]
+    return {"chips": chips, "lists": lists, "stats": stats}
+
+
+def _same(a: dict, b: dict) -> None:
+    assert set(a["chips"]) == set(b["chips"]) and len(a["chips"]) == 8 * 4 * 3
+    for name, (data, transform, crs) in a["chips"].items():
+        other = b["chips"][name]
+        assert np.array_equal(data, other[0], equal_nan=True) and transform == other[1] and crs == other[2], (
+            name
+        )
+    assert a["lists"] == b["lists"]
+    for role, stats in a["stats"].items():
+        for key, value in stats.items():
+            if key in ("bands", "nodata"):
+                assert value == b["stats"][role][key]
+            else:
+                np.testing.assert_allclose(value, b["stats"][role][key], rtol=1e-9, equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def local_run(sen12ms_root, tmp_path_factory) -> dict:
+    """The reference: the same tiling on a LocalCluster of two worker processes."""
+    out = tmp_path_factory.mktemp("local") / "tiles"
+    tile(
+        TileOptions(sources=[str(sen12ms_root)], out=out, size=SIZE, min_valid=0.0, workers=2), progress=False
+    )
+    return _outputs(out)
+
+
+def test_geogan_tile_on_a_two_worker_cluster_equals_a_local_run(cluster, sen12ms_root, local_run, tmp_path):
+    address, client = cluster
+    before = _executed(client)
+    out = tmp_path / "tiles"
+    command = [sys.executable, "-m", "geogan", "tile", str(sen12ms_root), "--out", str(out)]
+    command += ["--size", str(SIZE), "--min-valid", "0", "--scheduler", address]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = _executed(client)
+    assert len(after) == 2 and all(after[w] > before.get(w, 0) for w in after)  # both workers worked
+    pids = client.run(os.getpid)
+    assert os.getpid() not in pids.values() and len(set(pids.values())) == 2
+    _same(_outputs(out), local_run)
+
+
+def test_geogan_run_with_scheduler_tiles_on_the_cluster(cluster, sen12ms_root, local_run, tmp_path):
+    address, client = cluster
+    before = _executed(client)
+    path = tmp_path / "cluster.yaml"
+    doc = {
+        "out": str(tmp_path / "out"),
+        "sources": {"sen12ms": {"kind": "sen12ms", "path": str(sen12ms_root)}},
+        "stages": {"tile": {"size": SIZE, "min_valid": 0.0}},
+    }
+    path.write_text(yaml.safe_dump(doc))
+    done = subprocess.run(
+        [sys.executable, "-m", "geogan", "run", str(path), "--scheduler", address],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sum(_executed(client).values()) > sum(before.values())
+    events = [e for e in read_log(tmp_path / "out", "last") if e["event"] == "stage-done"]
+    assert [e["stage"] for e in events] == ["sources", "tile"] and events[1]["counts"]["chips"] == 32
+    _same(_outputs(tmp_path / "out" / "tile"), local_run)
