@@ -243,7 +243,9 @@ def mask_scheme(path: str | Path, role: str) -> ClassScheme | None:
 
 def _mask_converter(path: str | Path, role: str, target: ClassScheme) -> Callable[[np.ndarray], np.ndarray]:
     """A function from a mask chip's band-1 values to class indices of ``target`` (-1 = nodata)."""
-    source = mask_scheme(path, role) or target
+    source = mask_scheme(path, role)
+    if source is None:
+        source = target
     if source.name == target.name:
         return target.to_index
     try:

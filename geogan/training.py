@@ -90,6 +90,10 @@ class TrainTask(ABC):
     name: ClassVar[str]
     options_model: ClassVar[type[TrainOptions]]
     generator_name: ClassVar[str] = "generator"
+    #: whether :meth:`sample` needs ``batch["mask"]`` (class indices) to make its images
+    conditional: ClassVar[bool] = False
+    #: what :meth:`sample` returns: ``image`` and/or ``mask``
+    outputs: ClassVar[tuple[str, ...]] = ("image",)
 
     def __init__(self, options: TrainOptions, data: DataInfo) -> None:
         self.options = options
@@ -113,9 +117,12 @@ class TrainTask(ABC):
     def sample(self, generator: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Tiles from ``generator`` for as many items as ``batch`` holds.
 
-        Returns ``{"image": (N, C, H, W) in [-1, 1]}`` plus ``"mask": (N, H, W)`` class indices
-        for models that make or take masks; ``batch`` holds real tiles (a conditional model takes
-        its masks from it). Called without gradients, by the loop's grids and by ``generate``.
+        ``batch`` holds real tiles, or what ``generate`` passes: ``image`` (N, C, H, W) whose
+        shape gives the number and size of the tiles, ``mask`` (N, H, W) class indices (-1 =
+        nodata) for a :attr:`conditional` model, and optionally ``class_min`` ``{class index:
+        minimum fraction}`` for a model that makes masks. Returns what :attr:`outputs` names:
+        ``"image"`` (N, C, H, W) in [-1, 1] and/or ``"mask"`` (N, H, W) class indices. Called
+        without gradients, by the loop's grids and by ``generate``.
         """
 
     def extra_state(self) -> dict[str, Any]:
@@ -221,7 +228,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:  # a file object: the archive's inner name does not vary
+            torch.save(state, f)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -558,9 +566,6 @@ def train(
     model.nets = {name: fabric.setup_module(m) for name, m in modules.items()}
     model.optimizers = {name: fabric.setup_optimizers(o) for name, o in optimizers.items()}
     ema.to(fabric.device)
-    if resume:
-        set_rng_state(state["rng"])
-        del state
 
     sampler = StepBatchSampler(
         len(dataset),
@@ -578,7 +583,10 @@ def train(
         pin_memory=fabric.device.type == "cuda",
         generator=torch.Generator().manual_seed(options.seed),  # keeps the global RNG untouched
     )
-    fixed = next(iter(DataLoader(dataset, batch_size=min(options.samples, len(dataset)))))
+    fixed = DataLoader(
+        dataset, batch_size=min(options.samples, len(dataset)), generator=torch.Generator().manual_seed(0)
+    )
+    fixed = next(iter(fixed))  # the first tiles, the same in every run; the global RNG is not drawn
     fixed = _to_device(fixed, fabric.device)
 
     metric_log = _MetricLog(run / "logs", start) if main else None
@@ -630,6 +638,9 @@ def train(
         task, len(dataset), data.channels, data.resolution, fabric.device,
         type(fabric.strategy.precision).__name__, start, options.steps, run,
     )  # fmt: skip
+    if resume:  # last, so nothing above draws from the restored RNGs
+        set_rng_state(state["rng"])
+        del state
     try:
         with progress:
             bar = progress.add_task("train", total=options.steps, completed=start, metrics="")
