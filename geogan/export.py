@@ -65,10 +65,11 @@ TRUE_COLOUR_DN = (300, 2500)  # DN stretch of the true-colour QGIS style of the 
 class Provenance:
     """What made a set of pairs: written into every file's tags and the index."""
 
-    model: str  # e.g. "spade" or "msg-stylegan"
+    model: str  # e.g. "spade step 2000" or "mask-gan step 500 + spade step 2000"
     checkpoint_sha256: str
     scheme: ClassScheme
     sensor: Sensor = S2
+    mask_checkpoint_sha256: str | None = None  # the mask model's, when one made the masks
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,8 @@ def _provenance_tags(provenance: Provenance, pair: Pair, created: str) -> dict[s
         "GEOGAN_SEED": str(pair.seed),
         "GEOGAN_CREATED": created,
     }
+    if provenance.mask_checkpoint_sha256:
+        tags["GEOGAN_MASK_CHECKPOINT_SHA256"] = provenance.mask_checkpoint_sha256
     if pair.source_chip:
         tags["GEOGAN_SOURCE_CHIP"] = pair.source_chip
     return tags
@@ -535,6 +538,7 @@ def write_index(out: str | Path, records: Sequence[PairRecord]) -> Path:
                 "synthetic": r.tags.get("GEOGAN_SYNTHETIC") == "true",
                 "model": r.tags.get("GEOGAN_MODEL", ""),
                 "checkpoint_sha256": r.tags.get("GEOGAN_CHECKPOINT_SHA256", ""),
+                "mask_checkpoint_sha256": r.tags.get("GEOGAN_MASK_CHECKPOINT_SHA256", ""),
                 "seed": int(r.tags.get("GEOGAN_SEED", "-1")),
                 "source_chip": r.tags.get("GEOGAN_SOURCE_CHIP", ""),
                 "created": r.tags.get("GEOGAN_CREATED", ""),
@@ -654,6 +658,8 @@ def _stac_item(r: PairRecord, provenance: Provenance) -> pystac.Item:
         "geogan:seed": int(r.tags.get("GEOGAN_SEED", "-1")),
         "geogan:version": r.tags.get("GEOGAN_VERSION", ""),
     }
+    if r.tags.get("GEOGAN_MASK_CHECKPOINT_SHA256"):
+        properties["geogan:mask_checkpoint_sha256"] = r.tags["GEOGAN_MASK_CHECKPOINT_SHA256"]
     if r.tags.get("GEOGAN_SOURCE_CHIP"):
         properties["geogan:source_chip"] = r.tags["GEOGAN_SOURCE_CHIP"]
     item = pystac.Item(r.id, geometry, [min(lons), min(lats), max(lons), max(lats)], when, properties)

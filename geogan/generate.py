@@ -1,0 +1,444 @@
+"""The generate stage: sample trained runs and export the samples as georeferenced GeoTIFF pairs.
+
+A run's EMA generator (:func:`geogan.training.load_generator`) samples in batches; each batch is
+decoded to L1C digital numbers with the run's :class:`geogan.datasets.Normalizer` and handed to
+Dask workers that write it (:func:`geogan.export.write_pairs`) while the model makes the next.
+Afterwards the index, VRT mosaics and STAC catalogue are rebuilt from what is on disk.
+
+Three kinds of image run, told apart by their task's ``conditional`` and ``outputs``:
+
+- unconditional (MSG-StyleGAN): images only. They go onto a grid of chips laid out in rows, by
+  default a clearly synthetic grid in the training tiles' CRS that starts beyond the eastern edge
+  of every real chip (so it never overlaps one), or over an AOI the user gives (``grid`` file and
+  ``crs``).
+- conditional (SPADE, the dual GAN's stage II): an image for each mask, with that mask. Masks come
+  from mask GeoTIFFs (``masks``: real mask chips or polygons rasterised onto chips; each image
+  keeps its mask's CRS and transform and names the mask's chip in its tags), from the mask chips
+  of a tile folder (``like``), or from a mask-GAN run (``mask_run``, stage I), whose masks go onto
+  the synthetic or AOI grid like unconditional samples. ``min_class`` keeps only file masks with at
+  least those class fractions, or asks the mask GAN for them.
+- a mask-GAN run makes masks only: it is the ``mask_run`` of a conditional run, never the ``run``.
+
+Resuming: pair ``i`` is ``syn_{i:06d}`` in batch ``i // batch_size``, whose noise is seeded from
+(seed, batch); with file masks, pair ``i`` takes mask ``i % masks`` of the sorted (and filtered)
+list. A batch whose pairs all exist is skipped without running the model; a rerun with the same
+options writes exactly what an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.crs import CRS
+from rasterio.transform import Affine
+
+from geogan import export
+from geogan.bands import LC, S2
+from geogan.config import GenerateOptions
+from geogan.datasets import mask_scheme
+from geogan.labels import (
+    CHIP_NAME,
+    MASK_ROLE,
+    NODATA,
+    ClassScheme,
+    class_value,
+    convert,
+    read_tile_index,
+    scheme,
+)
+from geogan.training import TrainedGenerator, load_generator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESOLUTION = 10.0  # metres, S2's finest bands, when no training tiles say otherwise
+
+
+@dataclass
+class GenerateSummary:
+    out: Path
+    written: int = 0
+    skipped: int = 0
+    grid: str = ""
+    collections: dict[str, list[Path]] = field(default_factory=dict)
+
+
+def pair_id(i: int) -> str:
+    return f"syn_{i:06d}"
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The torch seed of batch ``batch`` of a run seeded ``seed`` (independent across both)."""
+    return int(np.random.SeedSequence([seed, batch]).generate_state(1)[0])
+
+
+def real_chips(tiles: Path) -> tuple[CRS, tuple[float, float, float, float], float]:
+    """CRS, bounds (in that CRS) and pixel size in metres of the S2 chips of a tile folder.
+
+    Where chips lie in several CRSs, the CRS of most chips is taken and all footprints are
+    measured in it.
+    """
+    index = read_tile_index(tiles)
+    chips = index[index["role"] == "s2"] if (index["role"] == "s2").any() else index
+    code = chips["crs"].mode()[0]
+    crs = CRS.from_user_input(code)
+    first = chips[chips["crs"] == code].to_crs(crs.to_wkt()).iloc[0]
+    minx, _, maxx, _ = first.geometry.bounds
+    resolution = (maxx - minx) / float(first["width"])
+    bounds = chips.to_crs(crs.to_wkt()).total_bounds
+    return crs, (float(bounds[0]), float(bounds[1]), float(bounds[2]), float(bounds[3])), resolution
+
+
+def plan_grid(options: GenerateOptions, size: int, tiles: Path | None) -> export.Grid:
+    """Where the samples go: over ``options.grid`` (an AOI), else beside the real chips."""
+    known = tiles is not None and (tiles / "index.gpkg").is_file()
+    if options.grid is not None:
+        resolution = real_chips(tiles)[2] if known else DEFAULT_RESOLUTION
+        return export.aoi_grid(options.grid, options.n, size, resolution, options.crs)
+    if not known:
+        raise FileNotFoundError(
+            f"{tiles}/index.gpkg: the training tiles are needed to place samples beside them; "
+            "pass --tiles DIR, or --grid AOI.gpkg --crs EPSG:XXXX"
+        )
+    crs, bounds, resolution = real_chips(tiles)
+    return export.synthetic_grid(options.n, size, resolution, crs, bounds)
+
+
+def _run_folder(trained: TrainedGenerator) -> Path:
+    return Path(trained.checkpoint).parent.parent
+
+
+def _check_run(trained: TrainedGenerator) -> None:
+    run = _run_folder(trained)
+    if "image" not in type(trained.task).outputs:
+        raise ValueError(
+            f"{run}: a {trained.task.name} run makes masks, not images; pass it as --mask-run RUN "
+            "with an image run (e.g. spade) as --run"
+        )
+    if trained.normalizer is None:
+        raise FileNotFoundError(
+            f"{run}/stats.json: missing; without it samples cannot become digital numbers"
+        )
+    if tuple(trained.data.band_names[: S2.count]) != S2.band_names:
+        raise ValueError(
+            f"{run}: the model makes bands {', '.join(trained.data.band_names)}; "
+            f"generate writes Sentinel-2 images ({', '.join(S2.band_names)} first)"
+        )
+
+
+def _check_mask_source(options: GenerateOptions, trained: TrainedGenerator) -> None:
+    run, task = _run_folder(trained), trained.task
+    given = next((f for f in ("masks", "like", "mask_run") if getattr(options, f) is not None), None)
+    flag = given and "--" + given.replace("_", "-")
+    if type(task).conditional and given is None:
+        raise ValueError(
+            f"{run}: a {task.name} run makes images from masks; give them with --masks DIR, "
+            "--like TILES or --mask-run RUN"
+        )
+    if not type(task).conditional and given is not None:
+        raise ValueError(
+            f"{run}: a {task.name} run makes images without masks; {flag} needs a conditional run"
+        )
+    if not type(task).conditional and options.min_class:
+        raise ValueError(f"{run}: --min-class needs a conditional run with masks; {task.name} takes none")
+
+
+def parse_class_min(min_class: dict[str, float], classes: ClassScheme) -> dict[int, float]:
+    """``{class name or value: fraction}`` -> ``{class index of classes: fraction}``, checked."""
+    out: dict[int, float] = {}
+    for label, fraction in min_class.items():
+        value = class_value(label, classes)
+        if value is None:
+            raise ValueError(
+                f"--min-class {label}={fraction}: {classes.name} has no class {label!r}; "
+                f"its classes are {', '.join(classes.names)}"
+            )
+        out[classes.values.index(value)] = float(fraction)
+    if sum(out.values()) > 1 + 1e-9:
+        raise ValueError(f"--min-class: the fractions add up to {sum(out.values()):.2f} > 1")
+    return out
+
+
+# --- masks from files ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskFile:
+    """A mask GeoTIFF to condition on and the id of the chip it came from."""
+
+    path: Path
+    chip: str
+
+
+def chip_id(path: Path) -> str:
+    """The tile index's chip id of a chip file (``ROIs1158_spring_lc_1_p30.tif`` ->
+    ``ROIs1158_spring_1_p30``), else the file's stem."""
+    match = CHIP_NAME.match(path.name)
+    if match is None:
+        return path.stem
+    return f"{match['season']}_{match['scene']}_{match['patch']}"
+
+
+def mask_files(folder: Path) -> list[MaskFile]:
+    """The mask GeoTIFFs under ``folder`` (any depth), sorted by path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder of mask GeoTIFFs")
+    paths = sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith(".")
+    )
+    if not paths:
+        raise ValueError(f"{folder}: holds no mask GeoTIFFs (*.tif)")
+    return [MaskFile(p, chip_id(p)) for p in paths]
+
+
+def tile_masks(tiles: Path, role: str | None) -> list[MaskFile]:
+    """The mask chips of a tile folder: role ``role``, else ``mask`` chips if any, else ``lc``."""
+    index = read_tile_index(tiles)
+    roles = set(index["role"])
+    if role is None:
+        role = next((r for r in (MASK_ROLE, "lc") if r in roles), None)
+    if role is None or role not in roles:
+        raise ValueError(
+            f"{Path(tiles) / 'index.gpkg'}: no mask chips (role {role or 'mask or lc'}); "
+            f"it has roles {', '.join(sorted(roles))}"
+        )
+    chips = index[index["role"] == role].sort_values("chip")
+    return [MaskFile(Path(tiles) / p, str(c)) for p, c in zip(chips["path"], chips["chip"], strict=True)]
+
+
+@dataclass(frozen=True)
+class Mask:
+    indices: np.ndarray  # (H, W) class indices of the run's scheme, -1 = nodata
+    crs: CRS
+    transform: Affine
+
+
+def read_mask(item: MaskFile, classes: ClassScheme) -> Mask:
+    """A mask GeoTIFF's band 1 as class indices of ``classes``; a clear error if it is not one.
+
+    Values are taken as ``classes``' own unless the file says otherwise: a ``GEOGAN_SCHEME`` tag,
+    or a 4-band SEN12MS ``lc`` chip (IGBP), converted where a mapping exists (IGBP -> DFC2020).
+    """
+    path = item.path
+    try:
+        with rasterio.open(path) as src:
+            values, crs, transform, count = src.read(1), src.crs, src.transform, src.count
+            kind = src.dtypes[0]
+    except rasterio.RasterioIOError as err:
+        raise ValueError(f"{path}: not a readable mask GeoTIFF ({err})") from None
+    if crs is None:
+        raise ValueError(f"{path}: the mask has no CRS; generated images keep their mask's georeference")
+    if np.dtype(kind).kind not in "ui":
+        raise ValueError(f"{path}: mask values must be integer class values, not {kind}")
+    source = mask_scheme(path, "lc" if count == LC.count else MASK_ROLE)
+    if source is not None and source.name != classes.name:
+        try:
+            values = convert(values, source, classes)
+        except ValueError as err:
+            raise ValueError(f"{path}: holds {source.name} classes; {err}") from None
+    unknown = sorted(set(np.unique(values).tolist()) - {NODATA, *classes.values})
+    if unknown:
+        raise ValueError(
+            f"{path}: mask values {unknown[:10]} are not classes of the run's scheme {classes.name!r}"
+        )
+    return Mask(classes.to_index(values), crs, transform)
+
+
+def fractions(indices: np.ndarray, k: int) -> np.ndarray:
+    """Each class's share of a mask's pixels (nodata included in the total)."""
+    return np.bincount(indices[indices >= 0].ravel(), minlength=k)[:k] / indices.size
+
+
+def select_masks(items: list[MaskFile], classes: ClassScheme, class_min: dict[int, float]) -> list[MaskFile]:
+    """The masks holding at least ``class_min`` of each class (all of them when it is empty)."""
+    if not class_min:
+        return items
+    kept = []
+    for item in items:
+        share = fractions(read_mask(item, classes).indices, len(classes))
+        if all(share[k] >= f - 1e-9 for k, f in class_min.items()):
+            kept.append(item)
+    if not kept:
+        need = ", ".join(f"{classes.classes[k].name} >= {f:.0%}" for k, f in class_min.items())
+        raise ValueError(f"none of the {len(items)} masks holds {need}")
+    log.info("%d of %d masks hold the --min-class fractions", len(kept), len(items))
+    return kept
+
+
+# --- sampling ------------------------------------------------------------------------------------
+
+
+def _device(trained: TrainedGenerator) -> torch.device:
+    return next(trained.generator.parameters()).device
+
+
+def _decode(trained: TrainedGenerator, images: torch.Tensor) -> np.ndarray:
+    normalizer = trained.normalizer.select(S2.band_names)
+    return normalizer.decode(images[:, : S2.count].float().cpu().numpy())
+
+
+def _pending(options: GenerateOptions, summary: GenerateSummary) -> Iterator[tuple[int, list[int]]]:
+    """(batch seed, pair numbers) of each batch not yet wholly on disk."""
+    for start in range(0, options.n, options.batch_size):
+        ids = list(range(start, min(start + options.batch_size, options.n)))
+        if all(export.pair_written(options.out, pair_id(i)) for i in ids):
+            summary.skipped += len(ids)
+            continue
+        yield batch_seed(options.seed, start // options.batch_size), ids
+
+
+def sample_batches(
+    trained: TrainedGenerator,
+    grid: export.Grid,
+    options: GenerateOptions,
+    summary: GenerateSummary,
+    mask_model: TrainedGenerator | None = None,
+    class_min: dict[int, float] | None = None,
+) -> Iterator[list[export.Pair]]:
+    """Batches of pairs from an unconditional run, or a conditional one fed by a mask run, on ``grid``."""
+    classes = scheme(trained.options.scheme)
+    size = grid.size
+    for seed, ids in _pending(options, summary):
+        torch.manual_seed(seed)
+        n = len(ids)
+        if mask_model is None:
+            empty = torch.zeros(n, trained.data.channels, size, size, device=_device(trained))
+            out = trained.sample({"image": empty})
+        else:
+            empty = torch.zeros(n, 1, size, size, device=_device(mask_model))
+            masks = mask_model.sample({"image": empty, "class_min": class_min or {}})["mask"]
+            out = trained.sample({"mask": masks.to(_device(trained))})
+            out["mask"] = masks
+        images = _decode(trained, out["image"])
+        masks = classes.to_value(out["mask"].cpu().numpy()) if "mask" in out else [None] * n
+        yield [
+            export.Pair(pair_id(i), images[k], masks[k], grid.crs, grid.transforms[i], seed)
+            for k, i in enumerate(ids)
+        ]
+
+
+def conditional_batches(
+    trained: TrainedGenerator, items: list[MaskFile], options: GenerateOptions, summary: GenerateSummary
+) -> Iterator[list[export.Pair]]:
+    """Batches of pairs from a conditional run, pair ``i`` on mask ``i % len(items)``'s grid."""
+    classes = scheme(trained.options.scheme)
+    for seed, ids in _pending(options, summary):
+        torch.manual_seed(seed)
+        chosen = [items[i % len(items)] for i in ids]
+        masks = [read_mask(item, classes) for item in chosen]
+        images: list[np.ndarray | None] = [None] * len(ids)
+        # Masks of one size are sampled together, sizes in order of first appearance.
+        for shape in dict.fromkeys(m.indices.shape for m in masks):
+            group = [k for k, m in enumerate(masks) if m.indices.shape == shape]
+            batch = torch.from_numpy(np.stack([masks[k].indices for k in group])).to(_device(trained))
+            try:
+                out = trained.sample({"mask": batch})
+            except (ValueError, RuntimeError) as err:
+                names = ", ".join(str(chosen[k].path) for k in group[:3])
+                raise ValueError(
+                    f"{names}: the {trained.task.name} model cannot make {shape[1]} x {shape[0]} px "
+                    f"images ({err})"
+                ) from None
+            for k, image in zip(group, _decode(trained, out["image"]), strict=True):
+                images[k] = image
+        yield [
+            export.Pair(
+                pair_id(i),
+                images[k],
+                classes.to_value(masks[k].indices),
+                masks[k].crs,
+                masks[k].transform,
+                seed,
+                source_chip=chosen[k].chip,
+            )
+            for k, i in enumerate(ids)
+        ]
+
+
+def _load_mask_run(options: GenerateOptions, trained: TrainedGenerator) -> TrainedGenerator:
+    masks = load_generator(options.mask_run, device=options.device)
+    run = Path(options.mask_run)
+    if "mask" not in type(masks.task).outputs or "image" in type(masks.task).outputs:
+        raise ValueError(f"{run}: --mask-run needs a mask-GAN run (stage I); this is a {masks.task.name} run")
+    ours, theirs = scheme(trained.options.scheme), scheme(masks.options.scheme)
+    if ours != theirs:
+        raise ValueError(
+            f"{run}: its masks are {theirs.name} classes, but {_run_folder(trained)} "
+            f"was trained on {ours.name}"
+        )
+    return masks
+
+
+def generate(options: GenerateOptions, client=None) -> GenerateSummary:
+    """Sample ``options.n`` pairs from a trained run into ``options.out``; see the module doc."""
+    trained = load_generator(options.run, options.checkpoint, device=options.device)
+    _check_run(trained)
+    _check_mask_source(options, trained)
+    classes = scheme(trained.options.scheme)
+    class_min = parse_class_min(options.min_class, classes)
+    model = f"{trained.task.name} step {trained.step}"
+    mask_model = None
+    items: list[MaskFile] = []
+    if options.mask_run is not None:
+        mask_model = _load_mask_run(options, trained)
+        model = f"{mask_model.task.name} step {mask_model.step} + {model}"
+    elif options.masks is not None or options.like is not None:
+        if options.masks is not None:
+            items = mask_files(options.masks)
+        else:
+            items = tile_masks(options.like, getattr(trained.options, "mask_role", None))
+        items = select_masks(items, classes, class_min)
+    provenance = export.Provenance(
+        model=model,
+        checkpoint_sha256=trained.sha256,
+        scheme=classes,
+        mask_checkpoint_sha256=mask_model.sha256 if mask_model is not None else None,
+    )
+    if items:
+        summary = GenerateSummary(
+            out=options.out, grid=f"the grids of {len(items)} masks in {options.masks or options.like}"
+        )
+        batches = conditional_batches(trained, items, options, summary)
+    else:
+        tiles = options.tiles or trained.options.tiles
+        grid = plan_grid(options, trained.data.resolution, Path(tiles) if tiles else None)
+        summary = GenerateSummary(
+            out=options.out, grid=f"{grid.crs.to_string()}, {len(grid.transforms)} chips"
+        )
+        batches = sample_batches(trained, grid, options, summary, mask_model, class_min)
+    log.info("read %s (%s); writing %d pairs into %s on %s", trained.checkpoint, model, options.n,
+             options.out, summary.grid)  # fmt: skip
+    options.out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(_client(options))
+        summary.written = export.write_pairs(options.out, batches, provenance, client, total=options.n)
+    log.info("wrote %d pairs, skipped %d already on disk", summary.written, summary.skipped)
+    summary.collections = export.write_collections(options.out, provenance)
+    return summary
+
+
+@contextmanager
+def _client(options: GenerateOptions) -> Iterator:
+    """A client of the scheduler at ``options.scheduler``, else of a local cluster, closed after."""
+    from distributed import Client, LocalCluster
+
+    if options.scheduler:
+        log.info("connecting to the Dask scheduler at %s", options.scheduler)
+        with Client(options.scheduler) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=options.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
