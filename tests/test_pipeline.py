@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from geogan.pipeline import PipelineError, load, pipeline_lock, read_log, read_s
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipeline" / "demo.yaml"
 SEN12MS = REPO / "pipeline" / "sen12ms.yaml"
-STAGES = ["sources", "tile", "train", "generate"]
+STAGES = ["sources", "tile", "train", "generate", "evaluate"]
 
 
 def write_pipeline(path: Path, out: Path, changes: dict[str, object] | None = None) -> Path:
@@ -85,8 +86,11 @@ def test_demo_runs_every_stage_and_writes_valid_outputs(demo):
         with rasterio.open(path) as src:
             data = src.read()
             assert data.shape == (13, 32, 32) and data.dtype == np.uint16 and data.max() > 0
+    metrics = json.loads((demo / "evaluate" / "metrics.json").read_text())
+    assert metrics["inputs"]["synthetic"] == str(demo / "generate")
+    assert (demo / "evaluate" / "report.html").is_file()
     state = read_state(demo)["stages"]
-    assert [state[s]["status"] for s in STAGES] == ["done"] * 4
+    assert [state[s]["status"] for s in STAGES] == ["done"] * 5
 
 
 def test_second_run_does_nothing(demo):
@@ -94,7 +98,7 @@ def test_second_run_does_nothing(demo):
     result = run(load(DEMO, out=demo), progress=False)
     assert result.ok
     assert events(demo) == {s: ["stage-skip"] for s in STAGES}
-    assert [r.action for r in result.stages] == ["skip"] * 4
+    assert [r.action for r in result.stages] == ["skip"] * 5
     after = snapshot(demo / "generate") | snapshot(demo / "tile") | snapshot(demo / "train")
     assert after == before  # not one file rewritten
 
@@ -120,9 +124,9 @@ def test_dry_run_writes_nothing(demo, tmp_path):
     assert result.exit_code == 0, result.output
     assert snapshot(demo) == before
     dry = run(load(bigger), dry_run=True)
-    assert [(r.stage, r.action) for r in dry.stages] == [
-        ("sources", "skip"), ("tile", "reset"), ("train", "maybe"), ("generate", "maybe"),
-    ]  # fmt: skip
+    assert [(r.stage, r.action) for r in dry.stages] == [("sources", "skip"), ("tile", "reset")] + [
+        (s, "maybe") for s in STAGES[2:]
+    ]
     assert dry.stages[1].reason == "option min_valid: 0.5 -> 0.7"
 
     fresh = tmp_path / "never"
@@ -137,10 +141,11 @@ def test_changed_option_reruns_that_stage_and_later_ones_only(demo, tmp_path):
     assert run(load(more), progress=False).ok
     assert events(demo) == {
         "sources": ["stage-skip"], "tile": ["stage-skip"], "train": ["stage-skip"],
-        "generate": ["stage-start", "stage-done"],
+        "generate": ["stage-start", "stage-done"], "evaluate": ["stage-start", "stage-done"],
     }  # fmt: skip
-    done = [e for e in read_log(demo, "last") if e["event"] == "stage-done"]
-    assert done[0]["counts"] == {"written": 2, "skipped": 8}
+    done = {e["stage"]: e for e in read_log(demo, "last") if e["event"] == "stage-done"}
+    assert done["generate"]["counts"] == {"written": 2, "skipped": 8}
+    assert done["evaluate"]["action"] == "reset"  # new pairs: a new report
 
     # More training: the dry run says train runs and generate may follow; the real run resumes
     # training from its checkpoint and regenerates every pair from the new model.
@@ -149,14 +154,14 @@ def test_changed_option_reruns_that_stage_and_later_ones_only(demo, tmp_path):
     )
     dry = run(load(longer), dry_run=True)
     assert [(r.stage, r.action) for r in dry.stages] == [
-        ("sources", "skip"), ("tile", "skip"), ("train", "run"), ("generate", "maybe"),
+        ("sources", "skip"), ("tile", "skip"), ("train", "run"), ("generate", "maybe"), ("evaluate", "maybe"),
     ]  # fmt: skip
     assert "option steps: 20 -> 24" in dry.stages[2].reason
     old_pair = (demo / "generate" / "images" / "syn_000000.tif").read_bytes()
     result = run(load(longer), progress=False)
     assert result.ok
     assert [(r.stage, r.action) for r in result.stages] == [
-        ("sources", "skip"), ("tile", "skip"), ("train", "run"), ("generate", "reset"),
+        ("sources", "skip"), ("tile", "skip"), ("train", "run"), ("generate", "reset"), ("evaluate", "reset"),
     ]  # fmt: skip
     assert result.stages[2].counts["resumed"] is True
     assert result.stages[3].reason == "input train changed"
@@ -188,6 +193,7 @@ def test_wrong_fields_are_reported_with_file_line_stage_and_field(tmp_path):
         "stages.tile.sources": (["nowhere"], "stages.tile.sources[0]: 'nowhere' is not a source"),
         "sources.flow-country.patch_sizes": (64, "sources.flow-country.patch_sizes: unknown field"),
         "stages.evaluat": ({}, "unknown stage 'evaluat'"),
+        "stages.evaluate.drop_copies": (True, "stages.evaluate.drop_copies: moving pairs out"),
     }
     for dotted, (value, expected) in cases.items():
         bad = write_pipeline(tmp_path / "case.yaml", tmp_path / "out", {dotted: value})
@@ -212,7 +218,7 @@ def test_sen12ms_pipeline_validates_against_a_sen12ms_folder(sen12ms_root, tmp_p
     assert spec.stage("tile").options.sources == [str(sen12ms_root)]
     assert spec.stage("train").options.resolution == 256
     dry = run(spec, dry_run=True)
-    assert [(r.stage, r.action) for r in dry.stages] == [(s, "run") for s in STAGES]
+    assert [(r.stage, r.action) for r in dry.stages] == [(s, "run") for s in STAGES[:4]]
     result = CliRunner().invoke(app, ["run", str(SEN12MS), "--dry-run", "--until", "tile"])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "out").exists()

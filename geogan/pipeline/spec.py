@@ -286,4 +286,9 @@ def _stage(
         options = model_cls.model_validate(values)
     except ValidationError as err:
         raise _errors(err, file, marks, prefix) from None
+    problem = kind.check(options) if kind.check else None
+    if problem:
+        field_name, text = problem
+        line = marks.get((*prefix, field_name), marks.get(prefix, "?"))
+        raise PipelineError(f"{file}:{line}: stages.{name}.{field_name}: {text}")
     return Stage(name, kind, options, line=marks.get(prefix), inputs=inputs, model=model)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from geogan.config import (
+    EvaluateOptions,
     GenerateOptions,
     GeoTiffSource,
     ProceduralSource,
@@ -169,6 +170,7 @@ class StageKind:
     grows: dict[str, str] = field(default_factory=dict)  # option -> "any" | "up"
     incremental_inputs: frozenset[str] = frozenset()
     takes_sources: bool = False
+    check: Callable[[StageOptions], tuple[str, str] | None] | None = None  # -> (field, problem)
 
     def options_model(self, raw: dict) -> tuple[type[StageOptions], str | None]:
         return self.choose(raw)
@@ -184,7 +186,10 @@ def _choose_train(raw: dict) -> tuple[type[StageOptions], str]:
     model = raw.get("model")
     if model is None:
         raise ValueError(f"missing: which model to train ({', '.join(sorted(TASKS))})")
-    return task_class(model).options_model, model
+    try:
+        return task_class(model).options_model, model
+    except ImportError as err:
+        raise ValueError(f"model {model!r} is not available in this installation ({err})") from None
 
 
 def _run_sources(stage: Stage, ctx: Context) -> dict[str, Any]:
@@ -266,6 +271,27 @@ def _digest_generate(options: GenerateOptions) -> str:
     return _hash([pairs, (out / "index.gpkg").is_file()]) if pairs else ""
 
 
+def _run_evaluate(stage: Stage, ctx: Context) -> dict[str, Any]:
+    from geogan.evaluate import evaluate
+
+    summary = evaluate(stage.options, progress=ctx.progress)
+    return {"report": summary.report.name, "copies": len(summary.copies), "verdict": summary.verdict}
+
+
+def _digest_evaluate(options: EvaluateOptions) -> str:
+    path = Path(options.out) / "metrics.json"
+    return _hash(path.read_text()) if path.is_file() else ""
+
+
+def _check_evaluate(options: EvaluateOptions) -> tuple[str, str] | None:
+    if options.drop_copies:
+        return "drop_copies", (
+            "moving pairs out of the generate stage's folder would make generate refill it on every run; "
+            "run `geogan evaluate --drop-copies` on the pipeline's folders by hand instead"
+        )
+    return None
+
+
 # The train stage's schedule options a resumed run may change (see geogan.training.RESUMABLE).
 _TRAIN_GROWS = {"steps": "up", "sample_every": "any", "checkpoint_every": "any", "keep_checkpoints": "any",
                 "log_every": "any"}  # fmt: skip
@@ -284,6 +310,10 @@ STAGES: dict[str, StageKind] = {
     "generate": StageKind(
         "generate", _fixed(GenerateOptions), _run_generate, _digest_generate, wire={"run": "train"},
         reads=("tile",), volatile=frozenset({"workers", "scheduler"}), grows={"n": "up"},
+    ),
+    "evaluate": StageKind(
+        "evaluate", _fixed(EvaluateOptions), _run_evaluate, _digest_evaluate,
+        wire={"real": "tile", "synthetic": "generate"}, check=_check_evaluate,
     ),
 }  # fmt: skip
 
