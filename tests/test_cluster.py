@@ -1,6 +1,6 @@
 """Tiling on a real Dask cluster: a `dask scheduler` and two `dask worker` processes on localhost.
 
-``geogan tile --scheduler ADDRESS`` and ``geogan run --scheduler ADDRESS`` send their tasks to the
+``geogan tile --scheduler ADDRESS`` and ``geogan run --scheduler SCHEDULER_FILE`` send their tasks to the
 cluster; the chips, lists and statistics must equal those of a run on a LocalCluster, and both
 workers must have done some of the work.
 """
@@ -48,7 +48,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """(address, client) of a scheduler and two single-threaded workers, each its own process."""
+    """(address, client, scheduler file) of a scheduler and two one-thread workers, each a process."""
     folder = tmp_path_factory.mktemp("cluster")
     scheduler_file = folder / "scheduler.json"
     procs = [
@@ -68,7 +68,7 @@ def cluster(tmp_path_factory):
         address = json.loads(scheduler_file.read_text())["address"]
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
-            yield address, client
+            yield address, client, scheduler_file
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -116,7 +116,7 @@ def local_run(sen12ms_root, tmp_path_factory) -> dict:
 
 
 def test_geogan_tile_on_a_two_worker_cluster_equals_a_local_run(cluster, sen12ms_root, local_run, tmp_path):
-    address, client = cluster
+    address, client, _ = cluster
     before = _executed(client)
     out = tmp_path / "tiles"
     command = [sys.executable, "-m", "geogan", "tile", str(sen12ms_root), "--out", str(out)]
@@ -130,8 +130,8 @@ def test_geogan_tile_on_a_two_worker_cluster_equals_a_local_run(cluster, sen12ms
     _same(_outputs(out), local_run)
 
 
-def test_geogan_run_with_scheduler_tiles_on_the_cluster(cluster, sen12ms_root, local_run, tmp_path):
-    address, client = cluster
+def test_geogan_run_with_scheduler_file_tiles_on_the_cluster(cluster, sen12ms_root, local_run, tmp_path):
+    _, client, scheduler_file = cluster
     before = _executed(client)
     path = tmp_path / "cluster.yaml"
     doc = {
@@ -141,7 +141,7 @@ def test_geogan_run_with_scheduler_tiles_on_the_cluster(cluster, sen12ms_root, l
     }
     path.write_text(yaml.safe_dump(doc))
     done = subprocess.run(
-        [sys.executable, "-m", "geogan", "run", str(path), "--scheduler", address],
+        [sys.executable, "-m", "geogan", "run", str(path), "--scheduler", str(scheduler_file)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

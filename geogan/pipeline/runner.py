@@ -146,7 +146,10 @@ class Context:
             from distributed import Client, LocalCluster
 
             cluster = self.pipeline.config.cluster
-            if cluster.scheduler:
+            if cluster.scheduler and cluster.scheduler.endswith(".json"):  # `dask scheduler --scheduler-file`
+                log.info("connecting to the Dask scheduler of %s", cluster.scheduler)
+                self._client = Client(scheduler_file=cluster.scheduler)
+            elif cluster.scheduler:
                 log.info("connecting to the Dask scheduler at %s", cluster.scheduler)
                 self._client = Client(cluster.scheduler)
             else:
