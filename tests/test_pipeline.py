@@ -117,6 +117,16 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(demo):
     assert events(demo) == {s: ["stage-skip"] for s in STAGES}
 
 
+def test_from_and_until_select_stages(demo):
+    dry = run(load(DEMO, out=demo), start="train", until="generate", dry_run=True)
+    assert [(r.stage, r.action) for r in dry.stages] == [
+        ("sources", "not selected"), ("tile", "not selected"), ("train", "skip"), ("generate", "skip"),
+        ("evaluate", "not selected"),
+    ]  # fmt: skip
+    with pytest.raises(PipelineError, match="no stage 'trian'"):
+        run(load(DEMO, out=demo), start="trian", dry_run=True)
+
+
 def test_dry_run_writes_nothing(demo, tmp_path):
     before = snapshot(demo)
     bigger = write_pipeline(tmp_path / "bigger.yaml", demo, {"stages.tile.min_valid": 0.7})
@@ -218,7 +228,28 @@ def test_sen12ms_pipeline_validates_against_a_sen12ms_folder(sen12ms_root, tmp_p
     assert spec.stage("tile").options.sources == [str(sen12ms_root)]
     assert spec.stage("train").options.resolution == 256
     dry = run(spec, dry_run=True)
-    assert [(r.stage, r.action) for r in dry.stages] == [(s, "run") for s in STAGES[:4]]
+    assert [(r.stage, r.action) for r in dry.stages] == [(s, "run") for s in STAGES]
     result = CliRunner().invoke(app, ["run", str(SEN12MS), "--dry-run", "--until", "tile"])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_stage_stops_the_run_and_is_logged(tmp_path):
+    bad = tmp_path / "scene.tif"
+    bad.write_text("not a raster")
+    path = tmp_path / "broken.yaml"
+    doc = {
+        "out": "out",  # relative to the file
+        "sources": {"mine": {"kind": "geotiff", "s2": "scene.tif"}},
+        "stages": {"tile": {"size": 32}, "train": {"model": "msg-stylegan", "resolution": 32}},
+    }
+    path.write_text(yaml.safe_dump(doc))
+    cli = CliRunner().invoke(app, ["run", str(path)])
+    assert cli.exit_code == 1
+    root = tmp_path / "out"
+    log = read_log(root, "last")
+    failed = [e for e in log if e["event"] == "stage-failed"]
+    assert [e["stage"] for e in failed] == ["tile"] and f"{bad}: not a raster" in failed[0]["error"]
+    assert not any(e.get("stage") == "train" for e in log)  # nothing after the failure ran
+    assert read_state(root)["stages"]["tile"]["status"] == "failed"
+    assert log[-1]["event"] == "run-end" and log[-1]["ok"] is False
