@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from geogan.cli import app
 from geogan.pipeline import PipelineError, load, pipeline_lock, read_log, read_state, run
+from geogan.pipeline.stages import tile_sources
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipeline" / "demo.yaml"
@@ -225,7 +226,8 @@ def test_sen12ms_pipeline_validates_against_a_sen12ms_folder(sen12ms_root, tmp_p
     monkeypatch.setenv("GEOGAN_PIPELINE_OUT", str(tmp_path / "out"))
     spec = load(SEN12MS)
     assert spec.out == tmp_path / "out"
-    assert spec.stage("tile").options.sources == [str(sen12ms_root)]
+    assert spec.stage("tile").options.sources == ["sen12ms"]
+    assert tile_sources(spec.stage("tile")) == [str(sen12ms_root)]
     assert spec.stage("train").options.resolution == 256
     dry = run(spec, dry_run=True)
     assert [(r.stage, r.action) for r in dry.stages] == [(s, "run") for s in STAGES]
@@ -253,3 +255,48 @@ def test_a_failing_stage_stops_the_run_and_is_logged(tmp_path):
     assert not any(e.get("stage") == "train" for e in log)  # nothing after the failure ran
     assert read_state(root)["stages"]["tile"]["status"] == "failed"
     assert log[-1]["event"] == "run-end" and log[-1]["ok"] is False
+
+
+def test_a_stac_source_is_fetched_once_then_tiled(tmp_path):
+    """A remote source in a pipeline: fetched from a local STAC API (real request/response formats)."""
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_bounds
+    from remote_servers import StacApp, StacItem, serve
+
+    utm32 = CRS.from_epsg(32632)
+    items = [
+        StacItem("S2A_32TQM_20230601_0_L1C", "2023-06-01T10:30:31Z", 11, 3.0, utm32, (600000.0, 5000040.0)),
+        StacItem("S2B_32TQM_20230604_0_L1C", "2023-06-04T10:30:29Z", 12, 95.0, utm32, (600000.0, 5000040.0)),
+    ]
+    aoi = ",".join(f"{v:.7f}" for v in transform_bounds(utm32, "EPSG:4326", 602010, 4994020, 602650, 4994660))
+    app = StacApp(items)
+    with serve(app) as server:
+        path = tmp_path / "stac.yaml"
+        source = {"kind": "stac", "url": app.url}
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "out": "out",
+                    "cluster": {"workers": 1},
+                    "sources": {"earth": {**source, "aoi": aoi, "start": "2023-06-01", "end": "2023-06-30",
+                                          "max_cloud": 30}},
+                    "stages": {"tile": {"size": 32, "min_valid": 0.5}},
+                }
+            )
+        )  # fmt: skip
+        dry = run(load(path), dry_run=True)
+        assert [(r.stage, r.action) for r in dry.stages] == [("sources", "run"), ("tile", "run")]
+        assert server.requests == [] and not (tmp_path / "out").exists()  # a dry run asks no service
+
+        first = run(load(path), progress=False)
+        assert first.ok, first.error
+        fetched = len(server.requests)
+        assert fetched > 0
+        assert [p.name for p in (tmp_path / "out" / "sources" / "earth" / "s2").glob("*.tif")] == [
+            "S2A_32TQM_20230601_0_L1C.tif"  # the cloudy item is not fetched
+        ]
+        assert first.stages[1].counts["chips"] >= 4
+
+        again = run(load(path), progress=False)
+        assert [r.action for r in again.stages] == ["skip", "skip"]
+        assert len(server.requests) == fetched  # unchanged options: the service is not asked again

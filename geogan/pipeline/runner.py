@@ -233,10 +233,19 @@ def decide(stage: Stage, record: dict | None, values: dict, inputs: dict, output
     return "skip", "up to date"
 
 
-def _reset(stage: Stage, root: Path) -> None:
-    """Clear what ``stage`` wrote: its folder under the pipeline's, never a user's own data."""
+def _reset(stage: Stage, root: Path, record: dict | None) -> None:
+    """Clear what ``stage`` wrote: its folder under the pipeline's, never a user's own data.
+
+    For the sources stage, only the folders of made (procedural, fetched) sources whose options
+    changed are cleared: a new AOI for one remote source does not fetch the others again.
+    """
     if stage.name == SOURCES_STAGE:
-        folders = [stage.options.out / n for n, o in stage.options.sources.items() if SOURCES[o.kind].made]
+        old = (record or {}).get("options", {}).get("sources", {})
+        folders = [
+            stage.options.out / n
+            for n, o in stage.options.sources.items()
+            if SOURCES[o.kind].made and old.get(n) != o.model_dump(mode="json")
+        ]
     else:
         folders = [Path(stage.options.out)]
     for folder in folders:
@@ -399,7 +408,7 @@ def _run_stage(
              reason)  # fmt: skip
     runlog.write("stage-start", stage=stage.name, action=action, reason=reason)
     if action == "reset":
-        _reset(stage, root)
+        _reset(stage, root, record)
     elif record is not None and record.get("status") != "done":
         _clean_temporaries(stage)
     records[stage.name] = {

@@ -39,6 +39,7 @@ class Stage:
     line: int | None = None
     inputs: list[str] = field(default_factory=list)  # names of the earlier stages it reads
     model: str | None = None  # train: the model name
+    sources: dict[str, tuple[SourceKind, BaseModel, Path]] = field(default_factory=dict)  # tile: its sources
 
 
 @dataclass
@@ -275,7 +276,7 @@ def _stage(
                     f"stages.{name}.sources[{i}]: {item!r} is not a source of this pipeline "
                     f"(sources: {', '.join(sources)})"
                 )
-        values["sources"] = [s for item in names for s in sources[item][0].tile_sources(*sources[item][1:])]
+        values["sources"] = names  # source names: the stage expands them when it runs (see stages.py)
         inputs.insert(0, SOURCES_STAGE)
     for field_name, info in model_cls.model_fields.items():  # relative paths: beside the file
         if field_name in values and field_name not in kind.wire and values[field_name] is not None:
@@ -291,4 +292,5 @@ def _stage(
         field_name, text = problem
         line = marks.get((*prefix, field_name), marks.get(prefix, "?"))
         raise PipelineError(f"{file}:{line}: stages.{name}.{field_name}: {text}")
-    return Stage(name, kind, options, line=marks.get(prefix), inputs=inputs, model=model)
+    takes = {n: sources[n] for n in options.sources} if kind.takes_sources else {}
+    return Stage(name, kind, options, line=marks.get(prefix), inputs=inputs, model=model, sources=takes)

@@ -137,6 +137,27 @@ def _check_geotiff(options: GeoTiffSource, folder: Path) -> None:
             raise FileNotFoundError(f"{path}: no such file")
 
 
+def _fetch(module: str, function: str) -> Callable[[Any, Path], None]:
+    def fetch(options: Any, folder: Path) -> None:
+        import importlib
+
+        getattr(importlib.import_module(module), function)(options, folder, progress_bar=False)
+
+    return fetch
+
+
+def _fetched_sources(options: Any, folder: Path) -> list[str]:
+    from geogan.scenes.remote import tile_sources as fetched
+
+    return fetched(folder)
+
+
+def _fetched_files(options: Any, folder: Path) -> list[Path]:
+    from geogan.scenes.remote import scene_files
+
+    return scene_files(folder)
+
+
 SOURCES: dict[str, SourceKind] = {
     "procedural": SourceKind(
         "procedural", _make_procedural, lambda o, f: [str(f)], lambda o, f: _sen12ms_files(f), made=True
@@ -145,7 +166,16 @@ SOURCES: dict[str, SourceKind] = {
         "sen12ms", _check_sen12ms, lambda o, f: [str(o.path)], lambda o, f: _sen12ms_files(o.path), made=False
     ),
     "geotiff": SourceKind("geotiff", _check_geotiff, _geotiff_strings, _geotiff_files, made=False),
-}
+    # Remote scenes are fetched into OUT/sources/NAME when the source's options change (or its
+    # files do); a run with unchanged options does not ask the service again.
+    "sentinelhub": SourceKind(
+        "sentinelhub", _fetch("geogan.scenes.sentinelhub", "fetch_sentinelhub"), _fetched_sources,
+        _fetched_files, made=True,
+    ),
+    "stac": SourceKind(
+        "stac", _fetch("geogan.scenes.stac", "fetch_stac"), _fetched_sources, _fetched_files, made=True
+    ),
+}  # fmt: skip
 
 
 class SourcesOptions(StageOptions):
@@ -216,10 +246,16 @@ def _client_for(options: StageOptions, ctx: Context):
     return None if getattr(options, "scheduler", None) else ctx.client()
 
 
+def tile_sources(stage: Stage) -> list[str]:
+    """The ``geogan tile`` sources of the pipeline sources a tile stage names (known once they exist)."""
+    return [s for kind, options, folder in stage.sources.values() for s in kind.tile_sources(options, folder)]
+
+
 def _run_tile(stage: Stage, ctx: Context) -> dict[str, Any]:
     from geogan.tiling import tile
 
-    summary = tile(stage.options, client=_client_for(stage.options, ctx), progress=ctx.progress)
+    options = stage.options.model_copy(update={"sources": tile_sources(stage)})
+    summary = tile(options, client=_client_for(options, ctx), progress=ctx.progress)
     counts = {"written": summary.written, "skipped": summary.skipped, "chips": summary.chips}
     if summary.failures:
         first = summary.failures[0]["error"]
@@ -327,9 +363,6 @@ def fingerprinted(stage: Stage) -> dict[str, Any]:
         values["model"] = stage.model
     if isinstance(stage.options, SourcesOptions):
         values = {"sources": {n: o.model_dump(mode="json") for n, o in stage.options.sources.items()}}
-    if stage.kind.takes_sources:  # made sources live in the pipeline folder: keep their names relative
-        made = str(Path(stage.options.out).parent)
-        values["sources"] = [s.replace(made, "$OUT") for s in values["sources"]]
     return values
 
 
