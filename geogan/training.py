@@ -138,6 +138,8 @@ class TrainTask(ABC):
 # Task name -> "module:class", imported when used so the loop never imports every model.
 TASKS: dict[str, str] = {
     "msg-stylegan": "geogan.models.msg_stylegan:MSGStyleGANTask",
+    "spade": "geogan.models.spade:SpadeTask",
+    "mask-gan": "geogan.models.mask_gan:MaskGANTask",
 }
 
 
@@ -332,20 +334,36 @@ def to_reflectance_dn(images: np.ndarray, normalizer: Any | None) -> np.ndarray:
 def write_sample_grids(
     samples_dir: Path, step: int, out: dict[str, Tensor], normalizer: Any | None, scheme: Any | None
 ) -> list[Path]:
-    """PNG grids of sampled tiles: true colour, false colour and (if any) masks."""
+    """PNG grids of sampled tiles: true colour, false colour and (if any) masks.
+
+    With both images and masks (the dual GAN) a ``-pairs`` grid also shows each tile as its
+    mask in class colours beside its true and false colour.
+    """
     samples_dir.mkdir(parents=True, exist_ok=True)
-    images = to_reflectance_dn(out["image"].float().cpu().numpy(), normalizer)
     written = []
-    if images.shape[1] == S2.count:
-        for label, bands in (("true", TRUE_COLOUR), ("false", FALSE_COLOUR)):
-            path = samples_dir / f"step-{step:08d}-{label}.png"
-            _write_png(path, _grid([composite(x, bands) for x in images]))
-            written.append(path)
+    colour: dict[str, list[np.ndarray]] = {}
+    if "image" in out:  # a mask GAN makes masks only
+        images = to_reflectance_dn(out["image"].float().cpu().numpy(), normalizer)
+        if images.shape[1] == S2.count:
+            for label, bands in (("true", TRUE_COLOUR), ("false", FALSE_COLOUR)):
+                colour[label] = [composite(x, bands) for x in images]
+                path = samples_dir / f"step-{step:08d}-{label}.png"
+                _write_png(path, _grid(colour[label]))
+                written.append(path)
     if "mask" in out and scheme is not None:
         path = samples_dir / f"step-{step:08d}-mask.png"
         masks = [scheme.colourise(scheme.to_value(m)) for m in out["mask"].cpu().numpy()]
         _write_png(path, _grid(masks))
         written.append(path)
+        if colour:
+            gap = np.full((masks[0].shape[0], 2, 3), 255, dtype=np.uint8)
+            pairs = [
+                np.concatenate([m, gap, t, gap, f], axis=1)
+                for m, t, f in zip(masks, colour["true"], colour["false"], strict=True)
+            ]
+            path = samples_dir / f"step-{step:08d}-pairs.png"
+            _write_png(path, _grid(pairs, gap=4))
+            written.append(path)
     return written
 
 
@@ -398,7 +416,13 @@ def open_tiles(options: TrainOptions) -> Dataset:
         raise ValueError("no tile folder given (--tiles DIR, written by `geogan tile`)")
     from geogan.datasets import ChipDataset
 
-    return ChipDataset(options.tiles, split=options.split, roles=options.roles, scheme=options.scheme)
+    return ChipDataset(
+        options.tiles,
+        split=options.split,
+        roles=options.roles,
+        scheme=options.scheme,
+        mask_role=getattr(options, "mask_role", "lc"),  # the dual GAN's options may pick "mask" chips
+    )
 
 
 def describe(dataset: Dataset) -> DataInfo:
