@@ -16,6 +16,7 @@ import pytest
 import rasterio
 from distributed import Client, LocalCluster
 from pystac.extensions.projection import ProjectionExtension
+from qgis_tools import needs_qgis, run_algorithm, unique_values
 from rasterio.crs import CRS
 from rasterio.transform import Affine, array_bounds
 from rasterio.windows import from_bounds
@@ -290,36 +291,17 @@ def test_torchgeo_reads_the_pairs(exported):
     np.testing.assert_array_equal(sample["mask"].numpy().squeeze(), pair.mask)
 
 
-def _qgis_process() -> str | None:
-    # Debian's qgis_process wrapper passes --noversioncheck, which qgis_process itself refuses.
-    return shutil.which("qgis_process.bin") or shutil.which("qgis_process")
-
-
-def _qgis(algorithm: str, **params: object) -> dict:
-    """Run a QGIS processing algorithm headless; its JSON results."""
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    args = [_qgis_process(), "run", algorithm, "--json", "--", *(f"{k}={v}" for k, v in params.items())]
-    run = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    return json.loads(run.stdout)["results"]
-
-
-@pytest.mark.skipif(_qgis_process() is None, reason="qgis_process is missing (Debian package qgis)")
+@needs_qgis
 def test_qgis_opens_image_and_mask_and_computes_statistics(exported, tmp_path):
     out, pairs, _, _ = exported
     pair = pairs[0]
     image_path, mask_path = export.pair_paths(out, pair.id)
     red = expected_image(pair)[S2.index("B04")]
-    stats = _qgis("native:rasterlayerstatistics", INPUT=image_path, BAND=4)
+    stats = run_algorithm("native:rasterlayerstatistics", INPUT=image_path, BAND=4)
     assert stats["MIN"] == red[red > 0].min() and stats["MAX"] == red.max()
     assert stats["MEAN"] == pytest.approx(red[red > 0].mean())
-    table = tmp_path / "classes.csv"
-    report = _qgis("native:rasterlayeruniquevaluesreport", INPUT=mask_path, BAND=1, OUTPUT_TABLE=table)
+    report, counts = unique_values(mask_path, tmp_path / "classes.csv")
     assert report["CRS_AUTHID"] == "EPSG:32630" and report["NODATA_PIXEL_COUNT"] == 16
-    counts = {
-        int(float(line.split(",")[0])): int(line.split(",")[1].strip('"'))
-        for line in table.read_text().splitlines()[1:]
-    }
     values, expected = np.unique(pair.mask[pair.mask > 0], return_counts=True)
     assert counts == dict(zip(values.tolist(), expected.tolist(), strict=True))
 

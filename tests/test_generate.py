@@ -12,6 +12,7 @@ import rasterio
 import torch
 from distributed import Client
 from pydantic import ValidationError
+from qgis_tools import needs_qgis, run_algorithm, unique_values
 from rasterio.transform import array_bounds
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import box
@@ -367,3 +368,24 @@ def test_cli_generates_from_a_tile_folders_masks(spade_run, tiles, tmp_path):
         assert meta["tags"]["GEOGAN_SOURCE_CHIP"] == CHIPS[3]  # the only chip with >= 10 % water
     bad = CliRunner().invoke(app, args)
     assert bad.exit_code == 2 and "give them with --masks DIR" in bad.output.replace("\n", "")
+
+
+@needs_qgis
+def test_qgis_computes_the_statistics_rasterio_reads_of_a_generated_pair(spade_run, tiles, client, tmp_path):
+    out = tmp_path / "out"
+    generate(options(spade_run, out, n=1, like=tiles), client=client)
+    image_path, mask_path = pair_paths(out, "syn_000000")
+    with rasterio.open(image_path) as src:
+        nir = src.read(S2.index("B08") + 1, masked=True)  # nodata 0 masked, as QGIS leaves it out
+    stats = run_algorithm("native:rasterlayerstatistics", INPUT=image_path, BAND=S2.index("B08") + 1)
+    assert (stats["MIN"], stats["MAX"]) == (nir.min(), nir.max())
+    assert stats["MEAN"] == pytest.approx(nir.mean()) and stats["STD_DEV"] == pytest.approx(
+        nir.std(), rel=1e-3
+    )
+    with rasterio.open(mask_path) as src:
+        mask, crs = src.read(1), src.crs
+    report, counts = unique_values(mask_path, tmp_path / "classes.csv")
+    assert report["CRS_AUTHID"] == crs.to_string() == "EPSG:32630"
+    values, expected = np.unique(mask[mask > 0], return_counts=True)
+    assert counts == dict(zip(values.tolist(), expected.tolist(), strict=True))
+    assert report["NODATA_PIXEL_COUNT"] == int((mask == 0).sum())
