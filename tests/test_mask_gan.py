@@ -178,6 +178,17 @@ def test_resume_continues_exactly_as_if_uninterrupted(tiles, tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == [str(s) for s in range(1, 7)]
 
 
+def test_softmax_outputs_train_too(tiles, tmp_path):
+    run = tmp_path / "softmax"
+    train("mask-gan", options(tiles, run, steps=3, output="softmax", log_every=1, sample_every=100))
+    rows = (run / "logs" / "metrics.csv").read_text().splitlines()
+    header, last = rows[0].split(","), rows[-1].split(",")
+    assert last[0] == "3" and all(abs(float(v)) < 1e3 for v in last[1:]), rows
+    assert "g_freq_l1" in header
+    masks = load_generator(run).sample({"image": torch.zeros(2, 13, 32, 32)})["mask"]
+    assert masks.shape == (2, 32, 32) and 0 <= int(masks.min()) and int(masks.max()) < K
+
+
 def test_cli_trains_the_mask_gan_into_a_run_folder(tiles, tmp_path):
     runner = CliRunner()
     run = tmp_path / "cli-run"
