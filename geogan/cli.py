@@ -236,3 +236,336 @@ def train_msg_stylegan(
         f"checkpoint {checkpoint}; sample grids in {out / 'samples'} (PNG); "
         f"metrics in {out / 'logs' / 'metrics.csv'} (tensorboard --logdir {out / 'logs'})"
     )
+
+
+@app.command()
+def generate(
+    run: Path = typer.Option(..., "--run", help="Run folder written by `geogan train`."),
+    n: int = typer.Option(..., "-n", help="Pairs to generate."),
+    out: Path = typer.Option(..., "--out", help="Folder for the pairs, index.gpkg, VRTs and STAC."),
+    grid: Path | None = typer.Option(None, "--grid", help="AOI polygons to lay the chips over, in rows."),
+    crs: str | None = typer.Option(None, "--crs", help="Projected CRS of the AOI grid, e.g. EPSG:32630."),
+    tiles: Path | None = typer.Option(
+        None, "--tiles", help="Training tiles to place the default grid beside [default: the run's]."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the samples' noise."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Samples the model makes at once."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint [default: the newest]."),
+    device: str = typer.Option("cpu", "--device", help="Torch device of the model (cpu, cuda...)."),
+    workers: int = typer.Option(2, help="Dask worker processes that write the files."),
+    scheduler: str | None = typer.Option(None, help="Address of a running Dask scheduler to use instead."),
+    masks: Path | None = typer.Option(
+        None, "--masks", help="Mask GeoTIFFs (real chips, rasterised polygons) for a conditional run."
+    ),
+    like: Path | None = typer.Option(None, "--like", help="Tile folder whose mask chips condition the run."),
+    mask_run: Path | None = typer.Option(None, "--mask-run", help="Mask-GAN run (stage I) making the masks."),
+    min_class: list[str] = typer.Option(
+        [], "--min-class", help="NAME=FRACTION: masks hold at least this share of a class (repeatable)."
+    ),
+) -> None:
+    """Sample a trained run into COG image (+ mask) pairs with index.gpkg, VRT mosaics and STAC."""
+    from pydantic import ValidationError
+
+    from geogan.config import GenerateOptions
+    from geogan.generate import generate as run_generate
+
+    if log.getEffectiveLevel() > logging.DEBUG:
+        for name in ("distributed", "pyogrio"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        options = GenerateOptions(
+            run=run, n=n, out=out, grid=grid, crs=crs, tiles=tiles, seed=seed, batch_size=batch_size,
+            checkpoint=checkpoint, device=device, workers=workers, scheduler=scheduler,
+            masks=masks, like=like, mask_run=mask_run, min_class=min_class,
+        )  # fmt: skip
+        summary = run_generate(options)
+    except ValidationError as err:
+        fail(ValueError("; ".join(f"--{e['loc'][0] if e['loc'] else ''}: {e['msg']}" for e in err.errors())))
+    except (OSError, ValueError) as err:
+        fail(err)
+    table = Table(title=f"geogan generate wrote {out}")
+    table.add_column("output")
+    table.add_column("open in QGIS")
+    table.add_row(f"{summary.written} pairs written, {summary.skipped} already there", summary.grid)
+    table.add_row(str(out / "images"), "each .tif (true-colour style beside it)")
+    table.add_row(str(out / "masks"), "each .tif (classes styled by the .qml beside it)")
+    for path in summary.collections.get("mosaics", []):
+        table.add_row(str(path), "the mosaic of one grid")
+    table.add_row(str(out / "index.gpkg"), "layer pairs: footprints and provenance")
+    table.add_row(str(out / "stac" / "catalog.json"), "STAC catalogue (or any STAC browser)")
+    Console().print(table)
+
+
+# --- geogan run: pipeline files (geogan/pipeline/) -----------------------------------------------
+
+
+@app.command("run")
+def run_pipeline(
+    pipeline: Path = typer.Argument(..., help="Pipeline file (YAML), e.g. pipeline/demo.yaml."),
+    start: str | None = typer.Option(None, "--from", help="Start at this stage (earlier ones are not run)."),
+    until: str | None = typer.Option(None, "--until", help="Stop after this stage."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would run and why; write nothing."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder instead of the file's `out`."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (or scheduler file .json) for tile and generate."
+    ),
+) -> None:
+    """Run a pipeline file's stages that changed since its last run, under a lock, with a run log."""
+    import distributed  # noqa: F401  (it sets its loggers' levels when imported: quieten them after)
+
+    from geogan.pipeline import LockError, PipelineError, load, run
+
+    if log.getEffectiveLevel() > logging.DEBUG:
+        for name in ("distributed", "pyogrio"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        spec = load(pipeline, out=out, scheduler=scheduler)
+        result = run(spec, start=start, until=until, dry_run=dry_run, console=console)
+    except LockError as err:
+        fail(err, code=3)
+    except PipelineError as err:
+        fail(err)
+    verb = "would" if dry_run else "did"
+    table = Table(title=f"geogan run {spec.name} ({verb}): {spec.out}")
+    for column in ("stage", "action", "why", "seconds", "outputs"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    styles = {"skip": "dim", "failed": "bold red", "reset": "yellow", "run": "green", "maybe": "cyan"}
+    for r in result.stages:
+        counts = ", ".join(f"{k} {v}" for k, v in r.counts.items()) or (r.error or "")
+        seconds = f"{r.seconds:.1f}" if r.action in ("run", "reset", "failed") and not dry_run else ""
+        action = f"[{styles.get(r.action, '')}]{r.action}[/]" if r.action in styles else r.action
+        table.add_row(r.stage, action, r.reason, seconds, counts)
+    Console().print(table)
+    if not dry_run:
+        console.print(f"run log: {result.log}")
+    if not result.ok:
+        fail(RuntimeError(result.error), code=1)
+
+
+# --- remote scene sources (issue 9): geogan fetch sentinelhub | stac --------------------------
+
+fetch_app = typer.Typer(
+    name="fetch", help="Fetch scenes over an AOI from Sentinel Hub or a STAC API.", no_args_is_help=True
+)
+app.add_typer(fetch_app, name="fetch")
+
+_AOI_HELP = '"W,S,E,N" in degrees, or a vector file whose features\' extent is the AOI.'
+
+
+def _fetched(summary, what: str) -> None:
+    """Print a fetch summary: counts, dropped items, where the tile-stage sources are."""
+    console.print(
+        f"{what}: {len(summary.written)} written, {len(summary.skipped)} already there, "
+        f"{len(summary.dropped)} dropped ({summary.seconds:.1f} s) in {summary.out}"
+    )
+    for item, why in summary.dropped.items():
+        console.print(f"  dropped {item}: {why}")
+    console.print(
+        f"tile them: geogan tile $(cat {summary.out / 'sources.txt'}) --out TILES; "
+        f"open {summary.out}/s2/*.tif in QGIS"
+    )
+
+
+def _fetch(run, model, fields: dict, out: Path, what: str) -> None:
+    from pydantic import ValidationError
+
+    from geogan.scenes.remote import RemoteError
+
+    try:
+        source = model(**fields)
+        summary = run(source, out)
+    except ValidationError as err:
+        fail(ValueError("; ".join(f"--{e['loc'][0] if e['loc'] else ''}: {e['msg']}" for e in err.errors())))
+    except (RemoteError, OSError, ValueError) as err:
+        fail(err)
+    _fetched(summary, what)
+
+
+@fetch_app.command("sentinelhub")
+def fetch_sentinelhub_command(
+    aoi: str = typer.Option(..., "--aoi", help=_AOI_HELP),
+    start: str = typer.Option(..., "--start", help="First day, YYYY-MM-DD (UTC)."),
+    end: str = typer.Option(..., "--end", help="Last day, YYYY-MM-DD (UTC, inclusive)."),
+    out: Path = typer.Option(..., "--out", help="Folder for s2/, s1/, scenes.json and sources.txt."),
+    sensor: list[str] = typer.Option(["s2", "s1"], "--sensor", help="s2 (L1C 13 bands), s1 (VV, VH dB)."),
+    max_cloud: float = typer.Option(20.0, "--max-cloud", help="Largest S2 cloud cover kept, percent."),
+    crs: str | None = typer.Option(None, "--crs", help="CRS of the scenes [default: UTM zone of the AOI]."),
+    resolution: float = typer.Option(10.0, "--resolution", help="Pixel size in CRS units."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many scenes a sensor (newest)."),
+    profile: str | None = typer.Option(None, "--profile", help="Profile of the sentinelhub config file."),
+    pair_days: float = typer.Option(6.0, "--pair-days", help="Pair S2 with the nearest S1 within (days)."),
+) -> None:
+    """Sentinel Hub: S2 L1C and S1 GRD over an AOI (SH_CLIENT_ID / SH_CLIENT_SECRET, SH_BASE_URL)."""
+    from geogan.config import SentinelHubSource
+    from geogan.scenes.sentinelhub import fetch_sentinelhub
+
+    fields = dict(
+        aoi=aoi, start=start, end=end, sensors=tuple(sensor), max_cloud=max_cloud, crs=crs,
+        resolution=resolution, limit=limit, profile=profile, pair_days=pair_days,
+    )  # fmt: skip
+    _fetch(fetch_sentinelhub, SentinelHubSource, fields, out, "Sentinel Hub")
+
+
+@fetch_app.command("stac")
+def fetch_stac_command(
+    url: str = typer.Option(..., "--url", help="STAC API root URL."),
+    aoi: str = typer.Option(..., "--aoi", help=_AOI_HELP),
+    start: str = typer.Option(..., "--start", help="First day, YYYY-MM-DD (UTC)."),
+    end: str = typer.Option(..., "--end", help="Last day, YYYY-MM-DD (UTC, inclusive)."),
+    out: Path = typer.Option(..., "--out", help="Folder for s2/, scenes.json and sources.txt."),
+    collection: str = typer.Option("sentinel-2-l1c", "--collection", help="Collection to search."),
+    max_cloud: float = typer.Option(20.0, "--max-cloud", help="Largest cloud cover kept, percent."),
+    crs: str | None = typer.Option(None, "--crs", help="CRS of the scenes [default: the newest item's]."),
+    resolution: float = typer.Option(10.0, "--resolution", help="Pixel size in CRS units."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many scenes, newest first."),
+    asset: list[str] = typer.Option([], "--asset", help="BAND=KEY for a collection's own asset names."),
+    harmonize: bool = typer.Option(
+        True, "--harmonize/--no-harmonize", help="Remove the +1000 DN offset of L1C baseline >= 04.00."
+    ),
+) -> None:
+    """STAC API: Sentinel-2 COGs over an AOI, read window by window, written as 13-band scenes."""
+    from geogan.config import StacSource
+    from geogan.scenes.stac import fetch_stac
+
+    pairs = dict(a.split("=", 1) for a in asset if "=" in a)
+    if len(pairs) != len(asset):
+        fail(ValueError("--asset: give BAND=KEY, e.g. --asset B8A=nir08"))
+    fields = dict(
+        url=url, aoi=aoi, start=start, end=end, collection=collection, max_cloud=max_cloud, crs=crs,
+        resolution=resolution, limit=limit, assets=pairs, harmonize=harmonize,
+    )  # fmt: skip
+    _fetch(fetch_stac, StacSource, fields, out, "STAC")
+
+
+@app.command()
+def evaluate(
+    real: Path = typer.Option(..., "--real", help="Real tile folder written by `geogan tile`."),
+    synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic pairs folder from `geogan generate`."),
+    out: Path = typer.Option(..., "--out", help="Report folder: report.html, PNGs, metrics.json."),
+    scheme: str = typer.Option("igbp", help="Class scheme of the masks (igbp, dfc2020 or a YAML file)."),
+    mask_role: str = typer.Option("lc", "--mask-role", help="Real mask chips: lc, or mask (rasterised)."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the real scene split, as in training."),
+    max_tiles: int = typer.Option(500, "--max-tiles", help="At most this many chips of each set."),
+    seed: int = typer.Option(0, help="Seed of sampling, the feature encoder and the U-Nets."),
+    encoder_steps: int = typer.Option(300, "--encoder-steps", help="Training steps of the feature encoder."),
+    novelty_size: int = typer.Option(32, "--novelty-size", help="Chip side (px) for nearest-chip distances."),
+    drop_copies: bool = typer.Option(
+        False, "--drop-copies", help="Move flagged copies to SYNTHETIC/dropped/ and rebuild its index."
+    ),
+    usefulness: bool = typer.Option(False, "--usefulness", help="Train U-Nets four ways, score them."),
+    n_real: int | None = typer.Option(None, "--n-real", help="Real chips per U-Net run [default: all]."),
+    seeds: int = typer.Option(3, help="Seeds of the usefulness runs."),
+    steps: int = typer.Option(500, help="Optimiser steps of each U-Net."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Chips per U-Net step."),
+    unet_encoder: str = typer.Option("resnet18", "--unet-encoder", help="smp encoder (random weights)."),
+    device: str = typer.Option("auto", help="Torch device: auto, cpu, cuda, cuda:1 ..."),
+) -> None:
+    """Fidelity, novelty (copies) and usefulness of synthetic pairs: report.html and metrics.json."""
+    from pydantic import ValidationError
+
+    from geogan.config import EvaluateOptions
+    from geogan.evaluate import evaluate as run_evaluate
+
+    logging.getLogger("pyogrio").setLevel(logging.WARNING)
+    try:
+        options = EvaluateOptions(
+            real=real, synthetic=synthetic, out=out, scheme=scheme, mask_role=mask_role,
+            split_seed=split_seed, max_tiles=max_tiles, seed=seed, encoder_steps=encoder_steps,
+            novelty_size=novelty_size,
+            drop_copies=drop_copies, usefulness=usefulness, n_real=n_real, seeds=seeds, steps=steps,
+            batch_size=batch_size, unet_encoder=unet_encoder, device=device,
+        )  # fmt: skip
+        summary = run_evaluate(options)
+    except ValidationError as err:
+        fail(ValueError("; ".join(f"--{e['loc'][0] if e['loc'] else ''}: {e['msg']}" for e in err.errors())))
+    except (OSError, ValueError, KeyError) as err:
+        fail(err)
+    console.print(f"{len(summary.copies)} synthetic pair(s) flagged as copies of training chips")
+    if summary.dropped:
+        console.print(f"dropped {len(summary.dropped)} pair(s): moved to {synthetic / 'dropped'}")
+    if summary.verdict:
+        console.print(summary.verdict)
+    console.print(f"report: {summary.report} (open in a browser); numbers: {summary.metrics}")
+
+
+# --- dual GAN (issue 6): `geogan train spade` and `geogan train mask-gan` --------------------------
+
+
+def _train_dual(task: str, config: Path | None, resume: bool, given: dict) -> None:
+    """Options from --config (or a resumed run's own), then the flags given; train; report."""
+    import yaml
+    from pydantic import ValidationError
+
+    from geogan.training import CONFIG_FILE, task_class, train
+
+    out = given["out"]
+    try:
+        doc: dict = {}
+        if config is not None:
+            doc = yaml.safe_load(config.read_text()) or {}
+            if not isinstance(doc, dict):
+                raise ValueError(f"{config}: expected a mapping of option: value")
+        elif resume and (out / CONFIG_FILE).is_file():
+            doc = yaml.safe_load((out / CONFIG_FILE).read_text())["options"]
+        doc.update({k: v for k, v in given.items() if v is not None})
+        options = task_class(task).options_model.model_validate(doc)
+        checkpoint = train(task, options, resume=resume, console=console)
+    except ValidationError as err:
+        fail(ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())))
+    except (OSError, yaml.YAMLError, ValueError) as err:
+        fail(err)
+    console.print(
+        f"checkpoint {checkpoint}; sample grids in {out / 'samples'} (PNG: -pairs, -mask, -true, -false); "
+        f"metrics in {out / 'logs' / 'metrics.csv'} (tensorboard --logdir {out / 'logs'})"
+    )
+
+
+@train_app.command("spade")
+def train_spade(
+    tiles: Path = typer.Option(..., "--tiles", help="Tile folder of `geogan tile` (s2 + lc/mask chips)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, samples, logs."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML file of training options (any field of SpadeOptions)."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Train up to this many steps in total."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Tiles per step."),
+    discriminator: str | None = typer.Option(
+        None, "--discriminator", help="patchgan (hinge + feature matching) or oasis [default: patchgan]."
+    ),
+    encoder: bool | None = typer.Option(None, "--encoder/--no-encoder", help="Train a style encoder (VAE)."),
+    scheme: str | None = typer.Option(None, "--scheme", help="Class scheme: igbp, dfc2020 or a YAML file."),
+    mask_role: str | None = typer.Option(None, "--mask-role", help="Mask chips: lc or mask [default: lc]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of weights, data order and noise."),
+    devices: int | None = typer.Option(None, "--devices", help="GPUs to train on (DDP if more than 1)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+) -> None:
+    """Train SPADE (dual GAN stage II): land-cover masks -> images of every band, pixel-aligned."""
+    given = dict(
+        tiles=tiles, out=out, steps=steps, batch_size=batch_size, discriminator=discriminator,
+        encoder=encoder, scheme=scheme, mask_role=mask_role, seed=seed, devices=devices,
+    )  # fmt: skip
+    _train_dual("spade", config, resume, given)
+
+
+@train_app.command("mask-gan")
+def train_mask_gan(
+    tiles: Path = typer.Option(..., "--tiles", help="Tile folder written by `geogan tile` (lc/mask chips)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, samples, logs."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML file of training options (any field of MaskGANOptions)."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Train up to this many steps in total."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Tiles per step."),
+    resolution: int | None = typer.Option(None, "--resolution", help="Tile size in pixels."),
+    scheme: str | None = typer.Option(None, "--scheme", help="Class scheme: igbp, dfc2020 or a YAML file."),
+    mask_role: str | None = typer.Option(None, "--mask-role", help="Mask chips: lc or mask [default: lc]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of weights, data order and noise."),
+    devices: int | None = typer.Option(None, "--devices", help="GPUs to train on (DDP if more than 1)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+) -> None:
+    """Train the mask GAN (dual GAN stage I): land-cover maps with class-frequency control."""
+    given = dict(
+        tiles=tiles, out=out, steps=steps, batch_size=batch_size, resolution=resolution, scheme=scheme,
+        mask_role=mask_role, seed=seed, devices=devices,
+    )  # fmt: skip
+    _train_dual("mask-gan", config, resume, given)

@@ -7,10 +7,11 @@ Unknown fields are errors, so a typo in a pipeline file is reported, not ignored
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StageOptions(BaseModel):
@@ -118,3 +119,311 @@ class RasterizeOptions(StageOptions):
         None, description="class (id or name) of pixels outside every polygon; default 0 = unlabelled"
     )
     all_touched: bool = Field(False, description="burn every pixel a polygon touches, not only centres")
+
+
+class GenerateOptions(StageOptions):
+    """``geogan generate``: sample a trained run into georeferenced COG pairs, index, VRT and STAC."""
+
+    run: Path = Field(..., description="run folder written by `geogan train`")
+    n: int = Field(..., ge=1, description="pairs to generate")
+    out: Path = Field(..., description="folder the pairs, index.gpkg, VRTs and STAC catalogue go into")
+    grid: Path | None = Field(None, description="AOI polygons (GeoPackage, GeoJSON...) to lay the chips over")
+    crs: str | None = Field(None, description="projected CRS of the AOI grid (default: the AOI's own)")
+    tiles: Path | None = Field(
+        None, description="training tiles to place the default grid beside (default: the run's)"
+    )
+    seed: int = Field(0, description="seed of the samples' noise")
+    batch_size: int = Field(16, ge=1, description="samples the model makes at once")
+    checkpoint: Path | None = Field(None, description="checkpoint to use (default: the run's newest)")
+    device: str = Field("cpu", description="torch device of the model: cpu, cuda, cuda:1 ...")
+    workers: int = Field(2, ge=1, description="Dask worker processes that write the files")
+    scheduler: str | None = Field(None, description="address of an existing Dask scheduler to use instead")
+    masks: Path | None = Field(
+        None, description="folder of mask GeoTIFFs (real mask chips, rasterised polygons) to condition on"
+    )
+    like: Path | None = Field(None, description="tile folder whose own mask chips condition the run")
+    mask_run: Path | None = Field(None, description="mask-GAN run folder (stage I) that makes the masks")
+    min_class: dict[str, float] = Field(
+        {}, description="minimum class fractions of the masks, {class name or id: fraction}"
+    )
+
+    @field_validator("min_class", mode="before")
+    @classmethod
+    def _name_equals_fraction(cls, value: object) -> object:
+        """``["Forest=0.3", ...]`` (the CLI's repeated --min-class) as ``{"Forest": 0.3}``."""
+        if not isinstance(value, list | tuple):
+            return value
+        out = {}
+        for item in value:
+            name, sep, fraction = str(item).rpartition("=")
+            if not sep or not name:
+                raise ValueError(f"{item!r} is not NAME=FRACTION (e.g. Forest=0.3)")
+            out[name.strip()] = fraction
+        return out
+
+    @field_validator("min_class")
+    @classmethod
+    def _fractions(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, fraction in value.items():
+            if not 0 < fraction <= 1:
+                raise ValueError(f"{name}={fraction}: a fraction must be in (0, 1]")
+        if sum(value.values()) > 1 + 1e-9:
+            raise ValueError(f"the fractions add up to {sum(value.values()):.2f} > 1")
+        return value
+
+    @model_validator(mode="after")
+    def _crs_needs_grid(self) -> GenerateOptions:
+        if self.crs is not None and self.grid is None:
+            raise ValueError("crs: only with grid (--grid AOI.gpkg --crs EPSG:XXXX)")
+        sources = ("masks", "like", "mask_run")
+        given = [f"--{f.replace('_', '-')}" for f in sources if getattr(self, f) is not None]
+        if len(given) > 1:
+            raise ValueError(f"masks: give one source of masks, not {' and '.join(given)}")
+        if self.grid is not None and given and given[0] != "--mask-run":
+            raise ValueError(
+                f"grid: images from {given[0]} keep their masks' georeference; --grid is for new masks"
+            )
+        return self
+
+
+# --- dual GAN (issue 6): options of `geogan train spade` and `geogan train mask-gan` --------------
+
+
+class _DualGANOptions(TrainOptions):
+    """What both dual-GAN stages share: masks of the run's scheme from the ``lc`` or ``mask`` chips."""
+
+    mask_role: Literal["lc", "mask"] = Field(
+        "lc", description="mask chips: lc (SEN12MS land cover) or mask (from `geogan labels rasterize`)"
+    )
+    lr_g: float = Field(0.0001, gt=0, description="generator learning rate (Adam; two time-scale rule)")
+    lr_d: float = Field(0.0004, gt=0, description="discriminator learning rate (Adam)")
+    betas: tuple[float, float] = Field((0.0, 0.999), description="Adam betas")
+    r1_gamma: float = Field(0.0, ge=0, le=0, description="not used by the dual GAN (hinge loss, no R1)")
+    augment: tuple[Literal["translation", "cutout", "flip", "rot90"], ...] = Field(
+        (), description="differentiable augmentations for the discriminator, applied alike to image and mask"
+    )
+
+    @model_validator(mode="after")
+    def _no_ada(self) -> _DualGANOptions:
+        if self.ada_target is not None:
+            raise ValueError("ada_target: the dual GAN uses a fixed augment_p (no ADA)")
+        return self
+
+
+class SpadeOptions(_DualGANOptions):
+    """Stage II, SPADE: a mask (class indices) -> an image of every band, pixel-aligned with it."""
+
+    channels: int = Field(64, ge=1, description="feature maps of the last generator block (x2 per level up)")
+    z_dim: int = Field(64, ge=1, description="style (noise) vector size")
+    num_up: int = Field(5, ge=1, le=8, description="generator levels: it starts at tile size / 2**num_up")
+    spade_hidden: int = Field(64, ge=1, description="hidden maps of each SPADE normalisation")
+    discriminator: Literal["patchgan", "oasis"] = Field(
+        "patchgan", description="patchgan: multi-scale, hinge + feature matching; oasis: K+1 classes a pixel"
+    )
+    d_channels: int = Field(64, ge=1, description="feature maps of the discriminator's first layer")
+    d_layers: int = Field(3, ge=1, description="PatchGAN layers, or OASIS U-Net depth")
+    num_d: int = Field(2, ge=1, description="PatchGAN scales")
+    encoder: bool = Field(False, description="train an image encoder (VAE) for styles taken from examples")
+    lambda_fm: float = Field(10.0, ge=0, description="weight of discriminator feature matching (patchgan)")
+    lambda_kl: float = Field(0.05, ge=0, description="weight of the encoder's KL term")
+    labelmix: bool = Field(True, description="LabelMix regularisation of the OASIS discriminator")
+    lambda_labelmix: float = Field(10.0, ge=0, description="weight of LabelMix")
+
+
+class MaskGANOptions(_DualGANOptions):
+    """Stage I: categorical land-cover maps conditioned on class frequencies."""
+
+    resolution: int = Field(256, ge=8, le=4096, description="tile size the discriminator is trained at")
+    z_dim: int = Field(32, ge=1, description="channels of the spatial noise map")
+    num_up: int = Field(4, ge=1, le=8, description="generator levels: noise map at tile size / 2**num_up")
+    channels: int = Field(64, ge=1, description="feature maps of the last generator block (x2 per level up)")
+    d_channels: int = Field(64, ge=1, description="feature maps of the discriminator's first layer")
+    d_layers: int = Field(4, ge=1, description="strided discriminator layers")
+    output: Literal["gumbel", "softmax"] = Field(
+        "gumbel", description="what D sees of G: straight-through Gumbel one-hot samples, or the softmax"
+    )
+    tau: float = Field(1.0, gt=0, description="Gumbel-softmax temperature")
+    lambda_freq: float = Field(10.0, ge=0, description="weight of the class-frequency condition loss")
+    bank_size: int = Field(1024, ge=1, description="class-frequency vectors of real tiles kept for sampling")
+
+
+# --- remote scene sources (issue 9, geogan/scenes/sentinelhub.py and stac.py) -------------------
+# What to fetch; where it goes is the caller's (``geogan scenes fetch --out``, or the pipeline's
+# folder). Credentials are never fields here: they come from the environment or the Sentinel Hub
+# config file, so pipeline files, fingerprints and logs never hold them.
+
+
+class _RemoteSource(StageOptions):
+    # A URL with user:password would be echoed by pydantic's errors; these models never echo input.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    aoi: str = Field(
+        ...,
+        description='area of interest: "W,S,E,N" in degrees (EPSG:4326) or a vector file (GeoPackage, '
+        "GeoJSON...) whose features' extent is used",
+    )
+    start: date = Field(..., description="first day of the time range (UTC)")
+    end: date = Field(..., description="last day of the time range (UTC, inclusive)")
+    max_cloud: float = Field(20.0, ge=0, le=100, description="largest scene cloud cover (percent) kept")
+    crs: str | None = Field(None, description="CRS of the written scenes, e.g. EPSG:32632")
+    resolution: float = Field(10.0, gt=0, description="pixel size in units of the CRS (metres for UTM)")
+    limit: int | None = Field(None, ge=1, description="at most this many scenes per sensor (newest first)")
+
+    @model_validator(mode="after")
+    def _time_order(self) -> _RemoteSource:
+        if self.end < self.start:
+            raise ValueError(f"end: {self.end} is before start {self.start}")
+        return self
+
+
+def _no_userinfo(value: str | None, name: str) -> str | None:
+    """Refuse URLs with ``user:password@``: credentials do not belong in options (they get logged)."""
+    if value and "@" in value.split("//", 1)[-1].split("/", 1)[0]:
+        raise ValueError(f"{name}: give credentials through the environment, not inside the URL")
+    return value
+
+
+class SentinelHubSource(_RemoteSource):
+    """Scenes from Sentinel Hub (Catalog + Process API): S2 L1C 13 bands and/or S1 GRD VV, VH in dB.
+
+    Credentials: SH_CLIENT_ID / SH_CLIENT_SECRET, or the sentinelhub config file (``profile``).
+    The written grid is ``crs`` (default: the UTM zone of the AOI's centre) at ``resolution``.
+    """
+
+    kind: Literal["sentinelhub"] = "sentinelhub"
+    sensors: tuple[Literal["s2", "s1"], ...] = Field(("s2", "s1"), min_length=1, description="what to fetch")
+    base_url: str | None = Field(
+        None, description="service URL (default: $SH_BASE_URL, else the config file's sh_base_url)"
+    )
+    token_url: str | None = Field(
+        None, description="OAuth token URL (default: $SH_TOKEN_URL, else the config file's sh_token_url)"
+    )
+    profile: str | None = Field(
+        None, description="profile of the sentinelhub config file (default: $SH_PROFILE)"
+    )
+    pair_days: float = Field(
+        6.0, ge=0, description="days between an S2 scene and the nearest S1 scene it is paired with, at most"
+    )
+    attempts: int = Field(4, ge=1, description="tries of each request on server and connection errors")
+
+    @field_validator("base_url", "token_url")
+    @classmethod
+    def _plain_url(cls, value: str | None, info) -> str | None:
+        return _no_userinfo(value, info.field_name)
+
+
+class StacSource(_RemoteSource):
+    """Sentinel-2 scenes from a STAC API: COG assets read window by window over the AOI only.
+
+    The written grid is ``crs`` (default: the first item's own CRS) at ``resolution``.
+    """
+
+    kind: Literal["stac"] = "stac"
+    url: str = Field(..., description="STAC API root URL, e.g. https://earth-search.aws.element84.com/v1")
+    collection: str = Field("sentinel-2-l1c", description="collection to search")
+    assets: dict[str, str] = Field(
+        default_factory=dict,
+        description="band -> asset key where the collection names its assets in its own way (B8A: nir08)",
+    )
+    harmonize: bool = Field(
+        True,
+        description="remove the +1000 DN offset of L1C processing baseline 04.00 and later (as Sentinel Hub "
+        "does), so values match older products and SEN12MS",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _plain_url(cls, value: str) -> str:
+        return _no_userinfo(value, "url")
+
+
+class EvaluateOptions(StageOptions):
+    """``geogan evaluate``: fidelity, novelty and usefulness of synthetic pairs against real tiles."""
+
+    real: Path = Field(..., description="real tile folder written by `geogan tile` (the GAN's tiles)")
+    synthetic: Path = Field(..., description="synthetic pairs folder written by `geogan generate`")
+    out: Path = Field(..., description="report folder: report.html, PNGs beside it, metrics.json")
+    scheme: str = Field("igbp", description="class scheme of the masks (igbp, dfc2020 or a YAML file)")
+    mask_role: str = Field("lc", description="real mask chips: lc (SEN12MS land cover) or mask (rasterised)")
+    fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="train/val/test scene split of the real tiles, as training used it"
+    )
+    split_seed: int = Field(0, description="seed of the real tiles' scene split, as training used it")
+    max_tiles: int = Field(500, ge=2, description="at most this many chips of each set are read (in memory)")
+    seed: int = Field(0, description="seed of chip sampling, the feature encoder and the U-Nets")
+    encoder_steps: int = Field(300, ge=1, description="training steps of the feature encoder")
+    encoder_width: int = Field(32, ge=4, description="feature maps of the feature encoder's first layer")
+    pixels: int = Field(200_000, ge=1000, description="random pixels per set for band and index distances")
+    swd_patches: int = Field(64, ge=1, description="7x7 patches per chip and pyramid level for the SWD")
+    knn: int = Field(3, ge=1, description="k of the k-NN precision/recall manifolds")
+    novelty_size: int = Field(32, ge=4, description="chips are area-averaged to this many pixels a side")
+    drop_copies: bool = Field(False, description="move flagged copies out of the synthetic folder")
+    usefulness: bool = Field(False, description="train U-Nets: real, real+aug, +synthetic, synthetic only")
+    n_real: int | None = Field(None, ge=1, description="real training chips per U-Net run (default all)")
+    seeds: int = Field(3, ge=1, description="seeds of the usefulness runs")
+    steps: int = Field(500, ge=1, description="optimiser steps of each U-Net")
+    batch_size: int = Field(16, ge=1, description="chips per U-Net step")
+    lr: float = Field(1e-3, gt=0, description="U-Net learning rate (Adam)")
+    unet_encoder: str = Field("resnet18", description="segmentation-models-pytorch encoder, random weights")
+    minority_share: float = Field(0.1, gt=0, lt=1, description="classes under this share of real pixels")
+    device: str = Field("auto", description="torch device: auto (cuda if there is one), cpu, cuda, cuda:1")
+
+
+# --- pipeline files (`geogan run`) -------------------------------------------------------------
+# A pipeline file names its sources and its stages. Each stage's options are validated by that
+# stage's own options model above (see geogan.pipeline.stages); these models hold the rest.
+
+
+class ProceduralSource(StageOptions):
+    """Procedural SEN12MS-like scenes (:func:`geogan.sample.write_sen12ms`), made by the pipeline."""
+
+    kind: Literal["procedural"]
+    scenes: int = Field(3, ge=1, le=50, description="scenes to make")
+    patches_per_side: int = Field(2, ge=1, le=8, description="SEN12MS patches along each side of a scene")
+    patch_size: int = Field(256, ge=16, le=4096, description="patch width and height in pixels")
+    seed: int = Field(0, description="seed of the scenes")
+
+
+class Sen12msSource(StageOptions):
+    """A SEN12MS-layout folder already on disk (ROIs*/s2_*/*.tif with s1_* and lc_* twins)."""
+
+    kind: Literal["sen12ms"]
+    path: Path = Field(..., description="the folder (relative paths are relative to the pipeline file)")
+
+
+class GeoTiffSource(StageOptions):
+    """Role-tagged rasters: one S2 raster (or a glob) with optional S1 and label rasters."""
+
+    kind: Literal["geotiff"]
+    s2: str = Field(..., description="S2 L1C raster(s), a path or glob")
+    s1: str | None = Field(None, description="S1 GRD raster(s) aligned onto the S2 grid")
+    labels: str | None = Field(None, description="land-cover raster(s)")
+
+
+# One source of a pipeline file, picked by its ``kind``.
+Source = Annotated[
+    ProceduralSource | Sen12msSource | GeoTiffSource | SentinelHubSource | StacSource,
+    Field(discriminator="kind"),
+]
+
+
+class ClusterOptions(StageOptions):
+    """The Dask cluster the pipeline's Dask stages (tile, generate) share."""
+
+    scheduler: str | None = Field(None, description="address of a running Dask scheduler (tcp://host:8786)")
+    workers: int = Field(2, ge=1, description="worker processes of the local cluster made otherwise")
+    threads: int = Field(1, ge=1, description="threads per local worker")
+
+
+class PipelineConfig(StageOptions):
+    """A pipeline file: where it writes, its sources and its stages in the order they run.
+
+    ``sources`` maps a name to one source model (picked by ``kind``); ``stages`` maps a stage name
+    to its options, checked by the options model of the stage's kind (``stage:``, default the name).
+    """
+
+    name: str | None = Field(None, description="shown in logs and the lock; default the file's stem")
+    out: Path = Field(..., description="folder every stage writes under (relative to the pipeline file)")
+    cluster: ClusterOptions = Field(default_factory=ClusterOptions)
+    sources: dict[str, Source] = Field(..., min_length=1, description="scenes the pipeline tiles, by name")
+    stages: dict[str, dict] = Field(..., min_length=1, description="stage name -> options, in run order")
