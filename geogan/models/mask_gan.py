@@ -16,7 +16,10 @@ class ``k`` is raised to ``f`` plus a margin and the other classes scaled down t
 Every returned mask is then checked: masks short of a minimum are drawn again, up to
 ``max_tries`` rounds, and if some are still short a :class:`ClassFrequencyError` says which
 class, how many masks reached it and the acceptance rate. Masks that are returned always meet
-their minimum fractions.
+their minimum fractions. The condition alone is a request, not a guarantee: in the tests'
+tiny run, asking for half water (about a tenth of the real pixels) gives masks of 45-75 % water
+(the argmax sharpens what the condition raises), and raises the acceptance rate of a 50 % minimum
+about fivefold over rejection alone.
 
 Nodata (-1) in real masks: the fake maps paired with a real batch get the same nodata pixels
 (all-zero one-hot) before the discriminator sees them, so nodata is no cue; generated masks
