@@ -1,0 +1,262 @@
+"""The training loop on real tile folders (GeoTIFF chips from `geogan tile`), real torch steps on CPU."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from distributed import Client
+from typer.testing import CliRunner
+
+from geogan import sample
+from geogan.cli import app
+from geogan.config import MSGStyleGANOptions, TileOptions
+from geogan.datasets import ChipDataset
+from geogan.models.msg_stylegan import MSGGenerator
+from geogan.tiling import tile
+from geogan.training import (
+    CheckpointError,
+    StepBatchSampler,
+    TrainTask,
+    checkpoints,
+    load_checkpoint,
+    load_generator,
+    task_class,
+    train,
+)
+
+TINY = dict(
+    resolution=16, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32,
+    batch_size=8, split=None, log_every=2, ema_images=100, r1_every=4,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory) -> Path:
+    """Two procedural scenes (2 x 2 patches of 64 px) cut into 16 px chips: 128 chips."""
+    root = tmp_path_factory.mktemp("training")
+    sample.write_sen12ms(root / "src", scenes=2, patches_per_side=2, patch_size=64, seed=5)
+    options = TileOptions(sources=[str(root / "src")], out=root / "tiles", size=16, min_valid=0.0)
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
+        tile(options, client=client, progress=False)
+    return root / "tiles"
+
+
+def options(tiles: Path, out: Path, **changes) -> MSGStyleGANOptions:
+    return MSGStyleGANOptions(**{**TINY, "tiles": tiles, "out": out, **changes})
+
+
+def band_error(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tuple[float, float]:
+    """Mean absolute difference over bands of the per-band means and of the per-band stds."""
+    return (
+        float((images.mean(dim=(0, 2, 3)) - mean).abs().mean()),
+        float((images.std(dim=(0, 2, 3)) - std).abs().mean()),
+    )
+
+
+@pytest.fixture(scope="module")
+def sixty_steps(tiles, tmp_path_factory) -> dict:
+    """A 60-step run; per-band statistics of the tiles, its samples and the untrained generator's."""
+    data = ChipDataset(tiles, roles=("s2",))
+    real = torch.stack([data[i]["image"] for i in range(len(data))])
+    run = tmp_path_factory.mktemp("sixty") / "run"
+    newest = train("msg-stylegan", options(tiles, run, steps=60, sample_every=30, checkpoint_every=30))
+    trained = load_generator(run)
+    torch.manual_seed(123)
+    with torch.no_grad():
+        fake = trained.sample({"image": torch.zeros(256)})["image"]
+        torch.manual_seed(123)
+        untrained = MSGGenerator(13, 16, 32, 32, 2, 256, 32)(torch.randn(256, 32))[-1].clamp(-1, 1)
+    mean, std = real.mean(dim=(0, 2, 3)), real.std(dim=(0, 2, 3))
+    return {
+        "run": run,
+        "newest": newest,
+        "data": data,
+        "trained": trained,
+        "errors": band_error(fake, mean, std),
+        "untrained_errors": band_error(untrained, mean, std),
+    }
+
+
+def test_training_moves_per_band_means_towards_the_tiles(sixty_steps, tiles):
+    mean_err, _ = sixty_steps["errors"]
+    mean_err0, _ = sixty_steps["untrained_errors"]
+    assert mean_err < 0.7 * mean_err0, (mean_err, mean_err0)  # measured: 0.16 vs 0.28
+
+    # The run folder: config, stats to decode samples, checkpoints, PNG grids, CSV + TensorBoard logs.
+    run, trained, data = sixty_steps["run"], sixty_steps["trained"], sixty_steps["data"]
+    assert sixty_steps["newest"] == run / "checkpoints" / "step-00000060.pt"
+    assert trained.step == 60 and trained.normalizer.band_names == data.band_names
+    assert len(trained.sha256) == 64
+    assert yaml.safe_load((run / "config.yaml").read_text())["task"] == "msg-stylegan"
+    assert (run / "stats.json").read_bytes() == (tiles / "stats.json").read_bytes()
+    for step in (30, 60):
+        for kind in ("true", "false"):
+            png = run / "samples" / f"step-{step:08d}-{kind}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(open(run / "logs" / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(2, 61, 2))
+    assert {"loss_d", "loss_g", "r1", "d_real", "d_fake", "augment_p"} <= set(rows[0])
+    assert all(np.isfinite(float(r["loss_g"])) for r in rows)
+    assert list((run / "logs").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known shortfall: tiny runs are under-dispersed. After 60 steps the per-band stds of the "
+    "samples are further from the tiles' than the untrained generator's (0.18 vs 0.14 mean abs. "
+    "error); probes up to 400 steps, with other R1 weights, learning rates and augmentation, "
+    "did not fix it reliably across seeds",
+)
+def test_training_moves_per_band_stds_towards_the_tiles(sixty_steps):
+    _, std_err = sixty_steps["errors"]
+    _, std_err0 = sixty_steps["untrained_errors"]
+    assert std_err < 0.9 * std_err0, (std_err, std_err0)
+
+
+def _tensors(state, prefix=""):
+    """Flatten a nested checkpoint into {path: tensor or value}."""
+    if isinstance(state, dict):
+        out = {}
+        for k, v in state.items():
+            out.update(_tensors(v, f"{prefix}/{k}"))
+        return out
+    if isinstance(state, list | tuple):
+        out = {}
+        for i, v in enumerate(state):
+            out.update(_tensors(v, f"{prefix}/{i}"))
+        return out
+    return {prefix: state}
+
+
+def test_resume_continues_exactly_as_if_uninterrupted(tiles, tmp_path):
+    # ADA on and R1 every 2 steps, so task state and lazy regularisation are part of the check.
+    common = dict(checkpoint_every=3, sample_every=100, ada_target=0.6, ada_images=200, r1_every=2)
+    # 14 steps cross an epoch boundary (128 chips / 8 = 16 steps would; use batch 16: 8 per epoch).
+    whole = train("msg-stylegan", options(tiles, tmp_path / "a", steps=10, batch_size=16, **common))
+    train("msg-stylegan", options(tiles, tmp_path / "b", steps=4, batch_size=16, **common))
+    with pytest.raises(ValueError, match="already holds checkpoints; pass --resume"):
+        train("msg-stylegan", options(tiles, tmp_path / "b", steps=10, batch_size=16, **common))
+    resumed = train(
+        "msg-stylegan", options(tiles, tmp_path / "b", steps=10, batch_size=16, **common), resume=True
+    )
+    a, b = _tensors(load_checkpoint(whole)), _tensors(load_checkpoint(resumed))
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+    assert load_checkpoint(resumed)["extra"]["ada"]["p"] > 0  # ADA moved p and it was restored
+    # The metrics log holds each step once, as the uninterrupted run's does.
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "b" / "logs" / "metrics.csv"))]
+    assert steps == [2, 4, 6, 8, 10]
+    assert [p.name for p in checkpoints(tmp_path / "b")] == [
+        "step-00000006.pt",
+        "step-00000009.pt",
+        "step-00000010.pt",
+    ]
+
+
+def test_data_order_is_a_function_of_seed_and_step():
+    sampler = StepBatchSampler(50, 8, seed=3, start=0, stop=20)
+    batches = list(sampler)
+    assert batches[9] == list(StepBatchSampler(50, 8, seed=3, start=9, stop=10))[0]
+    assert sorted(sum(batches[:6], [])) == sorted(set(sum(batches[:6], [])))  # no repeats in an epoch
+    assert batches[:6] != batches[6:12]  # a new permutation each epoch
+    assert batches != list(StepBatchSampler(50, 8, seed=4, start=0, stop=20))
+    ranks = [StepBatchSampler(50, 8, seed=3, start=0, stop=20, rank=r, world=2).batch(9) for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == sorted(batches[9])
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        StepBatchSampler(5, 8, seed=0, start=0, stop=1)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiles, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train("msg-stylegan", options(tiles, run, steps=2, sample_every=100, checkpoint_every=100))
+    return run
+
+
+def test_corrupt_checkpoints_are_clear_errors_naming_the_file(trained_run, tmp_path):
+    good = checkpoints(trained_run)[-1]
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    for path in (truncated, garbage):
+        with pytest.raises(CheckpointError, match=f"{path}: not a readable checkpoint"):
+            load_generator(trained_run, checkpoint=path)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match=f"{other}: not a geogan checkpoint"):
+        load_checkpoint(other)
+
+
+class Payload:
+    """An object whose unpickling would run code."""
+
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_a_checkpoint_never_runs_code(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save(
+        {"format": "geogan-checkpoint", "payload": Payload()}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL
+    )
+    with pytest.raises(CheckpointError, match=f"{path}: not a readable checkpoint"):
+        load_checkpoint(path)
+    assert "code ran" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_of_another_configuration_is_a_clear_error(trained_run, tiles, tmp_path):
+    good = checkpoints(trained_run)[-1]
+    wider = tmp_path / "wider"
+    train("msg-stylegan", options(tiles, wider, steps=1, channel_max=16, sample_every=100))
+    with pytest.raises(
+        CheckpointError, match=f"{good}: its EMA generator does not fit this model's configuration"
+    ):
+        load_generator(wider, checkpoint=good)
+    # Resuming with changed model settings names the run's config and the settings.
+    with pytest.raises(
+        ValueError, match=r"config.yaml: resuming with different settings \(channel_max: 32 -> 16"
+    ):
+        train("msg-stylegan", options(tiles, trained_run, steps=4, channel_max=16), resume=True)
+    with pytest.raises(ValueError, match="tiles are 16 px but the model is set to 32 px"):
+        train("msg-stylegan", options(tiles, tmp_path / "big", steps=1, resolution=32))
+
+
+def test_registry_names_the_known_models():
+    assert issubclass(task_class("msg-stylegan"), TrainTask)
+    with pytest.raises(ValueError, match="unknown model 'gan9000'; models are .*msg-stylegan"):
+        task_class("gan9000")
+
+
+def test_cli_trains_resumes_and_reports_bad_options(tiles, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "cli-run"
+    config = tmp_path / "train.yaml"
+    tiny = {k: v for k, v in TINY.items()}
+    config.write_text(yaml.safe_dump({**tiny, "sample_every": 2, "checkpoint_every": 2}))
+    args = ["train", "msg-stylegan", "--tiles", str(tiles), "--out", str(run), "--config", str(config)]
+    result = runner.invoke(app, [*args, "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in checkpoints(run)] == ["step-00000002.pt"]
+    # Resume takes the run's own settings; only --steps grows.
+    resumed = runner.invoke(
+        app, ["train", "msg-stylegan", "--tiles", str(tiles), "--out", str(run), "--steps", "4", "--resume"]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert load_generator(run).step == 4
+    bad = runner.invoke(app, [*args, "--resolution", "24"])
+    assert bad.exit_code == 2
+    assert "resolution must be a power of two" in bad.output
+    config.write_text("lr_g: 0.001\nlearning_rate: 3\n")
+    typo = runner.invoke(app, [*args])
+    assert typo.exit_code == 2 and "learning_rate" in typo.output
