@@ -24,7 +24,7 @@ from rich.progress import track
 
 from geogan import labels
 from geogan.bands import S2
-from geogan.datasets import ChipDataset, Normalizer, _mask_converter, mask_scheme, split_scenes
+from geogan.datasets import ChipDataset, Normalizer, mask_scheme, split_scenes
 from geogan.export import INDEX
 from geogan.labels import ClassScheme, read_tile_index
 
@@ -94,10 +94,9 @@ def real_splits(
         scenes[name] = sorted({scene[data.chips[i]] for i in rows})
         dn, masks = [], []
         for i in track(rows, description=f"reading {name}", disable=not progress):
-            row = data.paths.iloc[i]
-            dn.append(_read(tiles / row["s2"], "S2 chip"))
+            dn.append(_read(tiles / data.paths.iloc[i]["s2"], "S2 chip"))
             if data.mask_role:
-                masks.append(data._to_index(_read(tiles / row[data.mask_role], "mask chip")[0]))
+                masks.append(data[i]["mask"].numpy())  # class indices, converted as training sees them
         out.append(_chipset(name, [data.chips[i] for i in rows], dn, masks or None, normalizer))
     return out[0], out[1], scenes
 
@@ -147,9 +146,18 @@ def synthetic_set(
         if with_masks:
             path = folder / row.mask
             if convert is None:
-                source = mask_scheme(path, "mask")
-                if source is not None and source.name != scheme.name and source.name not in labels.SCHEMES:
-                    raise ValueError(f"{path}: holds {source.name} classes, not {scheme.name}")
-                convert = _mask_converter(path, "mask", scheme)
+                convert = _converter(path, scheme)
             masks.append(convert(_read(path, "synthetic mask")[0]))
     return _chipset("synthetic", list(rows["id"]), dn, masks if with_masks else None, normalizer)
+
+
+def _converter(path: Path, scheme: ClassScheme):
+    """Class values of the scheme a synthetic mask is tagged with -> class indices of ``scheme``."""
+    source = mask_scheme(path, "mask")
+    if source is None:  # not "or": a scheme known only by name has no classes and is falsy
+        source = scheme
+    try:
+        labels.convert(np.zeros(1, np.uint8), source, scheme)
+    except ValueError as err:
+        raise ValueError(f"{path}: holds {source.name} classes; {err}") from err
+    return lambda values: scheme.to_index(labels.convert(values, source, scheme))

@@ -36,7 +36,7 @@ DROPPED = "dropped"
 
 def _small(x: np.ndarray, size: int) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(x)).float()
-    if t.shape[-1] > size:
+    if tuple(t.shape[-2:]) != (size, size):
         t = F.adaptive_avg_pool2d(t, size)
     return t
 
