@@ -27,7 +27,7 @@ from geogan.config import EvaluateOptions, TileOptions
 from geogan.datasets import Normalizer
 from geogan.evaluate import fidelity, novelty, usefulness
 from geogan.evaluate.data import ChipSet, real_splits, synthetic_set
-from geogan.labels import IGBP
+from geogan.labels import DFC2020, IGBP
 from geogan.tiling import tile
 
 SIZE = 32
@@ -233,7 +233,8 @@ def test_cli_writes_report_flags_and_drops_copy_and_runs_usefulness(tiles, synth
     shutil.copytree(source, folder)
     out = tmp_path / "report"
     paths = ["--real", str(tiles), "--synthetic", str(folder), "--out", str(out)]
-    tiny = ["--encoder-steps", "30", "--seeds", "2", "--steps", "8", "--batch-size", "8", "--device", "cpu"]
+    tiny = ["--encoder-steps", "30", "--seeds", "2", "--steps", "8", "--batch-size", "8", "--device", "cpu",
+            "--synthetic-share", "0.5"]  # fmt: skip
     result = CliRunner().invoke(app, ["evaluate", *paths, *tiny, "--drop-copies", "--usefulness"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -263,6 +264,7 @@ def test_cli_writes_report_flags_and_drops_copy_and_runs_usefulness(tiles, synth
     use = metrics["usefulness"]
     assert set(use["configs"]) == {"a", "b", "c", "d"}
     assert use["setup"]["synthetic_pairs"] == 13 - len(copies) and use["setup"]["n_real"] == 48
+    assert use["setup"]["synthetic_share"] == 0.5
     assert use["configs"]["c"]["train_chips"] == 48 + 13 - len(copies)
     for config in use["configs"].values():
         assert len(config["runs"]) == 2 and 0 <= config["miou"]["mean"] <= 1
@@ -281,6 +283,21 @@ def test_cli_writes_report_flags_and_drops_copy_and_runs_usefulness(tiles, synth
     for png in ("samples_real", "samples_synthetic", "band_histograms", "indices", "correlation",
                 "novelty", "copies", "encoder", "usefulness"):  # fmt: skip
         assert f'src="{png}.png"' in page and (out / f"{png}.png").stat().st_size > 1000
+
+
+def test_synthetic_masks_are_read_in_the_asked_scheme(chips, tmp_path):
+    normalizer, train, _ = chips
+    provenance = export.Provenance(model="test", checkpoint_sha256="0" * 64, scheme=DFC2020)
+    mask = np.where(IGBP.to_value(train.mask[0]) == 17, 10, 1).astype(np.uint8)  # DFC water / forest
+    pair = export.Pair(
+        "syn_000000", train.dn[0], mask, sample.CRS_DEMO, Affine(10.0, 0, 0, 0, -10.0, 0), seed=0
+    )
+    export.write_pair(tmp_path, pair, provenance)
+    export.write_collections(tmp_path, provenance)
+    syn = synthetic_set(tmp_path, DFC2020, normalizer, None, 0, progress=False)
+    np.testing.assert_array_equal(syn.mask[0], DFC2020.to_index(mask))
+    with pytest.raises(ValueError, match=r"syn_000000.tif: holds dfc2020 classes"):
+        synthetic_set(tmp_path, IGBP, normalizer, None, 0, progress=False)
 
 
 def test_bad_inputs_fail_by_name(tiles, tmp_path):

@@ -117,7 +117,8 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
             )
         setup = usefulness.UsefulnessSetup(
             n_real=options.n_real, seeds=options.seeds, steps=options.steps, batch_size=options.batch_size,
-            lr=options.lr, encoder=options.unet_encoder, minority_share=options.minority_share, device=device,
+            lr=options.lr, encoder=options.unet_encoder, minority_share=options.minority_share,
+            synthetic_share=options.synthetic_share, device=device,
         )  # fmt: skip
         metrics["usefulness"] = usefulness.usefulness(
             train.x, train.mask, syn.x, syn.mask, held.x, held.mask, list(scheme.names), setup, progress

@@ -6,7 +6,8 @@ held-out chips (scenes never trained on):
 
 - ``a``: N real training chips;
 - ``b``: the same N real chips with random flips and 90 degree rotations (classical augmentation);
-- ``c``: ``b`` plus every synthetic pair, batches drawn uniformly from the union;
+- ``c``: ``b`` plus every synthetic pair, batches drawn uniformly from the union (or with a fixed
+  ``synthetic_share`` of each batch from the synthetic pairs);
 - ``d``: the synthetic pairs only, with the same augmentation.
 
 Each configuration runs once per seed; within a seed, all four start from the same weights and
@@ -48,6 +49,7 @@ class UsefulnessSetup:
     lr: float = 1e-3
     encoder: str = "resnet18"
     minority_share: float = 0.1
+    synthetic_share: float | None = None  # share of each (c) batch drawn from synthetic (None: uniform)
     device: str = "cpu"
 
 
@@ -91,16 +93,21 @@ def train_unet(
     seed: int,
     augment: bool,
     on_step=None,
+    weights: np.ndarray | None = None,
 ) -> torch.nn.Module:
-    """Train a fresh U-Net on chips ``x`` (N, C, H, W) and class indices ``y`` (N, H, W; -1 ignored)."""
+    """Train a fresh U-Net on chips ``x`` (N, C, H, W) and class indices ``y`` (N, H, W; -1 ignored).
+
+    Batches are drawn with replacement, uniformly or with the chips' sampling ``weights``.
+    """
     torch.manual_seed(seed)
     model = unet(x.shape[1], classes, x.shape[-1], setup.encoder).to(setup.device)
     opt = torch.optim.Adam(model.parameters(), lr=setup.lr)
     generator = torch.Generator().manual_seed(seed + 1)
     data, target = torch.from_numpy(x), torch.from_numpy(y)
+    p = torch.ones(len(data)) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
     model.train()
     for _ in range(setup.steps):
-        rows = torch.randint(len(data), (min(setup.batch_size, len(data)),), generator=generator)
+        rows = torch.multinomial(p, setup.batch_size, replacement=True, generator=generator)
         bx, by = data[rows], target[rows]
         if augment:
             bx, by = _augment(bx, by, generator)
@@ -217,7 +224,13 @@ def usefulness(
             }
             for key, (px, py, augment) in pools.items():
                 start = time.perf_counter()
-                model = train_unet(px, py, classes, setup, seed, augment, on_step=lambda: bar.advance(task))
+                weights = None
+                if key == "c" and setup.synthetic_share is not None:
+                    s = setup.synthetic_share
+                    weights = np.r_[np.full(len(rx), (1 - s) / len(rx)), np.full(len(syn_x), s / len(syn_x))]
+                model = train_unet(
+                    px, py, classes, setup, seed, augment, on_step=lambda: bar.advance(task), weights=weights
+                )
                 per_class = iou(confusion(model, held_x, held_y, classes, setup.device))
                 runs[key].append(
                     {
