@@ -1,0 +1,247 @@
+"""Training and generation speed of every model in ``geogan.training.TASKS``, at 64 and 256 px.
+
+For each task and tile size the benchmark tiles procedural SEN12MS scenes (13-band S2 chips with
+their IGBP ``lc`` masks) with ``geogan tile``, builds the model in a stated *benchmark
+configuration* (:data:`CONFIGS`: smaller than the defaults, which are sized for GPUs), sets it up
+with Lightning Fabric as ``geogan train`` does, and times
+
+- training: ``TrainTask.train_step`` on one batch of real chips (``BATCH`` tiles), after
+  ``WARMUP`` untimed steps; images/s = tiles per step / seconds per step. Data loading,
+  EMA, logging and checkpoints are left out: this is the model's step.
+- generation: ``TrainTask.sample`` (what ``geogan generate`` calls) on ``GEN_BATCH`` tiles, under
+  ``torch.no_grad``; tiles/s. The weights are the freshly built ones: speed does not depend on
+  training.
+
+Every step count is tiny (a few steps), so the figures are rough: they are for comparing sizes,
+models and machines, not for planning a long run to the minute. CPU always; CUDA too when
+``torch.cuda.is_available()`` (bf16 autocast, as ``geogan train`` uses there). Results are
+printed and written to ``benchmarks/RESULTS.md`` (the section between this script's markers)
+with the hardware, torch version and date.
+
+    .venv/bin/python benchmarks/training.py                  # every task, 64 and 256 px
+    .venv/bin/python benchmarks/training.py --tasks msg-stylegan --sizes 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from distributed import Client
+
+from geogan import sample
+from geogan.config import TileOptions
+from geogan.datasets import ChipDataset
+from geogan.tiling import tile
+from geogan.training import TASKS, describe, task_class
+
+BATCH = 4
+GEN_BATCH = 8
+WARMUP = 1
+STEPS = {64: 3, 256: 1}  # timed training steps per size (CPU); GPU runs 4x as many
+GEN_REPEATS = 3
+# Benchmark configurations: the model options changed from each task's defaults.
+CONFIGS: dict[str, dict] = {
+    "msg-stylegan": dict(z_dim=64, w_dim=64, mapping_layers=2, channel_base=2048, channel_max=64),
+    "spade": dict(channels=16, z_dim=16, num_up=4, spade_hidden=16, d_channels=16, d_layers=3, num_d=2),
+    "mask-gan": dict(channels=16, z_dim=16, num_up=4, d_channels=16, d_layers=3),
+}
+RESULTS = Path(__file__).with_name("RESULTS.md")
+MARK = ("<!-- benchmarks/training.py: begin -->", "<!-- benchmarks/training.py: end -->")
+
+
+def make_tiles(root: Path, size: int) -> Path:
+    """Procedural scenes cut into ``size`` px chips: at least ``BATCH`` chips with lc masks."""
+    src, tiles = root / "src", root / f"tiles-{size}"
+    if not tiles.exists():
+        sample.write_sen12ms(src, scenes=1, patches_per_side=3, patch_size=256, seed=1)
+        with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+            tile(
+                TileOptions(sources=[str(src)], out=tiles, size=size, min_valid=0.0),
+                client=client,
+                progress=False,
+            )
+    return tiles
+
+
+def options_for(name: str, size: int, tiles: Path, run: Path, device: str):
+    cls = task_class(name)
+    fields = cls.options_model.model_fields
+    config = {k: v for k, v in CONFIGS.get(name, {}).items() if k in fields}
+    if "resolution" in fields:
+        config["resolution"] = size
+    return cls.options_model(**config, tiles=tiles, out=run, batch_size=BATCH, split=None, steps=1)
+
+
+def bench(name: str, size: int, tiles: Path, run: Path, device: str) -> dict:
+    cls = task_class(name)
+    options = options_for(name, size, tiles, run, device)
+    dataset = ChipDataset(
+        tiles, roles=options.roles, scheme=options.scheme, mask_role=getattr(options, "mask_role", "lc")
+    )
+    data = describe(dataset)
+    torch.manual_seed(0)
+    model = cls(options, data)
+    modules, optimizers = model.build()
+    params = sum(p.numel() for p in modules[cls.generator_name].parameters())
+    from lightning.fabric import Fabric
+
+    # As geogan train sets it up: bf16 autocast on CUDA, float32 on CPU.
+    fabric = Fabric(accelerator=device, devices=1, precision="bf16-mixed" if device == "cuda" else "32-true")
+    model.fabric = fabric
+    model.nets = {n: fabric.setup_module(m) for n, m in modules.items()}
+    model.optimizers = {n: fabric.setup_optimizers(o) for n, o in optimizers.items()}
+    items = [dataset[i] for i in range(BATCH)]
+    batch = {
+        k: torch.stack([it[k] for it in items]).to(fabric.device)
+        for k in items[0]
+        if isinstance(items[0][k], torch.Tensor)
+    }
+    sync = torch.cuda.synchronize if fabric.device.type == "cuda" else (lambda: None)
+    steps = STEPS[size] * (4 if device == "cuda" else 1)
+    for step in range(WARMUP):
+        model.train_step(batch, step)
+    sync()
+    start = time.perf_counter()
+    for step in range(WARMUP, WARMUP + steps):
+        model.train_step(batch, step)
+    sync()
+    train_s = (time.perf_counter() - start) / steps
+
+    generator = model.nets[cls.generator_name]
+    generator.eval()
+    gen = {k: v[:1].expand(GEN_BATCH, *v.shape[1:]).contiguous() for k, v in batch.items()}
+    with torch.no_grad(), fabric.autocast():
+        model.sample(generator, gen)  # warm-up
+        sync()
+        start = time.perf_counter()
+        for _ in range(GEN_REPEATS):
+            model.sample(generator, gen)
+        sync()
+    gen_s = (time.perf_counter() - start) / GEN_REPEATS
+    return {
+        "task": name,
+        "size": size,
+        "device": device,
+        "params": params,
+        "train_steps": steps,
+        "train_img_s": BATCH / train_s,
+        "step_s": train_s,
+        "gen_tiles_s": GEN_BATCH / gen_s,
+    }
+
+
+def hardware() -> dict[str, str]:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else "none (torch.cuda.is_available() is False)"
+    )
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "load average at start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def report(rows: list[dict], hw: dict[str, str]) -> str:
+    lines = [
+        MARK[0],
+        "## Training and generation speed (`benchmarks/training.py`)",
+        "",
+        "Command: `.venv/bin/python benchmarks/training.py`. "
+        + ", ".join(f"{k}: {v}" for k, v in hw.items())
+        + ".",
+        "",
+        f"Training: `train_step` on a batch of {BATCH} real chips, {WARMUP} untimed step then the steps "
+        "shown (tiny counts: rough figures), data loading/EMA/checkpoints excluded. Generation: "
+        f"`sample` of {GEN_BATCH} tiles, mean of {GEN_REPEATS}. Benchmark configurations (changed "
+        "from the defaults): "
+        + "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in CONFIGS.items())
+        + ".",
+        "",
+        "| task | px | device | G params | timed steps | s/step | train images/s | generate tiles/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['size']} | {r['device']} | {r['params'] / 1e6:.2f} M | {r['train_steps']} | "
+            f"{r['step_s']:.2f} | {r['train_img_s']:.2f} | {r['gen_tiles_s']:.1f} |"
+        )
+    if not torch.cuda.is_available():
+        lines += [
+            "",
+            "No GPU on this machine: no CUDA figures, and no real-data training run "
+            "(`../shared/data` holds no data yet). Both are still to do.",
+        ]
+    lines.append(MARK[1])
+    return "\n".join(lines) + "\n"
+
+
+def write_results(section: str) -> None:
+    """Replace this script's section of RESULTS.md (or append it), atomically."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# geogan benchmark results\n\n"
+    if MARK[0] in text and MARK[1] in text:
+        head, rest = text.split(MARK[0], 1)
+        text = head + section.rstrip("\n") + rest.split(MARK[1], 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, RESULTS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="*", default=sorted(TASKS), help="tasks to measure [all]")
+    parser.add_argument("--sizes", nargs="*", type=int, default=[64, 256], help="tile sizes [64 256]")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("distributed", "geogan", "lightning", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    hw = hardware()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="geogan-bench-") as tmp:
+        root = Path(tmp)
+        for size in args.sizes:
+            tiles = make_tiles(root, size)
+            for name in args.tasks:
+                for device in devices:
+                    row = bench(name, size, tiles, root / f"run-{name}-{size}", device)
+                    print(
+                        f"{name:14s} {size:4d} px {device:4s}  train {row['train_img_s']:8.2f} images/s "
+                        f"({row['step_s']:.2f} s/step)  generate {row['gen_tiles_s']:8.1f} tiles/s",
+                        flush=True,
+                    )
+                    rows.append(row)
+    section = report(rows, hw)
+    print(section)
+    if not args.no_write:
+        write_results(section)
+        print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
