@@ -25,7 +25,7 @@ from geogan.bands import LC, S1, S2
 from geogan.cli import app
 from geogan.config import TileOptions
 from geogan.sample import write_raster
-from geogan.tiling import tile
+from geogan.tiling import QS, _percentiles, tile
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +117,15 @@ def test_stats_match_numpy_over_the_chips(tiled):
         for key, q in (("p01", 1), ("p99", 99)):
             assert np.all(np.abs(np.array(s[key]) - np.percentile(data, q, axis=1)) <= 0.02 * spread)
     assert stats["roles"]["s2"]["nodata"] == 0 and "merge_percentiles" in stats["percentile_method"]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+@pytest.mark.parametrize("n", [1, 2, 7, 65536])
+def test_chip_percentiles_equal_numpys(dtype, n):
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else np.finfo(dtype)
+    values = np.random.default_rng(n).uniform(info.min / 2, info.max / 2, n).astype(dtype)
+    expected = np.percentile(values.astype(np.float64), QS)
+    np.testing.assert_allclose(_percentiles(values, values.astype(np.float64)), expected, rtol=1e-12)
 
 
 def test_rerun_skips_what_is_done(tiled, scene_files, sen12ms_root, client):
