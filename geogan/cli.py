@@ -458,6 +458,9 @@ def evaluate(
     steps: int = typer.Option(500, help="Optimiser steps of each U-Net."),
     batch_size: int = typer.Option(16, "--batch-size", help="Chips per U-Net step."),
     unet_encoder: str = typer.Option("resnet18", "--unet-encoder", help="smp encoder (random weights)."),
+    synthetic_share: float | None = typer.Option(
+        None, "--synthetic-share", help="Share of each (c) batch from synthetic pairs [default: uniform]."
+    ),
     device: str = typer.Option("auto", help="Torch device: auto, cpu, cuda, cuda:1 ..."),
 ) -> None:
     """Fidelity, novelty (copies) and usefulness of synthetic pairs: report.html and metrics.json."""
@@ -473,7 +476,7 @@ def evaluate(
             split_seed=split_seed, max_tiles=max_tiles, seed=seed, encoder_steps=encoder_steps,
             novelty_size=novelty_size,
             drop_copies=drop_copies, usefulness=usefulness, n_real=n_real, seeds=seeds, steps=steps,
-            batch_size=batch_size, unet_encoder=unet_encoder, device=device,
+            batch_size=batch_size, unet_encoder=unet_encoder, synthetic_share=synthetic_share, device=device,
         )  # fmt: skip
         summary = run_evaluate(options)
     except ValidationError as err:

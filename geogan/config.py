@@ -366,6 +366,9 @@ class EvaluateOptions(StageOptions):
     lr: float = Field(1e-3, gt=0, description="U-Net learning rate (Adam)")
     unet_encoder: str = Field("resnet18", description="segmentation-models-pytorch encoder, random weights")
     minority_share: float = Field(0.1, gt=0, lt=1, description="classes under this share of real pixels")
+    synthetic_share: float | None = Field(
+        None, gt=0, lt=1, description="share of each (c) batch drawn from synthetic pairs (default: uniform)"
+    )
     device: str = Field("auto", description="torch device: auto (cuda if there is one), cpu, cuda, cuda:1")
 
 
