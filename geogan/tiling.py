@@ -107,7 +107,8 @@ def check_scene(scene: Scene) -> dict[str, Any]:
             with rasterio.open(path) as src:
                 crs, bounds, count = src.crs, src.bounds, src.count
                 if role == "s2":
-                    grid = {"width": src.width, "height": src.height, "crs": src.crs, "bounds": bounds}
+                    grid = {"width": src.width, "height": src.height, "crs": src.crs, "bounds": bounds,
+                            "block": src.block_shapes[0]}  # fmt: skip
         except RasterioError as err:
             raise SceneError(path, f": not a raster GDAL can read ({err})") from None
         if crs is None:
@@ -154,7 +155,9 @@ def plan(scenes: list[Scene], options: TileOptions) -> tuple[list[dict], list[di
             )
             if whole > len(rows) * len(cols):
                 dropped["edge"] += whole - len(rows) * len(cols)
-        windows = [(r, c) for r in rows for c in cols]
+        # Chips that share source blocks go into one task, so each block is decompressed once.
+        bh, bw = grid["block"]
+        windows = sorted(((r, c) for r in rows for c in cols), key=lambda w: (w[0] // bh, w[1] // bw, *w))
         log.info(
             "%s: %d x %d px, %d chips of %d px",
             scene.scene,
