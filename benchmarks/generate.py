@@ -93,8 +93,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="tile size in px [256]")
     parser.add_argument("--batch-size", type=int, default=8, help="samples per model call [8]")
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes [2]")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of the model [1]")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     for name in ("distributed", "geogan", "lightning", "lightning.fabric", "rasterio", "pyogrio"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -139,7 +141,7 @@ def main() -> None:
         "## Generation speed (`benchmarks/generate.py`)",
         "",
         f"Command: `.venv/bin/python benchmarks/generate.py -n {args.n} --size {args.size} "
-        f"--batch-size {args.batch_size} --workers {args.workers}`; "
+        f"--batch-size {args.batch_size} --workers {args.workers} --threads {args.threads}`; "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, {os.cpu_count()} cores, torch "
         f"{torch.__version__} on CPU, load average at start {load}. {args.n} SPADE image + mask pairs of "
         f"{args.size} px (13-band uint16 COG + uint8 mask COG with colour table, .qml, .aux.xml), "
@@ -149,7 +151,8 @@ def main() -> None:
         "",
         "| run | wall s | pairs/s | ratio to baseline |",
         "|---|---|---|---|",
-        f"| baseline: one process, model then writes | {base['wall']:.1f} | {args.n / base['wall']:.2f} | 1.00 |",
+        f"| baseline: one process, model then writes | {base['wall']:.1f} | "
+        f"{args.n / base['wall']:.2f} | 1.00 |",
         f"| geogan generate, {args.workers} Dask worker processes | {ours:.1f} | {args.n / ours:.2f} | "
         f"{base['wall'] / ours:.2f} |",
         "",

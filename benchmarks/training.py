@@ -6,11 +6,11 @@ configuration* (:data:`CONFIGS`: smaller than the defaults, which are sized for 
 with Lightning Fabric as ``geogan train`` does, and times
 
 - training: ``TrainTask.train_step`` on one batch of real chips (``BATCH`` tiles), after
-  ``WARMUP`` untimed steps; images/s = tiles per step / seconds per step. Data loading,
+  ``WARMUP`` untimed steps; images/s = tiles per step / median seconds per step. Data loading,
   EMA, logging and checkpoints are left out: this is the model's step.
 - generation: ``TrainTask.sample`` (what ``geogan generate`` calls) on ``GEN_BATCH`` tiles, under
-  ``torch.no_grad``; tiles/s. The weights are the freshly built ones: speed does not depend on
-  training.
+  ``torch.no_grad``; tiles/s from the median of ``GEN_REPEATS`` calls. The weights are the
+  freshly built ones: speed does not depend on training.
 
 Every step count is tiny (a few steps), so the figures are rough: they are for comparing sizes,
 models and machines, not for planning a long run to the minute. CPU always; CUDA too when
@@ -28,6 +28,7 @@ import argparse
 import logging
 import os
 import platform
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -44,9 +45,9 @@ from geogan.training import TASKS, describe, task_class
 
 BATCH = 4
 GEN_BATCH = 8
-WARMUP = 1
-STEPS = {64: 3, 256: 1}  # timed training steps per size (CPU); GPU runs 4x as many
-GEN_REPEATS = 3
+WARMUP = 2
+STEPS = {64: 5, 256: 3}  # timed training steps per size (CPU); GPU runs 4x as many
+GEN_REPEATS = 5
 # Benchmark configurations: the model options changed from each task's defaults.
 CONFIGS: dict[str, dict] = {
     "msg-stylegan": dict(z_dim=64, w_dim=64, mapping_layers=2, channel_base=2048, channel_max=64),
@@ -108,24 +109,28 @@ def bench(name: str, size: int, tiles: Path, run: Path, device: str) -> dict:
     steps = STEPS[size] * (4 if device == "cuda" else 1)
     for step in range(WARMUP):
         model.train_step(batch, step)
-    sync()
-    start = time.perf_counter()
+    times = []
     for step in range(WARMUP, WARMUP + steps):
+        sync()
+        start = time.perf_counter()
         model.train_step(batch, step)
-    sync()
-    train_s = (time.perf_counter() - start) / steps
+        sync()
+        times.append(time.perf_counter() - start)
+    train_s = statistics.median(times)  # the median: robust to other work on a shared machine
 
     generator = model.nets[cls.generator_name]
     generator.eval()
     gen = {k: v[:1].expand(GEN_BATCH, *v.shape[1:]).contiguous() for k, v in batch.items()}
     with torch.no_grad(), fabric.autocast():
         model.sample(generator, gen)  # warm-up
-        sync()
-        start = time.perf_counter()
+        times = []
         for _ in range(GEN_REPEATS):
+            sync()
+            start = time.perf_counter()
             model.sample(generator, gen)
-        sync()
-    gen_s = (time.perf_counter() - start) / GEN_REPEATS
+            sync()
+            times.append(time.perf_counter() - start)
+    gen_s = statistics.median(times)
     return {
         "task": name,
         "size": size,
@@ -173,10 +178,10 @@ def report(rows: list[dict], hw: dict[str, str]) -> str:
         + ", ".join(f"{k}: {v}" for k, v in hw.items())
         + ".",
         "",
-        f"Training: `train_step` on a batch of {BATCH} real chips, {WARMUP} untimed step then the steps "
-        "shown (tiny counts: rough figures), data loading/EMA/checkpoints excluded. Generation: "
-        f"`sample` of {GEN_BATCH} tiles, mean of {GEN_REPEATS}. Benchmark configurations (changed "
-        "from the defaults): "
+        f"Training: `train_step` on a batch of {BATCH} real chips, {WARMUP} untimed steps, then the median "
+        "of the timed steps shown (tiny counts: rough figures); data loading/EMA/checkpoints excluded. "
+        f"Generation: `sample` of {GEN_BATCH} tiles, median of {GEN_REPEATS}. "
+        "Benchmark configurations (changed from the defaults): "
         + "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in CONFIGS.items())
         + ".",
         "",
@@ -188,6 +193,13 @@ def report(rows: list[dict], hw: dict[str, str]) -> str:
             f"| {r['task']} | {r['size']} | {r['device']} | {r['params'] / 1e6:.2f} M | {r['train_steps']} | "
             f"{r['step_s']:.2f} | {r['train_img_s']:.2f} | {r['gen_tiles_s']:.1f} |"
         )
+    lines += [
+        "",
+        "The load average is that of the whole machine when the run started: above the core count, "
+        "other work shared the CPU and the figures are low (with 2 torch threads on 2 busy cores, "
+        "msg-stylegan at 64 px once ran 30 times slower than at a quiet moment, hence 1 thread by "
+        "default). Compare rows of one run only.",
+    ]
     if not torch.cuda.is_available():
         lines += [
             "",
@@ -215,8 +227,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="*", default=sorted(TASKS), help="tasks to measure [all]")
     parser.add_argument("--sizes", nargs="*", type=int, default=[64, 256], help="tile sizes [64 256]")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads [1: steady on a shared machine]"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     for name in ("distributed", "geogan", "lightning", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
