@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -49,6 +50,9 @@ def main(
         handlers=[RichHandler(console=console, show_path=False, markup=False)],
         force=True,
     )
+    if not verbose:  # Dask's and the GeoPackage writer's chatter only with --verbose
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read when dask is imported
+        logging.getLogger("pyogrio").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -66,7 +70,7 @@ def demo(
     options = DemoOptions(out=out, input=input, scenes=scenes, seed=seed)
     try:
         written = run_demo(options, console)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         fail(err)
     table = Table(title="geogan demo wrote")
     table.add_column("stage")
@@ -98,9 +102,6 @@ def tile(
     from geogan.config import TileOptions
     from geogan.tiling import tile as run_tile
 
-    if log.getEffectiveLevel() > logging.DEBUG:  # Dask's and GDAL-writer chatter only with --verbose
-        for name in ("distributed", "pyogrio"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         options = TileOptions(
             sources=sources, out=out, size=size, stride=stride, edge=edge, min_valid=min_valid,
@@ -269,9 +270,6 @@ def generate(
     from geogan.config import GenerateOptions
     from geogan.generate import generate as run_generate
 
-    if log.getEffectiveLevel() > logging.DEBUG:
-        for name in ("distributed", "pyogrio"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         options = GenerateOptions(
             run=run, n=n, out=out, grid=grid, crs=crs, tiles=tiles, seed=seed, batch_size=batch_size,
@@ -311,13 +309,8 @@ def run_pipeline(
     ),
 ) -> None:
     """Run a pipeline file's stages that changed since its last run, under a lock, with a run log."""
-    import distributed  # noqa: F401  (it sets its loggers' levels when imported: quieten them after)
-
     from geogan.pipeline import LockError, PipelineError, load, run
 
-    if log.getEffectiveLevel() > logging.DEBUG:
-        for name in ("distributed", "pyogrio"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         spec = load(pipeline, out=out, scheduler=scheduler)
         result = run(spec, start=start, until=until, dry_run=dry_run, console=console)

@@ -34,3 +34,16 @@ def shared_data() -> Path:
     if not any(p for p in path.rglob("*.tif")):
         pytest.skip(f"no GeoTIFFs in {path} yet (see its README for the sets it holds)")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """``geogan demo`` run once through the CLI: its folder and the CLI result (read-only)."""
+    from typer.testing import CliRunner
+
+    from geogan.cli import app
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result

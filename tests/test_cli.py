@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -25,14 +26,37 @@ def test_console_script_is_installed():
     assert out.stdout.strip() == f"geogan {geogan.__version__}"
 
 
-def test_demo_writes_scenes_and_says_how_to_open_them(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--scenes", "1"])
-    assert result.exit_code == 0, result.output
-    patches = sorted((tmp_path / "demo" / "scenes").rglob("*_s2_*.tif"))
-    assert len(patches) == 4
+def test_demo_runs_every_stage_and_says_how_to_open_them(demo_run):
+    out, result = demo_run
+    patches = sorted((out / "sources" / "scenes").rglob("*_s2_*.tif"))
+    assert len(patches) == 12  # 3 scenes of 2 x 2 patches
     with rasterio.open(patches[0]) as ds:
         assert ds.count == 13 and ds.crs.to_epsg() == 32630
-    assert "QGIS" in result.output
+    images = sorted((out / "generate" / "images").glob("*.tif"))
+    assert len(images) == 16
+    for image in images:
+        with rasterio.open(image) as ds, rasterio.open(out / "generate" / "masks" / image.name) as mask:
+            assert ds.count == 13 and ds.tags()["GEOGAN_SYNTHETIC"] == "true"
+            assert "spade" in ds.tags()["GEOGAN_MODEL"] and "mask-gan" in ds.tags()["GEOGAN_MODEL"]
+            assert mask.crs == ds.crs and mask.transform == ds.transform and mask.colormap(1)
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert metrics["synthetic"]["chips"] == 16
+    assert (out / "evaluate" / "report.html").is_file()
+    text = " ".join(result.output.split())
+    assert "QGIS" in text and "index.gpkg" in text and "geogan run" in text
+
+
+def test_demo_again_does_nothing(demo_run):
+    out, _ = demo_run
+    before = {p: p.stat().st_mtime_ns for p in (out / "generate").rglob("*.tif")}
+    result = runner.invoke(app, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p: p.stat().st_mtime_ns for p in (out / "generate").rglob("*.tif")} == before
+    log = [json.loads(line) for line in (out / ".geogan-pipeline" / "log.jsonl").read_text().splitlines()]
+    last_run = [e for e in log if e["run"] == log[-1]["run"]]
+    assert {e["stage"] for e in last_run if e["event"] == "stage-skip"} == {
+        "sources", "tile", "masks", "images", "generate", "evaluate"
+    }  # fmt: skip
 
 
 def test_demo_input_must_be_a_sen12ms_folder(tmp_path):

@@ -261,6 +261,11 @@ def _stage(
             raise PipelineError(f"{where}: needs a {upstream_kind} stage before it")
         values[field_name] = root / found[-1].name
         inputs.append(found[-1].name)
+    for field_name in kind.refs:  # e.g. generate's mask_run: masks (an earlier train stage's name)
+        named = [s for s in earlier if s.name == values.get(field_name)]
+        if named:
+            values[field_name] = root / named[0].name
+            inputs.append(named[0].name)
     for upstream_kind in kind.reads:
         found = [s for s in earlier if s.kind.name == upstream_kind]
         if found and found[-1].name not in inputs:
@@ -279,7 +284,7 @@ def _stage(
         values["sources"] = names  # source names: the stage expands them when it runs (see stages.py)
         inputs.insert(0, SOURCES_STAGE)
     for field_name, info in model_cls.model_fields.items():  # relative paths: beside the file
-        if field_name in values and field_name not in kind.wire and values[field_name] is not None:
+        if field_name in values and field_name not in kind.wire and isinstance(values[field_name], str):
             if "Path" in str(info.annotation) and isinstance(values[field_name], str):
                 values[field_name] = str(_resolve(values[field_name], base))
     values["out"] = root / name

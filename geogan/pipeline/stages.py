@@ -201,6 +201,7 @@ class StageKind:
     incremental_inputs: frozenset[str] = frozenset()
     takes_sources: bool = False
     check: Callable[[StageOptions], tuple[str, str] | None] | None = None  # -> (field, problem)
+    refs: frozenset[str] = frozenset()  # options that may name an earlier stage (its folder is meant)
 
     def options_model(self, raw: dict) -> tuple[type[StageOptions], str | None]:
         return self.choose(raw)
@@ -346,6 +347,7 @@ STAGES: dict[str, StageKind] = {
     "generate": StageKind(
         "generate", _fixed(GenerateOptions), _run_generate, _digest_generate, wire={"run": "train"},
         reads=("tile",), volatile=frozenset({"workers", "scheduler"}), grows={"n": "up"},
+        refs=frozenset({"mask_run", "like"}),
     ),
     "evaluate": StageKind(
         "evaluate", _fixed(EvaluateOptions), _run_evaluate, _digest_evaluate,
