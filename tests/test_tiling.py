@@ -269,3 +269,31 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, scene_files):
     result = CliRunner().invoke(app, ["tile", *sources(scene_files), "--out", str(blocker / "out")])
     assert result.exit_code == 2
     assert f"{blocker / 'out'}: the output folder is not writable" in " ".join(result.output.split())
+
+
+@pytest.mark.shared_data
+def test_real_data_tiles_pixel_exact(shared_data, tmp_path, client):
+    """Real Sentinel-2 from GEOGAN_SHARED_DATA: a SEN12MS-layout folder, else 13-band GeoTIFFs."""
+    roots = sorted({p.parents[2] for p in shared_data.rglob("ROIs*/s2_*/*.tif")})
+    if roots:
+        sources_ = [str(roots[0])]
+    else:
+        scenes = []
+        for path in sorted(shared_data.rglob("*.tif"))[:50]:
+            with rasterio.open(path) as ds:
+                if ds.count == 13 and ds.crs is not None and min(ds.shape) >= 256:
+                    scenes.append(path)
+        if not scenes:
+            pytest.skip(f"no SEN12MS folder or 13-band GeoTIFF of 256 px or more in {shared_data}")
+        sources_ = [f"s2={scenes[0]}"]
+    summary = tile(TileOptions(sources=sources_, out=tmp_path, size=256, min_valid=0.0), client=client,
+                   progress=False)  # fmt: skip
+    assert summary.ok and summary.written > 0, summary
+    index = gpd.read_file(tmp_path / "index.gpkg", layer="tiles")
+    for row in index[index.role == "s2"].head(5).itertuples():
+        with rasterio.open(tmp_path / row.path) as chip:
+            source = chip.tags()["GEOGAN_SOURCE"]
+            with rasterio.open(source) as src:
+                window = Window(row.col_off, row.row_off, row.width, row.height)
+                np.testing.assert_array_equal(chip.read(), src.read(window=window))
+                assert chip.transform == src.window_transform(window) and chip.crs == src.crs
