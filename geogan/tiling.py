@@ -4,7 +4,8 @@
 then runs one Dask task per batch of chips. A task opens its scene's rasters, reads only its own
 windows (S1 and labels through a WarpedVRT onto the S2 grid when their grid differs), writes each
 chip to a temporary name and renames it, and records what it did in
-``DIR/.geogan/tasks/{task}.json`` with a fingerprint of its sources and options. A re-run skips
+``DIR/.geogan/tasks/{task}.json`` with a fingerprint of its sources and options and the band
+statistics of its chips (taken from the arrays in memory; ``stats.json`` merges them). A re-run skips
 every task whose record matches; a killed run leaves at most some complete chips and ``.tmp``
 files, which the next run removes before it rewrites that task's chips under the same names.
 
@@ -49,7 +50,8 @@ RESAMPLING = {"s1": Resampling.bilinear, "lc": Resampling.nearest}
 QS = np.unique(np.concatenate([np.linspace(0, 5, 51), np.linspace(5, 95, 91), np.linspace(95, 100, 51)]))
 PERCENTILE_METHOD = (
     "approximate: percentiles of each chip (0.1 % steps below 5 % and above 95 %, 1 % between) merged "
-    "by dask.array.percentile.merge_percentiles, weighted by valid-pixel counts, in a tree over chips"
+    "by dask.array.percentile.merge_percentiles, weighted by valid-pixel counts: over each task's chips "
+    "on its Dask worker, then over the tasks"
 )
 
 
@@ -215,6 +217,8 @@ def _valid(data: np.ndarray, nodata: float | int) -> np.ndarray:
 def _read(src, window: Window, nodata) -> np.ndarray:
     """Read ``window``, filling the part beyond the raster with nodata (for --edge pad)."""
     inside = window.intersection(Window(0, 0, src.width, src.height))
+    if (inside.width, inside.height) == (window.width, window.height):
+        return src.read(window=window)
     out = np.full((src.count, int(window.height), int(window.width)), nodata, dtype=src.dtypes[0])
     r0, c0 = int(inside.row_off - window.row_off), int(inside.col_off - window.col_off)
     out[:, r0 : r0 + int(inside.height), c0 : c0 + int(inside.width)] = src.read(window=inside)
@@ -296,7 +300,11 @@ def run_task(task: dict, out: str, options: dict) -> dict:
     except Exception as err:  # any error of this scene's rasters is this scene's failure
         bad = next((p for p in scene.paths.values() if p in str(err)), scene.paths["s2"])
         return {"key": task["key"], "scene": scene.scene, "error": f"{bad}: {err}", "path": bad}
-    record = {"key": task["key"], "scene": scene.scene, "fingerprint": task["fingerprint"], "chips": chips}
+    # Per role, merged over the task's kept chips (dropped ones have none); stats.json merges tasks'.
+    parts = [c.pop("stats") for c in chips if "stats" in c]
+    stats = {role: _stats_json(_merge_stats([p[role] for p in parts if role in p])) for role in ("s2", "s1")}
+    record = {"key": task["key"], "scene": scene.scene, "fingerprint": task["fingerprint"], "chips": chips,
+              "stats": stats}  # fmt: skip
     state = Path(out) / STATE / "tasks" / f"{task['key']}.json"
     tmp = state.with_name(f".{state.name}.tmp")
     tmp.write_text(json.dumps(record))
@@ -332,6 +340,7 @@ def _chip(scene: Scene, sources: dict, row: int, col: int, size: int, min_valid:
     if low:
         chip["dropped"] = f"nodata ({low[0]})"
         return chip
+    chip["stats"] = {r: _array_stats(data[r], nodata[r]) for r in ("s2", "s1") if r in data}
     if "lc" in data:
         values, counts = np.unique(data["lc"][0][data["lc"][0] != nodata["lc"]], return_counts=True)
         chip["histogram"] = {str(int(v)): int(n) for v, n in zip(values, counts, strict=True)}
@@ -353,19 +362,16 @@ def _chip(scene: Scene, sources: dict, row: int, col: int, size: int, min_valid:
     return chip
 
 
-# --- band statistics (Dask tree reduction over the written chips) ------------------------------
+# --- band statistics (of each chip on its Dask worker, merged per task, then over tasks) ----------
 
 
-def _chip_stats(path: str) -> dict:
-    """Valid-pixel count, mean, M2, min, max and percentiles of each band of one chip."""
-    with rasterio.open(path) as src:
-        data = src.read()
-        nodata = src.nodata
+def _array_stats(data: np.ndarray, nodata) -> dict:
+    """Valid-pixel count, mean, M2, min, max and percentiles of each band of one chip's array."""
     n, mean, m2 = np.zeros(len(data)), np.zeros(len(data)), np.zeros(len(data))
     lo, hi = np.full(len(data), np.inf), np.full(len(data), -np.inf)
     qv = np.zeros((len(data), len(QS)))
     for b, band in enumerate(data):
-        values = band[_valid(band[None], nodata if nodata is not None else np.nan)].astype(np.float64)
+        values = band[_valid(band[None], nodata)].astype(np.float64)
         if values.size:
             n[b], mean[b], m2[b] = values.size, values.mean(), ((values - values.mean()) ** 2).sum()
             lo[b], hi[b], qv[b] = values.min(), values.max(), _percentiles(band, values)
@@ -415,16 +421,17 @@ def _merge_stats(parts) -> dict:
     return out
 
 
-def _stats_of_paths(paths) -> dict:
-    return _merge_stats([_chip_stats(p) for p in paths])
+def _stats_json(stats: dict | None) -> dict | None:
+    return None if stats is None else {k: np.asarray(v).tolist() for k, v in stats.items()}
 
 
-def band_stats(paths: list[str], client) -> dict:
-    """Per-band statistics of the chips at ``paths`` (all of one role), computed on the cluster."""
-    import dask.bag as db
+def _stats_array(stats: dict) -> dict:
+    return {k: np.asarray(v, dtype=np.float64) for k, v in stats.items()}
 
-    bag = db.from_sequence(paths, partition_size=16)
-    total = client.compute(bag.reduction(_stats_of_paths, _merge_stats, split_every=8)).result()
+
+def summarise_stats(parts: list[dict]) -> dict:
+    """stats.json's numbers of one role from the partial statistics of its tasks."""
+    total = _merge_stats([_stats_array(p) for p in parts])
     i01, i99 = int(np.argmin(abs(QS - 1))), int(np.argmin(abs(QS - 99)))
     std = np.sqrt(np.where(total["n"] > 0, total["m2"] / np.maximum(total["n"], 1), np.nan))
     return {
@@ -596,7 +603,7 @@ def _done(out: Path, task: dict) -> dict | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if record.get("fingerprint") != task["fingerprint"]:
+    if record.get("fingerprint") != task["fingerprint"] or "stats" not in record:
         return None
     if not all((out / rel).exists() for c in record["chips"] for rel in c["roles"].values()):
         return None
@@ -674,7 +681,7 @@ def tile(options: TileOptions, client=None, progress: bool = True) -> TileSummar
                     summary.written += sum(1 for c in record["chips"] if not c["dropped"])
                     records.append(record)
         chips = _collect(records, scenes, failures, summary)
-        _outputs(out, chips, scenes, records, options, cluster)
+        _outputs(out, chips, records, options)
     finally:
         cluster.close()
     if failures:
@@ -716,7 +723,7 @@ def _collect(
     return sorted(kept, key=lambda c: c["chip"])
 
 
-def _outputs(out: Path, chips: list[dict], scenes, records, options, cluster: _Cluster) -> None:
+def _outputs(out: Path, chips: list[dict], records: list[dict], options: TileOptions) -> None:
     split = split_scenes([c["scene"] for c in chips], options.test_fraction)
     if chips:
         write_index(out, chips, split)
@@ -732,16 +739,18 @@ def _outputs(out: Path, chips: list[dict], scenes, records, options, cluster: _C
     except (OSError, ValueError):
         pass
     roles = {}
+    kept = {c["scene"] for c in chips}
     for role in ("s2", "s1"):
-        paths = [str(out / c["roles"][role]) for c in chips if role in c["roles"]]
-        if paths:
+        paths = [out / c["roles"][role] for c in chips if role in c["roles"]]
+        parts = [r["stats"][role] for r in records if r["scene"] in kept and r["stats"].get(role)]
+        if paths and parts:
             log.info("band statistics of %d %s chips", len(paths), role)
             with rasterio.open(paths[0]) as src:
                 names, nodata = list(src.descriptions), src.nodata
             roles[role] = {
                 "bands": names,
                 "nodata": "nan" if nodata is None or np.isnan(nodata) else nodata,
-                **band_stats(paths, cluster.get()),
+                **summarise_stats(parts),
             }
     stats = {
         "geogan_version": geogan.__version__,
