@@ -54,7 +54,7 @@ def nearest(
     x: np.ndarray, ref: np.ndarray, size: int = 32, symmetries: bool = True, progress: bool = False, what=""
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each chip of ``x``, the distance to its nearest chip of ``ref`` and that chip's position."""
-    r = _small(ref, size).flatten(1)
+    r = _small(ref, size).flatten(1).double()  # float64: cdist's matrix-product form cancels in float32
     dims = r.shape[1]
     best = torch.full((len(x),), float("inf"))
     where = torch.zeros(len(x), dtype=torch.long)
@@ -64,8 +64,8 @@ def nearest(
         for start in range(0, len(x), step):
             chunk = _small(x[start : start + step], size)
             for view in _views(chunk) if symmetries else [chunk]:
-                d = torch.cdist(view.flatten(1), r) / dims**0.5
-                value, pos = d.min(dim=1)
+                d = torch.cdist(view.flatten(1).double(), r) / dims**0.5
+                value, pos = d.float().min(dim=1)
                 better = value < best[start : start + step]
                 best[start : start + step] = torch.where(better, value, best[start : start + step])
                 where[start : start + step] = torch.where(better, pos, where[start : start + step])
