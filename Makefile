@@ -27,6 +27,8 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/tiling.py
+	$(PY) benchmarks/training.py
+	$(PY) benchmarks/generate.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
