@@ -205,38 +205,11 @@ def train_msg_stylegan(
     ),
 ) -> None:
     """Train MSG-StyleGAN: unconditional tiles of every band, an image out of every block."""
-    import yaml
-    from pydantic import ValidationError
-
-    from geogan.config import MSGStyleGANOptions
-    from geogan.training import CONFIG_FILE, train
-
-    try:
-        doc: dict = {}
-        if config is not None:
-            doc = yaml.safe_load(config.read_text()) or {}
-            if not isinstance(doc, dict):
-                raise ValueError(f"{config}: expected a mapping of option: value")
-        elif resume and (out / CONFIG_FILE).is_file():
-            doc = yaml.safe_load((out / CONFIG_FILE).read_text())["options"]
-        given = {
-            "steps": steps,
-            "batch_size": batch_size,
-            "resolution": resolution,
-            "seed": seed,
-            "devices": devices,
-        }
-        doc.update({k: v for k, v in given.items() if v is not None}, tiles=tiles, out=out)
-        options = MSGStyleGANOptions.model_validate(doc)
-        checkpoint = train("msg-stylegan", options, resume=resume, console=console)
-    except ValidationError as err:
-        fail(ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())))
-    except (OSError, yaml.YAMLError, ValueError) as err:
-        fail(err)
-    console.print(
-        f"checkpoint {checkpoint}; sample grids in {out / 'samples'} (PNG); "
-        f"metrics in {out / 'logs' / 'metrics.csv'} (tensorboard --logdir {out / 'logs'})"
-    )
+    given = dict(
+        tiles=tiles, out=out, steps=steps, batch_size=batch_size, resolution=resolution, seed=seed,
+        devices=devices,
+    )  # fmt: skip
+    _train("msg-stylegan", config, resume, given)
 
 
 @app.command()
@@ -487,7 +460,7 @@ def evaluate(
 # --- dual GAN (issue 6): `geogan train spade` and `geogan train mask-gan` --------------------------
 
 
-def _train_dual(task: str, config: Path | None, resume: bool, given: dict) -> None:
+def _train(task: str, config: Path | None, resume: bool, given: dict) -> None:
     """Options from --config (or a resumed run's own), then the flags given; train; report."""
     import yaml
     from pydantic import ValidationError
@@ -511,7 +484,7 @@ def _train_dual(task: str, config: Path | None, resume: bool, given: dict) -> No
     except (OSError, yaml.YAMLError, ValueError) as err:
         fail(err)
     console.print(
-        f"checkpoint {checkpoint}; sample grids in {out / 'samples'} (PNG: -pairs, -mask, -true, -false); "
+        f"checkpoint {checkpoint}; sample grids in {out / 'samples'} (PNG); "
         f"metrics in {out / 'logs' / 'metrics.csv'} (tensorboard --logdir {out / 'logs'})"
     )
 
@@ -540,7 +513,7 @@ def train_spade(
         tiles=tiles, out=out, steps=steps, batch_size=batch_size, discriminator=discriminator,
         encoder=encoder, scheme=scheme, mask_role=mask_role, seed=seed, devices=devices,
     )  # fmt: skip
-    _train_dual("spade", config, resume, given)
+    _train("spade", config, resume, given)
 
 
 @train_app.command("mask-gan")
@@ -564,4 +537,4 @@ def train_mask_gan(
         tiles=tiles, out=out, steps=steps, batch_size=batch_size, resolution=resolution, scheme=scheme,
         mask_role=mask_role, seed=seed, devices=devices,
     )  # fmt: skip
-    _train_dual("mask-gan", config, resume, given)
+    _train("mask-gan", config, resume, given)
