@@ -32,6 +32,7 @@ from pathlib import Path
 import rasterio
 import torch
 from distributed import Client, LocalCluster
+from results import RESULTS, marks, write_section
 
 from geogan import export, sample
 from geogan.config import GenerateOptions, SpadeOptions, TileOptions
@@ -41,8 +42,7 @@ from geogan.tiling import tile
 from geogan.training import load_generator, train
 
 SPADE = dict(channels=16, z_dim=16, num_up=4, spade_hidden=16, d_channels=16, d_layers=2, num_d=1)
-RESULTS = Path(__file__).with_name("RESULTS.md")
-MARK = ("<!-- benchmarks/generate.py: begin -->", "<!-- benchmarks/generate.py: end -->")
+MARK = marks("generate.py")
 
 
 def setup(root: Path, size: int) -> tuple[Path, Path]:
@@ -163,21 +163,8 @@ def main() -> None:
     section = "\n".join(lines) + "\n"
     print(section)
     if not args.no_write:
-        write_results(section)
+        write_section("generate.py", section)
         print(f"wrote {RESULTS}")
-
-
-def write_results(section: str) -> None:
-    """Replace this script's section of RESULTS.md (or append it), atomically."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# geogan benchmark results\n\n"
-    if MARK[0] in text and MARK[1] in text:
-        head, rest = text.split(MARK[0], 1)
-        text = head + section.rstrip("\n") + rest.split(MARK[1], 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, RESULTS)
 
 
 if __name__ == "__main__":

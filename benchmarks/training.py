@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 from distributed import Client
+from results import RESULTS, marks, write_section
 
 from geogan import sample
 from geogan.config import TileOptions
@@ -54,8 +55,7 @@ CONFIGS: dict[str, dict] = {
     "spade": dict(channels=16, z_dim=16, num_up=4, spade_hidden=16, d_channels=16, d_layers=3, num_d=2),
     "mask-gan": dict(channels=16, z_dim=16, num_up=4, d_channels=16, d_layers=3),
 }
-RESULTS = Path(__file__).with_name("RESULTS.md")
-MARK = ("<!-- benchmarks/training.py: begin -->", "<!-- benchmarks/training.py: end -->")
+MARK = marks("training.py")
 
 
 def make_tiles(root: Path, size: int) -> Path:
@@ -210,19 +210,6 @@ def report(rows: list[dict], hw: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(section: str) -> None:
-    """Replace this script's section of RESULTS.md (or append it), atomically."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# geogan benchmark results\n\n"
-    if MARK[0] in text and MARK[1] in text:
-        head, rest = text.split(MARK[0], 1)
-        text = head + section.rstrip("\n") + rest.split(MARK[1], 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, RESULTS)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="*", default=sorted(TASKS), help="tasks to measure [all]")
@@ -255,7 +242,7 @@ def main() -> None:
     section = report(rows, hw)
     print(section)
     if not args.no_write:
-        write_results(section)
+        write_section("training.py", section)
         print(f"wrote {RESULTS}")
 
 

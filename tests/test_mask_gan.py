@@ -7,12 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from distributed import Client
 from typer.testing import CliRunner
 
-from geogan import sample
 from geogan.cli import app
-from geogan.config import MaskGANOptions, TileOptions
+from geogan.config import MaskGANOptions
 from geogan.datasets import ChipDataset
 from geogan.labels import IGBP
 from geogan.models.mask_gan import (
@@ -23,7 +21,6 @@ from geogan.models.mask_gan import (
     sample_masks,
     targets_with_minimum,
 )
-from geogan.tiling import tile
 from geogan.training import checkpoints, load_checkpoint, load_generator, train
 
 K = len(IGBP)
@@ -34,24 +31,12 @@ TINY = dict(
 PEAT, WATER, SNOW = (IGBP.values.index(v) for v in (11, 17, 15))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The machine is shared: one thread is faster than two fighting over two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiles(tmp_path_factory) -> Path:
-    """Two procedural scenes (2 x 2 patches of 128 px) cut into 32 px chips: 128 image + lc chips."""
-    root = tmp_path_factory.mktemp("maskgan")
-    sample.write_sen12ms(root / "src", scenes=2, patches_per_side=2, patch_size=128, seed=5)
-    options = TileOptions(sources=[str(root / "src")], out=root / "tiles", size=32, min_valid=0.0)
-    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
-        tile(options, client=client, progress=False)
-    return root / "tiles"
+def tiles(dual_gan_tiles) -> Path:
+    return dual_gan_tiles
 
 
 @pytest.fixture(scope="module")
