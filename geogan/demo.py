@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 
 from geogan.config import DemoOptions
+from geogan.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +99,11 @@ def run_demo(options: DemoOptions, console: Console) -> list[Written]:
     doc = pipeline_doc(options)
     out.mkdir(parents=True, exist_ok=True)
     path = out / PIPELINE_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(
+    write_text(
+        path,
         "# Written by `geogan demo`; edit and re-run with `geogan run` (only what changed runs).\n"
-        + yaml.safe_dump(doc, sort_keys=False)
+        + yaml.safe_dump(doc, sort_keys=False),
     )
-    tmp.replace(path)
     result = run(load(path), console=console)
     if not result.ok:
         raise RuntimeError(f"the demo pipeline failed: {result.error} (run log: {result.log})")

@@ -50,6 +50,7 @@ from shapely.geometry import box, mapping, shape
 
 import geogan
 from geogan.bands import S2, Sensor
+from geogan.files import write_text
 from geogan.labels import NODATA, ClassScheme
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ def write_image(
         {"GEOGAN_ROLE": sensor.role, "GEOGAN_UNITS": sensor.units, **(tags or {})},
         "average",
     )
-    _write_text(path.with_suffix(".qml"), image_qml(sensor))
+    write_text(path.with_suffix(".qml"), image_qml(sensor))
     return path
 
 
@@ -290,8 +291,8 @@ def write_mask(
     unknown = sorted(set(np.unique(mask).tolist()) - {NODATA, *scheme.values})
     if unknown:
         raise ValueError(f"{path}: mask values {unknown} are not classes of scheme {scheme.name!r}")
-    _write_text(Path(f"{path}.aux.xml"), mask_aux_xml(scheme))
-    _write_text(path.with_suffix(".qml"), mask_qml(scheme))
+    write_text(Path(f"{path}.aux.xml"), mask_aux_xml(scheme))
+    write_text(path.with_suffix(".qml"), mask_qml(scheme))
     _write_cog(
         path,
         mask.astype(np.uint8)[None],
@@ -390,13 +391,6 @@ def write_pairs(
 
 
 # --- styles and GDAL side-cars -------------------------------------------------------------------
-
-
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _xml(root: ET.Element) -> str:
@@ -615,7 +609,7 @@ def write_vrt(
             x_off, y_off = round((t.c - x0) / xres), round((t.f - y0) / yres)
             ET.SubElement(src, "DstRect", xOff=str(x_off), yOff=str(y_off), xSize=str(w), ySize=str(h))
             ET.SubElement(src, "NODATA").text = str(nodata)
-    return _write_text(path, _xml(root))
+    return write_text(path, _xml(root))
 
 
 def write_mosaics(out: str | Path, records: Sequence[PairRecord], provenance: Provenance) -> list[Path]:
@@ -632,12 +626,12 @@ def write_mosaics(out: str | Path, records: Sequence[PairRecord], provenance: Pr
             written.append(
                 write_vrt(out / f"images_{name}.vrt", images, sensor.band_names, sensor.dtype, sensor.nodata)
             )
-            _write_text(out / f"images_{name}.qml", image_qml(sensor))
+            write_text(out / f"images_{name}.qml", image_qml(sensor))
             if masks:
                 written.append(
                     write_vrt(out / f"masks_{name}.vrt", masks, ("class",), "uint8", NODATA, scheme)
                 )
-                _write_text(out / f"masks_{name}.qml", mask_qml(scheme))
+                write_text(out / f"masks_{name}.qml", mask_qml(scheme))
         except ValueError as err:
             log.warning("no mosaic for %s: %s", crs.to_string(), err)
     log.info("wrote %d VRT mosaics into %s", len(written), out)

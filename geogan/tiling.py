@@ -38,6 +38,7 @@ from rasterio.windows import Window
 import geogan
 from geogan.bands import SENSORS
 from geogan.config import TileOptions
+from geogan.files import write_text
 from geogan.scenes import Scene, find_scenes
 
 log = logging.getLogger(__name__)
@@ -448,12 +449,6 @@ def summarise_stats(parts: list[dict]) -> dict:
 # --- outputs -----------------------------------------------------------------------------------
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def split_scenes(names: list[str], test_fraction: float) -> dict[str, str]:
     """train/test of each scene: a stable pick (by hash of the name) of ``test_fraction`` of them.
 
@@ -549,7 +544,7 @@ def write_lists(out: Path, chips: list[dict], split: dict[str, str]) -> None:
         if set(c["roles"]) >= {"s2", "s1", "lc"}:
             lists[split[c["scene"]]].append(Path(c["roles"]["s2"]).name)
     for name, items in lists.items():
-        _write_text(out / f"{name}_list.txt", "".join(f"{i}\n" for i in sorted(items)))
+        write_text(out / f"{name}_list.txt", "".join(f"{i}\n" for i in sorted(items)))
 
 
 # --- the stage ---------------------------------------------------------------------------------
@@ -685,7 +680,7 @@ def tile(options: TileOptions, client=None, progress: bool = True) -> TileSummar
     finally:
         cluster.close()
     if failures:
-        _write_text(out / "failures.json", json.dumps(failures, indent=2))
+        write_text(out / "failures.json", json.dumps(failures, indent=2))
     elif (out / "failures.json").exists():
         (out / "failures.json").unlink()
     summary.chips = len(chips)
@@ -758,4 +753,4 @@ def _outputs(out: Path, chips: list[dict], records: list[dict], options: TileOpt
         "fingerprint": fingerprint,
         "roles": roles,
     }
-    _write_text(stats_path, json.dumps(stats, indent=2))
+    write_text(stats_path, json.dumps(stats, indent=2))

@@ -28,6 +28,7 @@ from rich.progress import Progress
 
 from geogan import export, labels
 from geogan.evaluate.data import read_pairs_index
+from geogan.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +169,7 @@ def drop_copies(folder: str | Path, ids: list[str], scheme: str = "igbp") -> dic
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         "why": "nearer a training chip than any held-out real chip (geogan evaluate --drop-copies)",
     }
-    tmp = record_path.with_name(f".{record_path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, record_path)
+    write_text(record_path, json.dumps(record, indent=2))
     moved = []
     for row in rows.itertuples():
         for path in _pair_files(folder, row.image, row.mask if isinstance(row.mask, str) else ""):

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from geogan.bands import FALSE_COLOUR, S2, TRUE_COLOUR, composite  # noqa: E402
 from geogan.evaluate.data import ChipSet  # noqa: E402
 from geogan.evaluate.fidelity import INDICES, _pixels, valid_pixels  # noqa: E402
+from geogan.files import write_text
 from geogan.labels import ClassScheme  # noqa: E402
 
 REAL, SYN, HELD = "#1f77b4", "#d62728", "#7f7f7f"
@@ -44,10 +45,7 @@ def _clean(value: Any) -> Any:
 
 
 def write_json(path: Path, doc: dict) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_clean(doc), indent=2, allow_nan=False))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(_clean(doc), indent=2, allow_nan=False))
 
 
 def _save(fig, path: Path) -> str:
@@ -397,7 +395,4 @@ def write_html(path: Path, metrics: dict, figures: dict[str, str | None]) -> Pat
             _img(figures.get("usefulness"), "usefulness"),
         ]
     parts.append("<p class='note'>All numbers are in metrics.json beside this page.</p></body></html>")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(p for p in parts if p), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "\n".join(p for p in parts if p))

@@ -33,6 +33,7 @@ from typing import Any
 
 from rich.console import Console
 
+from geogan.files import write_text
 from geogan.pipeline.spec import SOURCES_STAGE, Pipeline, PipelineError, Stage
 from geogan.pipeline.stages import SOURCES, fingerprinted
 
@@ -99,10 +100,7 @@ def read_state(root: Path) -> dict[str, Any]:
 
 
 def _write_state(root: Path, state: dict[str, Any]) -> None:
-    path = root / STATE_DIR / STATE_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text(root / STATE_DIR / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
 
 
 class RunLog:

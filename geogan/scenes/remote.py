@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from rasterio.transform import Affine
 from rasterio.warp import transform_bounds
 
 from geogan.bands import SENSORS
+from geogan.files import write_text
 from geogan.sample import write_raster
 
 WGS84 = CRS.from_epsg(4326)
@@ -171,12 +171,6 @@ def write_scene(path: Path, data: np.ndarray, role: str, grid: Grid, record: dic
     return write_raster(path, data, SENSORS[role], grid.transform, crs=grid.crs, tags=tags)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def update_manifest(out: Path, records: list[dict[str, Any]], pair_days: float) -> list[str]:
     """Merge ``records`` into ``OUT/scenes.json``, rewrite ``OUT/sources.txt``; return its sources.
 
@@ -193,7 +187,7 @@ def update_manifest(out: Path, records: list[dict[str, Any]], pair_days: float) 
     kept = sorted(
         (r for r in known.values() if (out / r["path"]).exists()), key=lambda r: (r["role"], r["datetime"])
     )
-    _write_text(manifest, json.dumps(kept, indent=1) + "\n")
+    write_text(manifest, json.dumps(kept, indent=1) + "\n")
     s1 = [r for r in kept if r["role"] == "s1"]
     sources = []
     for record in (r for r in kept if r["role"] == "s2"):
@@ -202,7 +196,7 @@ def update_manifest(out: Path, records: list[dict[str, Any]], pair_days: float) 
         near = min(s1, key=lambda r: abs(parse_datetime(r["datetime"]) - when), default=None)
         if near and abs(parse_datetime(near["datetime"]) - when) <= timedelta(days=pair_days):
             sources.append(f"s1={(out / near['path']).resolve()}")
-    _write_text(out / SOURCES, "".join(f"{s}\n" for s in sources))
+    write_text(out / SOURCES, "".join(f"{s}\n" for s in sources))
     return sources
 
 
