@@ -675,6 +675,7 @@ def tile(options: TileOptions, client=None, progress: bool = True) -> TileSummar
                 else:
                     summary.written += sum(1 for c in record["chips"] if not c["dropped"])
                     records.append(record)
+        records.sort(key=lambda r: r["key"])  # merged statistics must not depend on completion order
         chips = _collect(records, scenes, failures, summary)
         _outputs(out, chips, records, options)
     finally:

@@ -63,14 +63,6 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def dual_gan_tiles(tmp_path_factory) -> Path:
     """Two procedural scenes (2 x 2 patches of 128 px) cut into 32 px chips: 128 image + lc chips."""
-    from distributed import Client
+    from procedural import make_tiles
 
-    from geogan.config import TileOptions
-    from geogan.tiling import tile
-
-    root = tmp_path_factory.mktemp("dual_gan")
-    sample.write_sen12ms(root / "src", scenes=2, patches_per_side=2, patch_size=128, seed=5)
-    options = TileOptions(sources=[str(root / "src")], out=root / "tiles", size=32, min_valid=0.0)
-    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
-        tile(options, client=client, progress=False)
-    return root / "tiles"
+    return make_tiles(tmp_path_factory.mktemp("dual_gan"), scenes=2, seed=5, patch_size=128)

@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from distributed import Client
+from procedural import make_tiles
 from shapely.geometry import box
 
-from geogan import sample
 from geogan.bands import S1, S2
-from geogan.config import TileOptions
 from geogan.datasets import (
     ChipDataset,
     FlipRotate,
@@ -29,16 +27,6 @@ from geogan.datasets import (
     split_scenes,
 )
 from geogan.labels import DFC2020, IGBP, igbp_to_dfc2020, read_tile_index
-from geogan.tiling import tile
-
-
-def make_tiles(root: Path, scenes: int, seed: int = 11) -> Path:
-    """``scenes`` procedural scenes of 2 x 2 patches of 64 px, cut into 32 px chips (16 a scene)."""
-    sample.write_sen12ms(root / "src", scenes=scenes, patches_per_side=2, patch_size=64, seed=seed)
-    options = TileOptions(sources=[str(root / "src")], out=root / "tiles", size=32, min_valid=0.0)
-    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as client:
-        tile(options, client=client, progress=False)
-    return root / "tiles"
 
 
 @pytest.fixture(scope="module")

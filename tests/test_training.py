@@ -10,15 +10,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from distributed import Client
+from procedural import make_tiles
 from typer.testing import CliRunner
 
-from geogan import sample
 from geogan.cli import app
-from geogan.config import MSGStyleGANOptions, TileOptions
+from geogan.config import MSGStyleGANOptions
 from geogan.datasets import ChipDataset
 from geogan.models.msg_stylegan import MSGGenerator
-from geogan.tiling import tile
 from geogan.training import (
     CheckpointError,
     StepBatchSampler,
@@ -39,12 +37,7 @@ TINY = dict(
 @pytest.fixture(scope="module")
 def tiles(tmp_path_factory) -> Path:
     """Two procedural scenes (2 x 2 patches of 64 px) cut into 16 px chips: 128 chips."""
-    root = tmp_path_factory.mktemp("training")
-    sample.write_sen12ms(root / "src", scenes=2, patches_per_side=2, patch_size=64, seed=5)
-    options = TileOptions(sources=[str(root / "src")], out=root / "tiles", size=16, min_valid=0.0)
-    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
-        tile(options, client=client, progress=False)
-    return root / "tiles"
+    return make_tiles(tmp_path_factory.mktemp("training"), scenes=2, seed=5, chip=16)
 
 
 def options(tiles: Path, out: Path, **changes) -> MSGStyleGANOptions:
