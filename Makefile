@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[dev,stac,sentinelhub]'
+	$(PY) -m pip install --quiet -e '.[dev,stac,sentinelhub,prefect]'
 	touch $@
 
 demo: install

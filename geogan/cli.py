@@ -308,6 +308,64 @@ def run_pipeline(
         fail(RuntimeError(result.error), code=1)
 
 
+@app.command("schedule")
+def schedule(
+    pipeline: Path = typer.Argument(..., help="Pipeline file (YAML), e.g. pipeline/sen12ms.yaml."),
+    cron: str | None = typer.Option(None, "--cron", help='When to run, as cron: "0 3 * * *" is 03:00 daily.'),
+    timezone: str | None = typer.Option(None, "--timezone", help="IANA time zone of --cron (default UTC)."),
+    run_once: bool = typer.Option(
+        False, "--run-once", help="Run the flow once, now, and exit (no schedule)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Output folder instead of the file's `out`."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (or scheduler file .json) for tile and generate."
+    ),
+) -> None:
+    """Serve a pipeline file as a Prefect flow on a cron schedule (needs the `prefect` extra).
+
+    Registers the deployment with the Prefect API (PREFECT_API_URL: `prefect server start` or
+    Prefect Cloud) and runs each scheduled flow run in this process until stopped (Ctrl-C).
+    """
+    from geogan.pipeline import LockError, PipelineError
+
+    try:
+        from prefect import serve
+
+        from geogan.pipeline.schedule import deployment, pipeline_flow
+    except ImportError as err:
+        fail(RuntimeError(f"geogan schedule needs Prefect ({err}): pip install 'geogan[prefect]'"))
+    if run_once:
+        try:
+            stages = pipeline_flow(str(pipeline), str(out) if out else None, scheduler)
+        except LockError as err:
+            fail(err, code=3)
+        except PipelineError as err:
+            fail(err)
+        except RuntimeError as err:
+            fail(err, code=1)
+        table = Table(title=f"prefect flow run of {pipeline}")
+        for column in ("stage", "action", "why", "outputs"):
+            table.add_column(column)
+        for r in stages:
+            table.add_row(
+                r["stage"], r["action"], r["reason"], ", ".join(f"{k} {v}" for k, v in r["counts"].items())
+            )
+        Console().print(table)
+        return
+    if not cron:
+        fail(ValueError("give --cron (a schedule to serve) or --run-once"))
+    try:
+        made = deployment(pipeline, cron, out=out, scheduler=scheduler, timezone=timezone)
+    except PipelineError as err:
+        fail(err)
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        fail(ValueError(f"--cron {cron!r} / --timezone {timezone!r}: {err}"))
+    console.print(
+        f"serving {pipeline} as Prefect deployment {made.flow_name}/{made.name} on {cron!r}; Ctrl-C stops"
+    )
+    serve(made)
+
+
 # --- remote scene sources (issue 9): geogan fetch sentinelhub | stac --------------------------
 
 fetch_app = typer.Typer(

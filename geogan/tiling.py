@@ -368,28 +368,42 @@ def _chip(scene: Scene, sources: dict, row: int, col: int, size: int, min_valid:
 
 def _array_stats(data: np.ndarray, nodata) -> dict:
     """Valid-pixel count, mean, M2, min, max and percentiles of each band of one chip's array."""
-    n, mean, m2 = np.zeros(len(data)), np.zeros(len(data)), np.zeros(len(data))
-    lo, hi = np.full(len(data), np.inf), np.full(len(data), -np.inf)
-    qv = np.zeros((len(data), len(QS)))
-    for b, band in enumerate(data):
-        values = band[_valid(band[None], nodata)].astype(np.float64)
-        if values.size:
-            n[b], mean[b], m2[b] = values.size, values.mean(), ((values - values.mean()) ** 2).sum()
-            lo[b], hi[b], qv[b] = values.min(), values.max(), _percentiles(band, values)
-    return {"n": n, "mean": mean, "m2": m2, "min": lo, "max": hi, "q": qv}
+    stats = [_band_stats(band, nodata) for band in data]
+    keys = ("n", "mean", "m2", "min", "max", "q")
+    return {k: np.array([s[i] for s in stats], dtype=np.float64) for i, k in enumerate(keys)}
 
 
-def _percentiles(band: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``np.percentile(values, QS)`` (linear), from a histogram for 8/16-bit integers (no sort)."""
-    if band.dtype.kind not in "ui" or band.dtype.itemsize > 2:
-        return np.percentile(values, QS)
-    shift = int(np.iinfo(band.dtype).min)
-    cumulative = np.cumsum(np.bincount((values - shift).astype(np.int64)))
-    h = (values.size - 1) * QS / 100
-    below, above = np.floor(h), np.minimum(np.floor(h) + 1, values.size - 1)
-    lo = np.searchsorted(cumulative, below, side="right") + shift
-    hi = np.searchsorted(cumulative, above, side="right") + shift
-    return lo + (h - below) * (hi - lo)
+def _band_stats(band: np.ndarray, nodata) -> tuple:
+    """(count, mean, M2, min, max, ``np.percentile(values, QS)``) of one band's valid pixels.
+
+    8/16-bit integers: every figure from one histogram of the band (no sort, no float copy);
+    other types: NumPy on the valid values.
+    """
+    if band.dtype.kind in "ui" and band.dtype.itemsize <= 2:
+        shift = int(np.iinfo(band.dtype).min)
+        counts = np.bincount((band.ravel().astype(np.int32) - shift) if shift else band.ravel())
+        nodata = float(nodata)
+        if nodata.is_integer() and 0 <= nodata - shift < len(counts):  # NaN is never an integer
+            counts[int(nodata) - shift] = 0
+        bins = np.flatnonzero(counts)
+        if not bins.size:
+            return 0, 0.0, 0.0, np.inf, -np.inf, np.zeros(len(QS))
+        values, weights = (bins + shift).astype(np.float64), counts[bins]
+        n = int(weights.sum())
+        mean = float(weights @ values) / n
+        m2 = float(weights @ (values - mean) ** 2)
+        cumulative = np.cumsum(weights)
+        h = (n - 1) * QS / 100
+        below, above = np.floor(h), np.minimum(np.floor(h) + 1, n - 1)
+        lo = values[np.searchsorted(cumulative, below, side="right")]
+        hi = values[np.searchsorted(cumulative, above, side="right")]
+        return n, mean, m2, values[0], values[-1], lo + (h - below) * (hi - lo)
+    values = band[_valid(band[None], nodata)].astype(np.float64)
+    if not values.size:
+        return 0, 0.0, 0.0, np.inf, -np.inf, np.zeros(len(QS))
+    mean = values.mean()
+    m2 = ((values - mean) ** 2).sum()
+    return values.size, mean, m2, values.min(), values.max(), np.percentile(values, QS)
 
 
 def _merge_stats(parts) -> dict:

@@ -25,7 +25,7 @@ from geogan.bands import LC, S1, S2
 from geogan.cli import app
 from geogan.config import TileOptions
 from geogan.sample import write_raster
-from geogan.tiling import QS, _percentiles, tile
+from geogan.tiling import QS, _band_stats, tile
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +121,18 @@ def test_stats_match_numpy_over_the_chips(tiled):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
 @pytest.mark.parametrize("n", [1, 2, 7, 65536])
-def test_chip_percentiles_equal_numpys(dtype, n):
+def test_chip_statistics_equal_numpys_on_the_valid_pixels(dtype, n):
     info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else np.finfo(dtype)
-    values = np.random.default_rng(n).uniform(info.min / 2, info.max / 2, n).astype(dtype)
-    expected = np.percentile(values.astype(np.float64), QS)
-    np.testing.assert_allclose(_percentiles(values, values.astype(np.float64)), expected, rtol=1e-12)
+    band = np.random.default_rng(n).uniform(info.min / 2, info.max / 2, n).astype(dtype)
+    nodata = band[0] if n > 1 else 0  # n > 1: the first value (and its repeats) is nodata
+    values = band[band != nodata].astype(np.float64)
+    count, mean, m2, lo, hi, q = _band_stats(band, nodata)
+    assert count == values.size
+    if values.size:
+        np.testing.assert_allclose([mean, m2 / count], [values.mean(), values.var()], rtol=1e-9)
+        assert (lo, hi) == (values.min(), values.max())
+        np.testing.assert_allclose(q, np.percentile(values, QS), rtol=1e-12)
+    assert _band_stats(np.full(n, nodata, dtype), nodata)[0] == 0  # all nodata: no values
 
 
 def test_rerun_skips_what_is_done(tiled, scene_files, sen12ms_root, client):
