@@ -31,10 +31,11 @@ from pathlib import Path
 
 import rasterio
 import torch
-from distributed import Client, LocalCluster
+from distributed import Client
 from results import RESULTS, marks, write_section
 
 from geogan import export, sample
+from geogan.cluster import local_cluster
 from geogan.config import GenerateOptions, SpadeOptions, TileOptions
 from geogan.generate import GenerateSummary, conditional_batches, generate, tile_masks
 from geogan.labels import scheme
@@ -118,9 +119,7 @@ def main() -> None:
 
         base = baseline(options("baseline"))
         with (
-            LocalCluster(
-                n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
+            local_cluster(args.workers) as cluster,
             Client(cluster) as client,
         ):
             client.run(lambda: None)  # workers up before the clock starts

@@ -93,12 +93,12 @@ def plain_loop_alone(scene: Path, out: Path) -> tuple[float, float]:
 
 def geogan_run(scene: Path, out: Path, workers: int) -> tuple[float, float, float]:
     """Seconds of a first run, seconds of a re-run, peak worker RSS in MB (cluster start excluded)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from geogan.cluster import local_cluster
 
     options = TileOptions(sources=[f"s2={scene}"], out=out, size=CHIP, workers=workers, min_valid=0.0)
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
+    with local_cluster(workers) as cluster:
         with Client(cluster) as client:
             first = tile(options, client=client, progress=False)
             assert first.ok and first.written > 0, first

@@ -428,7 +428,9 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
 @contextmanager
 def _client(options: GenerateOptions) -> Iterator:
     """A client of the scheduler at ``options.scheduler``, else of a local cluster, closed after."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from geogan.cluster import local_cluster
 
     if options.scheduler:
         log.info("connecting to the Dask scheduler at %s", options.scheduler)
@@ -436,9 +438,7 @@ def _client(options: GenerateOptions) -> Iterator:
             yield client
         return
     with (
-        LocalCluster(
-            n_workers=options.workers, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
+        local_cluster(options.workers) as cluster,
         Client(cluster) as client,
     ):
         yield client

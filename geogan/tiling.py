@@ -572,19 +572,16 @@ class _Cluster:
 
     def get(self):
         if self.client is None:
-            from distributed import Client, LocalCluster
+            from distributed import Client
+
+            from geogan.cluster import local_cluster
 
             if self.options.scheduler:
                 log.info("connecting to the Dask scheduler at %s", self.options.scheduler)
                 self.client = Client(self.options.scheduler)
                 self.own = [self.client]
             else:
-                cluster = LocalCluster(
-                    n_workers=self.options.workers,
-                    threads_per_worker=self.options.threads,
-                    processes=True,
-                    dashboard_address=None,
-                )
+                cluster = local_cluster(self.options.workers, self.options.threads)
                 self.client = Client(cluster)
                 self.own = [self.client, cluster]
             log.info("Dask: %s", self.client)

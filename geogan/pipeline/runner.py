@@ -141,7 +141,9 @@ class Context:
     def client(self):
         """The Dask client of the pipeline's cluster: made on first use, closed at the end of the run."""
         if self._client is None:
-            from distributed import Client, LocalCluster
+            from distributed import Client
+
+            from geogan.cluster import local_cluster
 
             cluster = self.pipeline.config.cluster
             if cluster.scheduler and cluster.scheduler.endswith(".json"):  # `dask scheduler --scheduler-file`
@@ -151,10 +153,7 @@ class Context:
                 log.info("connecting to the Dask scheduler at %s", cluster.scheduler)
                 self._client = Client(cluster.scheduler)
             else:
-                self._cluster = LocalCluster(
-                    n_workers=cluster.workers, threads_per_worker=cluster.threads, processes=True,
-                    dashboard_address=None,
-                )  # fmt: skip
+                self._cluster = local_cluster(cluster.workers, cluster.threads)
                 self._client = Client(self._cluster)
         return self._client
 

@@ -1,0 +1,35 @@
+"""The Dask LocalCluster geogan starts when no scheduler address is given (tile, generate, run).
+
+Worker processes with one thread each and no dashboard, with two of distributed's defaults changed
+for geogan's work (reading, compressing and writing MB-sized chips); measured by
+``benchmarks/tiling.py``, see benchmarks/RESULTS.md:
+
+* ``MALLOC_TRIM_THRESHOLD_`` is not set in the workers. distributed sets it to 64 KiB so that
+  workers give memory back to the OS at once; setting it also turns off glibc's adaptive mmap
+  threshold, so every chip-sized buffer is mapped, zero-filled and unmapped again, which made
+  tiling about 25 % slower. geogan's tasks hold a few chips at a time, so memory stays bounded.
+* The workers' statistical profiler is off: it samples every thread's stack every 10 ms only to
+  feed the dashboard's profile page, which this cluster does not serve.
+
+A cluster given by address keeps its own settings.
+"""
+
+from __future__ import annotations
+
+import dask.config
+
+SPAWN_ENVIRON = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
+
+
+def local_cluster(workers: int, threads: int = 1):
+    """A started ``distributed.LocalCluster`` of ``workers`` processes of ``threads`` threads each."""
+    from distributed import LocalCluster
+
+    settings = {
+        "distributed.nanny.pre-spawn-environ": SPAWN_ENVIRON,
+        "distributed.worker.profile.enabled": False,
+    }
+    with dask.config.set(settings):
+        return LocalCluster(
+            n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None
+        )
