@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import dask.config
 
-SPAWN_ENVIRON = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
-
 
 def local_cluster(workers: int, threads: int = 1):
     """A started ``distributed.LocalCluster`` of ``workers`` processes of ``threads`` threads each."""
     from distributed import LocalCluster
 
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # the rest (OMP_NUM_THREADS=1 ...) stays
     settings = {
-        "distributed.nanny.pre-spawn-environ": SPAWN_ENVIRON,
+        "distributed.nanny.pre-spawn-environ": environ,
         "distributed.worker.profile.enabled": False,
     }
     with dask.config.set(settings):

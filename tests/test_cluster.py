@@ -149,3 +149,20 @@ def test_geogan_run_with_scheduler_file_tiles_on_the_cluster(cluster, sen12ms_ro
     events = [e for e in read_log(tmp_path / "out", "last") if e["event"] == "stage-done"]
     assert [e["stage"] for e in events] == ["sources", "tile"] and events[1]["counts"]["chips"] == 32
     _same(_outputs(tmp_path / "out" / "tile"), local_run)
+
+
+def test_geogans_local_cluster_keeps_adaptive_malloc_and_has_no_profiler():
+    from geogan.cluster import local_cluster
+
+    def settings():
+        import dask.config
+
+        return (
+            os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+            os.environ.get("OMP_NUM_THREADS"),
+            dask.config.get("distributed.worker.profile.enabled"),
+        )
+
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        (found,) = client.run(settings).values()
+    assert found == (os.environ.get("MALLOC_TRIM_THRESHOLD_"), "1", False)
