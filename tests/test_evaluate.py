@@ -7,6 +7,7 @@ tile folder (as novel as real chips from elsewhere), plus one planted copy of a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -222,6 +223,42 @@ def test_iou_and_intervals():
     assert usefulness.verdict([0.1, 0.12, 0.11])["answer"] == "yes"
     assert usefulness.verdict([-0.1, 0.12, 0.01])["answer"] == "no"
     assert "does not clearly beat" in usefulness.verdict([-0.1, 0.12, 0.01])["sentence"]
+
+
+def scores(result: dict) -> dict:
+    """Each configuration's per-seed scores (not the seconds they took)."""
+    return {
+        key: [(r["seed"], r["miou"], r["minority_iou"], r["per_class"]) for r in table["runs"]]
+        for key, table in result["configs"].items()
+    }
+
+
+def test_usefulness_resumes_from_its_record_with_the_results_of_an_uninterrupted_call(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (12, 16, 16))
+    x = (y[:, None] * 0.8 + rng.normal(0, 0.3, (12, 3, 16, 16))).astype(np.float32)
+    data = (x[:6], y[:6], x[6:9], y[6:9], x[9:], y[9:], ["water", "bog"])
+    setup = usefulness.UsefulnessSetup(seeds=2, steps=3, batch_size=4, encoder="resnet18")
+    record = tmp_path / "runs.json"
+    whole = usefulness.usefulness(*data, setup, progress=False)
+    first = usefulness.usefulness(*data, setup, progress=False, record=record)
+    assert scores(first) == scores(whole)  # recording changes nothing
+    saved = json.loads(record.read_text())
+    assert len(saved["runs"]) == 8
+
+    # Killed after three runs: the next call trains only the five missing ones.
+    record.write_text(json.dumps({**saved, "runs": saved["runs"][:3]}))
+    again = usefulness.usefulness(*data, setup, progress=False, record=record)
+    assert scores(again) == scores(whole)
+    kept = {(r["config"], r["seed"]): r["seconds"] for r in saved["runs"][:3]}
+    for key, table in again["configs"].items():
+        for r in table["runs"]:
+            if (key, r["seed"]) in kept:
+                assert r["seconds"] == kept[key, r["seed"]]  # taken from the record, not retrained
+
+    # Another setup does not take the record's runs.
+    other = usefulness.usefulness(*data, dataclasses.replace(setup, steps=4), progress=False, record=record)
+    assert len(json.loads(record.read_text())["runs"]) == 8 and other["setup"]["steps"] == 4
 
 
 # -- the stage, through the CLI -----------------------------------------------------------------------------

@@ -121,8 +121,9 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
             synthetic_share=options.synthetic_share, device=device,
         )  # fmt: skip
         metrics["usefulness"] = usefulness.usefulness(
-            train.x, train.mask, syn.x, syn.mask, held.x, held.mask, list(scheme.names), setup, progress
-        )
+            train.x, train.mask, syn.x, syn.mask, held.x, held.mask, list(scheme.names), setup, progress,
+            record=out / ".usefulness-runs.json",
+        )  # fmt: skip
         figures["usefulness"] = report.usefulness_figure(metrics["usefulness"], out / "usefulness.png")
 
     metrics_path = report.write_json(out / "metrics.json", metrics)

@@ -19,9 +19,13 @@ Student-t intervals over the seeds.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 from scipy import stats
+
+from geogan.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +192,33 @@ def verdict(diffs: list[float]) -> dict[str, Any]:
     return {"c_beats_b": answer == "yes", "answer": answer, "difference": ci, "sentence": sentence}
 
 
+def _fingerprint(setup: UsefulnessSetup, class_names: list[str], *arrays: np.ndarray) -> str:
+    """sha256 of the setup, the class names and every array's shape, type and values."""
+    digest = hashlib.sha256(json.dumps([dataclasses.asdict(setup), class_names]).encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.shape}{a.dtype.str}".encode())
+        digest.update(a.data)
+    return digest.hexdigest()
+
+
+def _saved_runs(record: Path | None, fingerprint: str) -> dict[tuple[int, str], dict]:
+    """{(seed, configuration): run} saved in ``record`` by a call with the same fingerprint."""
+    try:
+        saved = json.loads(record.read_text()) if record is not None else {}
+    except (OSError, ValueError):
+        return {}
+    if saved.get("fingerprint") != fingerprint:
+        return {}
+    out = {}
+    for run in saved.get("runs", []):
+        run = dict(run)
+        out[int(run["seed"]), run.pop("config")] = run
+    if out:
+        log.info("usefulness: %d finished runs taken from %s", len(out), record)
+    return out
+
+
 def usefulness(
     real_x: np.ndarray,
     real_y: np.ndarray,
@@ -196,8 +229,14 @@ def usefulness(
     class_names: list[str],
     setup: UsefulnessSetup,
     progress: bool = True,
+    record: Path | None = None,
 ) -> dict[str, Any]:
-    """Train and score the four configurations over ``setup.seeds`` seeds; the table as a dict."""
+    """Train and score the four configurations over ``setup.seeds`` seeds; the table as a dict.
+
+    With ``record``, each finished (seed, configuration) run is saved there as it ends, and a new
+    call with the same data and setup takes the saved runs instead of training them again (each
+    run is seeded on its own, so the results are those of an uninterrupted call).
+    """
     classes = len(class_names)
     n_real = len(real_x) if setup.n_real is None else min(setup.n_real, len(real_x))
     if len(syn_x) == 0:
@@ -210,6 +249,8 @@ def usefulness(
     if not minority:
         minority = [min(present, key=lambda c: shares[c])]
     runs: dict[str, list[dict]] = {k: [] for k in CONFIGS}
+    fingerprint = _fingerprint(setup, class_names, real_x, real_y, syn_x, syn_y, held_x, held_y)
+    saved = _saved_runs(record, fingerprint)
     total = setup.seeds * len(CONFIGS) * setup.steps
     with Progress(disable=not progress) as bar:
         task = bar.add_task("usefulness: training U-Nets", total=total)
@@ -223,6 +264,10 @@ def usefulness(
                 "d": (syn_x, syn_y, True),
             }
             for key, (px, py, augment) in pools.items():
+                if (seed, key) in saved:
+                    runs[key].append(saved[seed, key])
+                    bar.advance(task, setup.steps)
+                    continue
                 start = time.perf_counter()
                 weights = None
                 if key == "c" and setup.synthetic_share is not None:
@@ -246,6 +291,9 @@ def usefulness(
                     }
                 )
                 log.info("usefulness seed %d config %s: mIoU %.3f", seed, key, runs[key][-1]["miou"])
+                if record is not None:
+                    finished = [{"config": k, **r} for k, rs in runs.items() for r in rs]
+                    write_text(record, json.dumps({"fingerprint": fingerprint, "runs": finished}))
     table = {}
     for key, label in CONFIGS.items():
         r = runs[key]
