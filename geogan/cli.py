@@ -50,9 +50,10 @@ def main(
         handlers=[RichHandler(console=console, show_path=False, markup=False)],
         force=True,
     )
-    if not verbose:  # Dask's and the GeoPackage writer's chatter only with --verbose
+    if not verbose:  # Dask's, the GeoPackage writer's and HTTP clients' chatter only with --verbose
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read when dask is imported
-        logging.getLogger("pyogrio").setLevel(logging.WARNING)
+        for name in ("pyogrio", "httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.command()

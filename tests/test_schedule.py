@@ -3,6 +3,13 @@ temporary) Prefect server started by Prefect's test harness."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -111,3 +118,74 @@ def test_cli_refuses_a_missing_or_bad_schedule(tmp_path):
     result = CliRunner().invoke(app, ["schedule", str(path), "--cron", "61 * * * *"])
     assert result.exit_code == 2 and "--cron '61 * * * *'" in result.output
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    out = log.open("w")
+    return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait(ready, proc: subprocess.Popen, seconds: float, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(1)
+
+
+def _up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_a_served_schedule_runs_the_pipeline_when_its_cron_fires(tmp_path):
+    """`prefect server start` and `geogan schedule --cron "* * * * *"` as separate processes; the
+    server's scheduler creates a run for the next minute and `geogan schedule` runs it."""
+    path = tiny_pipeline(tmp_path)
+    api = f"http://127.0.0.1:{_free_port()}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "OMP_NUM_THREADS": "1",
+    }
+    host, port = api.split("//")[1].split("/")[0].split(":")
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    logs = {"server": tmp_path / "server.log", "served": tmp_path / "served.log"}
+    server = [prefect, "server", "start", "--host", host, "--port", port, "--no-ui"]
+    procs = [_spawn(server, env, logs["server"])]
+    try:
+        _wait(lambda: _up(f"{api}/health"), procs[0], 120, logs["server"])
+        args = [sys.executable, "-m", "geogan", "schedule", str(path), "--cron", "* * * * *"]
+        procs.append(_spawn(args, env, logs["served"]))
+        root = tmp_path / "out"
+        ended = ("stage-done", "stage-failed")
+        _wait(lambda: any(e["event"] in ended and e["stage"] == "tile" for e in _log(root)),
+              procs[1], 200, logs["served"])  # fmt: skip
+        done = [e["stage"] for e in _log(root) if e["event"] == "stage-done"]
+        assert done == ["sources", "tile"], logs["served"].read_text()[-3000:]
+        assert len(list((root / "tile").glob("*/s2_*/*.tif"))) == 32
+        assert "Traceback" not in logs["server"].read_text()
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _log(root: Path) -> list[dict]:
+    return read_log(root) if (root / ".geogan-pipeline" / "log.jsonl").exists() else []
