@@ -264,6 +264,24 @@ def test_usefulness_resumes_from_its_record_with_the_results_of_an_uninterrupted
 # -- the stage, through the CLI -----------------------------------------------------------------------------
 
 
+def test_a_rerun_takes_the_trained_feature_encoder_and_gives_the_same_metrics(tiles, synthetic, tmp_path):
+    out = tmp_path / "report"
+    args = ["evaluate", "--real", str(tiles), "--synthetic", str(synthetic[0]), "--out", str(out),
+            "--encoder-steps", "20"]  # fmt: skip
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    before = json.loads((out / "metrics.json").read_text())
+    weights = (out / "encoder.pt").stat().st_mtime_ns
+    again = CliRunner().invoke(app, ["-v", *args])
+    assert again.exit_code == 0, again.output
+    after = json.loads((out / "metrics.json").read_text())
+    assert "feature encoder taken from" in " ".join(again.output.split())
+    assert (out / "encoder.pt").stat().st_mtime_ns == weights
+    assert after["encoder"] == before["encoder"] and after["fidelity"] == before["fidelity"]
+    changed = CliRunner().invoke(app, [*args[:-1], "21"])  # other settings: trained again
+    assert changed.exit_code == 0 and json.loads((out / "metrics.json").read_text())["encoder"]["steps"] == 21
+
+
 def test_cli_writes_report_flags_and_drops_copy_and_runs_usefulness(tiles, synthetic, tmp_path):
     source, copy_id, copy_chip = synthetic
     folder = tmp_path / "synthetic"

@@ -16,6 +16,7 @@ pairs are then moved out of the synthetic folder, and the usefulness runs use th
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ from geogan import labels
 from geogan.config import EvaluateOptions
 from geogan.datasets import Normalizer
 from geogan.evaluate import fidelity, novelty, report, usefulness
-from geogan.evaluate.data import real_splits, synthetic_set
+from geogan.evaluate.data import fingerprint, real_splits, synthetic_set
+from geogan.files import temporary_name, write_text
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,34 @@ def _device(name: str) -> str:
     return name
 
 
+def _encoder(out: Path, train, classes: int, options: EvaluateOptions, device: str, progress: bool):
+    """The feature encoder: the one in ``out/encoder.pt`` when it was trained on the same chips with
+    the same settings (recorded in ``out/.encoder.json``), else a newly trained one, saved there."""
+    settings = [options.encoder_steps, 32, options.seed, options.encoder_width, device, classes]
+    key = fingerprint(settings, train.x, train.mask)
+    weights, saved = out / "encoder.pt", out / ".encoder.json"
+    try:
+        meta = json.loads(saved.read_text())
+        if meta["fingerprint"] == key:
+            record = fidelity.EncoderRecord(**meta["record"])
+            model = fidelity.Encoder(train.x.shape[1], width=options.encoder_width,
+                                     classes=classes if record.class_head else 0)  # fmt: skip
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            log.info("feature encoder taken from %s (same chips and settings)", weights)
+            return model.to(device).eval(), record
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        pass
+    model, record = fidelity.train_encoder(
+        train.x, train.mask, classes, options.encoder_steps, batch_size=32, seed=options.seed,
+        width=options.encoder_width, device=device, progress=progress,
+    )  # fmt: skip
+    tmp = temporary_name(weights)
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, weights)
+    write_text(saved, json.dumps({"fingerprint": key, "record": record.to_dict()}))
+    return model, record
+
+
 def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary:
     """Run the evaluate stage; see the module docstring for what it writes."""
     for path, what in ((options.real, "real tile folder"), (options.synthetic, "synthetic pairs folder")):
@@ -70,12 +100,7 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
     syn = synthetic_set(options.synthetic, scheme, normalizer, options.max_tiles, options.seed, progress)
     log.info("read %d training, %d held-out and %d synthetic chips", len(train), len(held), len(syn))
 
-    encoder, record = fidelity.train_encoder(
-        train.x, train.mask, len(scheme), options.encoder_steps, batch_size=32, seed=options.seed,
-        width=options.encoder_width, device=device, progress=progress,
-    )  # fmt: skip
-    torch.save(encoder.state_dict(), out / ".encoder.pt.tmp")
-    os.replace(out / ".encoder.pt.tmp", out / "encoder.pt")
+    encoder, record = _encoder(out, train, len(scheme), options, device, progress)
     feats = {s.name: fidelity.encoder_features(encoder, s.x) for s in (train, held, syn)}
 
     def compare(chips):

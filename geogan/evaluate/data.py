@@ -13,9 +13,12 @@ exist, class indices of the chosen scheme (``mask``: int64 ``(N, H, W)``, -1 = n
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -161,3 +164,14 @@ def _converter(path: Path, scheme: ClassScheme):
     except ValueError as err:
         raise ValueError(f"{path}: holds {source.name} classes; {err}") from err
     return lambda values: scheme.to_index(labels.convert(values, source, scheme))
+
+
+def fingerprint(settings: Any, *arrays: np.ndarray | None) -> str:
+    """sha256 of ``settings`` (JSON) and every array's shape, type and values: what a saved result of
+    the evaluate stage was computed from, so that a re-run can take it instead of computing it."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a if a is not None else np.zeros(0))
+        digest.update(f"{a.shape}{a.dtype.str}".encode())
+        digest.update(a.data)
+    return digest.hexdigest()

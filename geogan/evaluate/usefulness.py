@@ -20,7 +20,6 @@ Student-t intervals over the seeds.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from scipy import stats
 
+from geogan.evaluate.data import fingerprint
 from geogan.files import write_text
 
 log = logging.getLogger(__name__)
@@ -192,16 +192,6 @@ def verdict(diffs: list[float]) -> dict[str, Any]:
     return {"c_beats_b": answer == "yes", "answer": answer, "difference": ci, "sentence": sentence}
 
 
-def _fingerprint(setup: UsefulnessSetup, class_names: list[str], *arrays: np.ndarray) -> str:
-    """sha256 of the setup, the class names and every array's shape, type and values."""
-    digest = hashlib.sha256(json.dumps([dataclasses.asdict(setup), class_names]).encode())
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        digest.update(f"{a.shape}{a.dtype.str}".encode())
-        digest.update(a.data)
-    return digest.hexdigest()
-
-
 def _saved_runs(record: Path | None, fingerprint: str) -> dict[tuple[int, str], dict]:
     """{(seed, configuration): run} saved in ``record`` by a call with the same fingerprint."""
     try:
@@ -249,8 +239,9 @@ def usefulness(
     if not minority:
         minority = [min(present, key=lambda c: shares[c])]
     runs: dict[str, list[dict]] = {k: [] for k in CONFIGS}
-    fingerprint = _fingerprint(setup, class_names, real_x, real_y, syn_x, syn_y, held_x, held_y)
-    saved = _saved_runs(record, fingerprint)
+    arrays = (real_x, real_y, syn_x, syn_y, held_x, held_y)
+    digest = fingerprint([dataclasses.asdict(setup), class_names], *arrays)
+    saved = _saved_runs(record, digest)
     total = setup.seeds * len(CONFIGS) * setup.steps
     with Progress(disable=not progress) as bar:
         task = bar.add_task("usefulness: training U-Nets", total=total)
@@ -293,7 +284,7 @@ def usefulness(
                 log.info("usefulness seed %d config %s: mIoU %.3f", seed, key, runs[key][-1]["miou"])
                 if record is not None:
                     finished = [{"config": k, **r} for k, rs in runs.items() for r in rs]
-                    write_text(record, json.dumps({"fingerprint": fingerprint, "runs": finished}))
+                    write_text(record, json.dumps({"fingerprint": digest, "runs": finished}))
     table = {}
     for key, label in CONFIGS.items():
         r = runs[key]
