@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 import rasterio
 import yaml
 from distributed import Client
+from processes import spawn, stop
 
 from geogan.config import TileOptions
 from geogan.pipeline import read_log
@@ -29,31 +29,14 @@ DASK = Path(sys.executable).with_name("dask")
 SIZE = 64  # 4 chips of each 128 px patch; 8 patches, so 8 tasks
 
 
-def _spawn(*args: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [str(DASK), *args], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """(address, client, scheduler file) of a scheduler and two one-thread workers, each a process."""
     folder = tmp_path_factory.mktemp("cluster")
     scheduler_file = folder / "scheduler.json"
     procs = [
-        _spawn("scheduler", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--port", "0",
-               "--no-dashboard", log=folder / "scheduler.log"),
+        spawn([str(DASK), "scheduler", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
+               "--port", "0", "--no-dashboard"], folder / "scheduler.log"),
     ]  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -64,14 +47,14 @@ def cluster(tmp_path_factory):
         for i in range(2):
             args = ["worker", "--scheduler-file", str(scheduler_file), "--nworkers", "1", "--nthreads", "1"]
             args += ["--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}"]
-            procs.append(_spawn(*args, log=folder / f"worker{i}.log"))
+            procs.append(spawn([str(DASK), *args], folder / f"worker{i}.log"))
         address = json.loads(scheduler_file.read_text())["address"]
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
             yield address, client, scheduler_file
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
 
 
 def _executed(client: Client) -> dict[str, int]:

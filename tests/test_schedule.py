@@ -3,8 +3,6 @@ temporary) Prefect server started by Prefect's test harness."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +18,7 @@ pytest.importorskip("prefect", reason="the prefect extra is not installed")
 
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+from processes import spawn, stop  # noqa: E402
 
 from geogan.cli import app  # noqa: E402
 from geogan.pipeline import PipelineError, read_log  # noqa: E402
@@ -126,11 +125,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    out = log.open("w")
-    return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def _wait(ready, proc: subprocess.Popen, seconds: float, log: Path) -> None:
     deadline = time.monotonic() + seconds
     while not ready():
@@ -152,23 +146,21 @@ def test_a_served_schedule_runs_the_pipeline_when_its_cron_fires(tmp_path):
     path = tiny_pipeline(tmp_path)
     api = f"http://127.0.0.1:{_free_port()}/api"
     env = {
-        **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-        "OMP_NUM_THREADS": "1",
     }
     host, port = api.split("//")[1].split("/")[0].split(":")
     prefect = str(Path(sys.executable).with_name("prefect"))
     logs = {"server": tmp_path / "server.log", "served": tmp_path / "served.log"}
     server = [prefect, "server", "start", "--host", host, "--port", port, "--no-ui"]
-    procs = [_spawn(server, env, logs["server"])]
+    procs = [spawn(server, logs["server"], env)]
     try:
         _wait(lambda: _up(f"{api}/health"), procs[0], 120, logs["server"])
         args = [sys.executable, "-m", "geogan", "schedule", str(path), "--cron", "* * * * *"]
-        procs.append(_spawn(args, env, logs["served"]))
+        procs.append(spawn(args, logs["served"], env))
         root = tmp_path / "out"
         ended = ("stage-done", "stage-failed")
         _wait(lambda: any(e["event"] in ended and e["stage"] == "tile" for e in _log(root)),
@@ -179,12 +171,7 @@ def test_a_served_schedule_runs_the_pipeline_when_its_cron_fires(tmp_path):
         assert "Traceback" not in logs["server"].read_text()
     finally:
         for proc in reversed(procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            stop(proc)
 
 
 def _log(root: Path) -> list[dict]:
