@@ -373,6 +373,9 @@ def _array_stats(data: np.ndarray, nodata) -> dict:
     return {k: np.array([s[i] for s in stats], dtype=np.float64) for i, k in enumerate(keys)}
 
 
+_NO_VALUES = (0, 0.0, 0.0, np.inf, -np.inf, np.zeros(len(QS)))  # a band with no valid pixel
+
+
 def _band_stats(band: np.ndarray, nodata) -> tuple:
     """(count, mean, M2, min, max, ``np.percentile(values, QS)``) of one band's valid pixels.
 
@@ -387,7 +390,7 @@ def _band_stats(band: np.ndarray, nodata) -> tuple:
             counts[int(nodata) - shift] = 0
         bins = np.flatnonzero(counts)
         if not bins.size:
-            return 0, 0.0, 0.0, np.inf, -np.inf, np.zeros(len(QS))
+            return _NO_VALUES
         values, weights = (bins + shift).astype(np.float64), counts[bins]
         n = int(weights.sum())
         mean = float(weights @ values) / n
@@ -400,7 +403,7 @@ def _band_stats(band: np.ndarray, nodata) -> tuple:
         return n, mean, m2, values[0], values[-1], lo + (h - below) * (hi - lo)
     values = band[_valid(band[None], nodata)].astype(np.float64)
     if not values.size:
-        return 0, 0.0, 0.0, np.inf, -np.inf, np.zeros(len(QS))
+        return _NO_VALUES
     mean = values.mean()
     m2 = ((values - mean) ** 2).sum()
     return values.size, mean, m2, values.min(), values.max(), np.percentile(values, QS)
