@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -189,21 +190,33 @@ train_app = typer.Typer(name="train", help="Train a generative model on a tile f
 app.add_typer(train_app, name="train")
 
 
+# Flags the three train commands share; options left out come from --config or the defaults.
+RunOut = Annotated[Path, typer.Option("--out", help="Run folder: config, checkpoints, samples, logs.")]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="YAML file of training options (any field of the model's).")
+]
+Steps = Annotated[int | None, typer.Option("--steps", help="Train up to this many steps in total.")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Tiles per step.")]
+Seed = Annotated[int | None, typer.Option("--seed", help="Seed of weights, data order and noise.")]
+Devices = Annotated[int | None, typer.Option("--devices", help="GPUs to train on (DDP if more than 1).")]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --out from its newest checkpoint.")
+]
+Scheme = Annotated[str | None, typer.Option("--scheme", help="Class scheme: igbp, dfc2020 or a YAML file.")]
+MaskRole = Annotated[str | None, typer.Option("--mask-role", help="Mask chips: lc or mask (default lc).")]
+
+
 @train_app.command("msg-stylegan")
 def train_msg_stylegan(
-    tiles: Path = typer.Option(..., "--tiles", help="Tile folder written by `geogan tile`."),
-    out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, samples, logs."),
-    config: Path | None = typer.Option(
-        None, "--config", help="YAML file of training options (any field of MSGStyleGANOptions)."
-    ),
-    steps: int | None = typer.Option(None, "--steps", help="Train up to this many steps in total."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Tiles per step."),
+    tiles: Annotated[Path, typer.Option("--tiles", help="Tile folder written by `geogan tile`.")],
+    out: RunOut,
+    config: ConfigFile = None,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
     resolution: int | None = typer.Option(None, "--resolution", help="Tile size in pixels (a power of two)."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of weights, data order and noise."),
-    devices: int | None = typer.Option(None, "--devices", help="GPUs to train on (DDP if more than 1)."),
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue the run in --out from its newest checkpoint."
-    ),
+    seed: Seed = None,
+    devices: Devices = None,
+    resume: Resume = False,
 ) -> None:
     """Train MSG-StyleGAN: unconditional tiles of every band, an image out of every block."""
     given = dict(
@@ -550,22 +563,22 @@ def _train(task: str, config: Path | None, resume: bool, given: dict) -> None:
 
 @train_app.command("spade")
 def train_spade(
-    tiles: Path = typer.Option(..., "--tiles", help="Tile folder of `geogan tile` (s2 + lc/mask chips)."),
-    out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, samples, logs."),
-    config: Path | None = typer.Option(
-        None, "--config", help="YAML file of training options (any field of SpadeOptions)."
-    ),
-    steps: int | None = typer.Option(None, "--steps", help="Train up to this many steps in total."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Tiles per step."),
+    tiles: Annotated[
+        Path, typer.Option("--tiles", help="Tile folder of `geogan tile` (s2 + lc/mask chips).")
+    ],
+    out: RunOut,
+    config: ConfigFile = None,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
     discriminator: str | None = typer.Option(
-        None, "--discriminator", help="patchgan (hinge + feature matching) or oasis [default: patchgan]."
+        None, "--discriminator", help="patchgan (hinge + feature matching) or oasis (default patchgan)."
     ),
     encoder: bool | None = typer.Option(None, "--encoder/--no-encoder", help="Train a style encoder (VAE)."),
-    scheme: str | None = typer.Option(None, "--scheme", help="Class scheme: igbp, dfc2020 or a YAML file."),
-    mask_role: str | None = typer.Option(None, "--mask-role", help="Mask chips: lc or mask [default: lc]."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of weights, data order and noise."),
-    devices: int | None = typer.Option(None, "--devices", help="GPUs to train on (DDP if more than 1)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    scheme: Scheme = None,
+    mask_role: MaskRole = None,
+    seed: Seed = None,
+    devices: Devices = None,
+    resume: Resume = False,
 ) -> None:
     """Train SPADE (dual GAN stage II): land-cover masks -> images of every band, pixel-aligned."""
     given = dict(
@@ -577,19 +590,19 @@ def train_spade(
 
 @train_app.command("mask-gan")
 def train_mask_gan(
-    tiles: Path = typer.Option(..., "--tiles", help="Tile folder written by `geogan tile` (lc/mask chips)."),
-    out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, samples, logs."),
-    config: Path | None = typer.Option(
-        None, "--config", help="YAML file of training options (any field of MaskGANOptions)."
-    ),
-    steps: int | None = typer.Option(None, "--steps", help="Train up to this many steps in total."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Tiles per step."),
+    tiles: Annotated[
+        Path, typer.Option("--tiles", help="Tile folder written by `geogan tile` (lc/mask chips).")
+    ],
+    out: RunOut,
+    config: ConfigFile = None,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
     resolution: int | None = typer.Option(None, "--resolution", help="Tile size in pixels."),
-    scheme: str | None = typer.Option(None, "--scheme", help="Class scheme: igbp, dfc2020 or a YAML file."),
-    mask_role: str | None = typer.Option(None, "--mask-role", help="Mask chips: lc or mask [default: lc]."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of weights, data order and noise."),
-    devices: int | None = typer.Option(None, "--devices", help="GPUs to train on (DDP if more than 1)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    scheme: Scheme = None,
+    mask_role: MaskRole = None,
+    seed: Seed = None,
+    devices: Devices = None,
+    resume: Resume = False,
 ) -> None:
     """Train the mask GAN (dual GAN stage I): land-cover maps with class-frequency control."""
     given = dict(

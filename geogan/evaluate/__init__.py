@@ -34,6 +34,7 @@ from geogan.evaluate.data import fingerprint, real_splits, synthetic_set
 from geogan.files import temporary_name, write_text
 
 log = logging.getLogger(__name__)
+ENCODER_BATCH = 32  # chips per step of the feature encoder
 
 
 @dataclass
@@ -56,7 +57,7 @@ def _device(name: str) -> str:
 def _encoder(out: Path, train, classes: int, options: EvaluateOptions, device: str, progress: bool):
     """The feature encoder: the one in ``out/encoder.pt`` when it was trained on the same chips with
     the same settings (recorded in ``out/.encoder.json``), else a newly trained one, saved there."""
-    settings = [options.encoder_steps, 32, options.seed, options.encoder_width, device, classes]
+    settings = [options.encoder_steps, ENCODER_BATCH, options.seed, options.encoder_width, device, classes]
     key = fingerprint(settings, train.x, train.mask)
     weights, saved = out / "encoder.pt", out / ".encoder.json"
     try:
@@ -71,7 +72,7 @@ def _encoder(out: Path, train, classes: int, options: EvaluateOptions, device: s
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         pass
     model, record = fidelity.train_encoder(
-        train.x, train.mask, classes, options.encoder_steps, batch_size=32, seed=options.seed,
+        train.x, train.mask, classes, options.encoder_steps, batch_size=ENCODER_BATCH, seed=options.seed,
         width=options.encoder_width, device=device, progress=progress,
     )  # fmt: skip
     tmp = temporary_name(weights)
