@@ -53,7 +53,7 @@ from geogan.config import TrainOptions
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "geogan-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: MSG-StyleGAN images are summed across scales (skip generator)
 CONFIG_FILE = "config.yaml"
 STATS_FILE = "stats.json"
 # Options a resumed run may change: they steer the schedule and the outputs, not the training.
@@ -251,7 +251,8 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a geogan checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}"
+            f"{path}: checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}: "
+            "it was written by another geogan release whose models differ; train the run again"
         )
     if task is not None and state.get("task") != task:
         raise CheckpointError(f"{path}: a {state.get('task')!r} checkpoint, not {task!r}")

@@ -79,7 +79,7 @@ def sixty_steps(tiles, tmp_path_factory) -> dict:
 def test_training_moves_per_band_means_towards_the_tiles(sixty_steps, tiles):
     mean_err, _ = sixty_steps["errors"]
     mean_err0, _ = sixty_steps["untrained_errors"]
-    assert mean_err < 0.7 * mean_err0, (mean_err, mean_err0)  # measured: 0.16 vs 0.28
+    assert mean_err < 0.7 * mean_err0, (mean_err, mean_err0)  # measured: 0.18 vs 0.51
 
     # The run folder: config, stats to decode samples, checkpoints, PNG grids, CSV + TensorBoard logs.
     run, trained, data = sixty_steps["run"], sixty_steps["trained"], sixty_steps["data"]
@@ -99,16 +99,11 @@ def test_training_moves_per_band_means_towards_the_tiles(sixty_steps, tiles):
     assert list((run / "logs").glob("events.out.tfevents.*"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known shortfall: tiny runs are under-dispersed between tiles. The tiles' per-band std "
-    "(0.47 in [-1, 1] units) is mostly between-tile (std of tile means 0.40, within-tile 0.22); after "
-    "60 steps the samples match the within-tile part (0.22) but their tile means vary half as much "
-    "(0.22), like the untrained generator's, so the std error stays at 0.15 against 0.14 untrained. "
-    "R1 weights 0.01-10, learning rates 0.002-0.005, no augmentation, minibatch-std groups 4-8 and "
-    "up to 400 steps did not fix it across seeds 0-3",
-)
 def test_training_moves_per_band_stds_towards_the_tiles(sixty_steps):
+    # The untrained generator spreads too wide (per-band std 0.63 against the tiles' 0.47, in
+    # [-1, 1] units); 60 steps bring it to about 0.49. Measured at seeds 0-3: std error 0.06, 0.14,
+    # 0.07, 0.07 against 0.17 untrained. Most of that spread is still within tiles, though: the
+    # tiles' std of tile means is 0.40, the samples' 0.22-0.28 (longer runs close part of it).
     _, std_err = sixty_steps["errors"]
     _, std_err0 = sixty_steps["untrained_errors"]
     assert std_err < 0.9 * std_err0, (std_err, std_err0)
@@ -191,6 +186,10 @@ def test_corrupt_checkpoints_are_clear_errors_naming_the_file(trained_run, tmp_p
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(CheckpointError, match=f"{other}: not a geogan checkpoint"):
         load_checkpoint(other)
+    older = tmp_path / "older.pt"
+    torch.save({**torch.load(good, weights_only=True), "version": 1}, older)
+    with pytest.raises(CheckpointError, match=f"{older}: checkpoint version 1, expected 2: .* train the run"):
+        load_checkpoint(older)
 
 
 class Payload:
