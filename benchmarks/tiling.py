@@ -7,8 +7,12 @@ chip), and geogan with a LocalCluster of 1 and of 2 worker processes. Prints MB/
 bytes / wall seconds), the ratio to the plain loop, the peak memory (RSS) of the plain loop's
 process and of each geogan worker process, and the time of a re-run that finds everything done.
 
-    .venv/bin/python benchmarks/tiling.py            # 4096 x 4096
-    .venv/bin/python benchmarks/tiling.py --size 10980
+The three runs are made ``--repeat`` times in turn (plain, 1 worker, 2 workers, plain, ...), each
+ratio against the plain loop of its own round, and the median ratio is reported: on a shared
+machine one run's speed can change by a third from one minute to the next.
+
+    .venv/bin/python benchmarks/tiling.py                        # 4096 x 4096, 3 rounds
+    .venv/bin/python benchmarks/tiling.py --size 10980 --repeat 1
 
 Target on a 2-core machine: geogan with 2 workers at least 1.7x the plain loop.
 """
@@ -19,6 +23,7 @@ import argparse
 import os
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -111,6 +116,7 @@ def geogan_run(scene: Path, out: Path, workers: int) -> tuple[float, float, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=4096, help="scene width and height in pixels")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the three runs [3]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="geogan-bench-tiling-"))
@@ -119,14 +125,25 @@ def main() -> None:
         mb = args.size * args.size * 13 * 2 / 1e6
         print(f"scene {args.size} x {args.size} x 13 uint16 = {mb:.0f} MB; chips {CHIP} px")
         print(f"load average before: {os.getloadavg()}")
-        base, base_peak = plain_loop_alone(scene, tmp / "plain")
-        print(f"{'run':<22}{'seconds':>9}{'MB/s':>9}{'ratio':>8}{'peak MB':>9}{'re-run s':>10}")
-        print(f"{'plain rasterio loop':<22}{base:>9.2f}{mb / base:>9.1f}{1.0:>8.2f}{base_peak:>9.0f}{'':>10}")
-        for workers in (1, 2):
-            seconds, again, peak = geogan_run(scene, tmp / f"geogan{workers}", workers)
-            name = f"geogan {workers} worker(s)"
-            speed, ratio = mb / seconds, base / seconds
-            print(f"{name:<22}{seconds:>9.2f}{speed:>9.1f}{ratio:>8.2f}{peak:>9.0f}{again:>10.2f}")
+        print(f"{'round':<6}{'run':<22}{'seconds':>9}{'MB/s':>9}{'ratio':>8}{'peak MB':>9}{'re-run s':>10}")
+        ratios: dict[int, list[float]] = {1: [], 2: []}
+        for round_ in range(1, args.repeat + 1):
+            runs = tmp / f"round{round_}"
+            runs.mkdir()
+            base, base_peak = plain_loop_alone(scene, runs / "plain")
+            print(f"{round_:<6}{'plain rasterio loop':<22}{base:>9.2f}{mb / base:>9.1f}{1.0:>8.2f}"
+                  f"{base_peak:>9.0f}{'':>10}")  # fmt: skip
+            for workers in (1, 2):
+                seconds, again, peak = geogan_run(scene, runs / f"geogan{workers}", workers)
+                name = f"geogan {workers} worker(s)"
+                ratios[workers].append(base / seconds)
+                print(f"{'':<6}{name:<22}{seconds:>9.2f}{mb / seconds:>9.1f}{base / seconds:>8.2f}"
+                      f"{peak:>9.0f}{again:>10.2f}")  # fmt: skip
+            if not args.keep:
+                shutil.rmtree(runs)
+        for workers, found in ratios.items():
+            print(f"geogan {workers} worker(s) / plain loop: median {statistics.median(found):.2f}x "
+                  f"(rounds: {', '.join(f'{r:.2f}' for r in found)})")  # fmt: skip
         print(f"load after: {os.getloadavg()}")
     finally:
         if args.keep:

@@ -10,6 +10,10 @@ for geogan's work (reading, compressing and writing MB-sized chips); measured by
   tiling about 25 % slower. geogan's tasks hold a few chips at a time, so memory stays bounded.
 * The workers' statistical profiler is off: it samples every thread's stack every 10 ms only to
   feed the dashboard's profile page, which this cluster does not serve.
+* Housekeeping runs less often: the event-loop tick (20 ms -> 1 s, it only detects a blocked
+  loop), the system monitor (0.5 s -> 2 s, it feeds dashboard plots) and the memory monitor of
+  nannies and workers (0.1 s -> 1 s). On a 2-core machine the scheduler, nannies and client took
+  1.5-1.9 CPU seconds of a 13-15 s tiling run with the defaults and 0.8-0.9 s with these.
 
 A cluster given by address keeps its own settings.
 """
@@ -28,6 +32,9 @@ def local_cluster(workers: int, threads: int = 1):
     settings = {
         "distributed.nanny.pre-spawn-environ": environ,
         "distributed.worker.profile.enabled": False,
+        "distributed.admin.tick.interval": "1s",
+        "distributed.admin.system-monitor.interval": "2s",
+        "distributed.worker.memory.monitor-interval": "1s",
     }
     with dask.config.set(settings):
         return LocalCluster(

@@ -146,6 +146,20 @@ def test_geogans_local_cluster_keeps_adaptive_malloc_and_has_no_profiler():
             dask.config.get("distributed.worker.profile.enabled"),
         )
 
+    def intervals(dask_worker):
+        return {k: dask_worker.periodic_callbacks[k].callback_time for k in ("tick", "memory_monitor")}
+
     with local_cluster(1) as cluster, Client(cluster) as client:
         (found,) = client.run(settings).values()
+        (worker,) = client.run(intervals).values()
+        (nanny,) = cluster.workers.values()
+        scheduler = cluster.scheduler.periodic_callbacks
+        housekeeping = (
+            scheduler["tick"].callback_time,
+            scheduler["monitor"].callback_time,
+            nanny.periodic_callbacks["memory_monitor"].callback_time,
+        )
     assert found == (os.environ.get("MALLOC_TRIM_THRESHOLD_"), "1", False)
+    # Housekeeping every 1-2 s instead of every 20-500 ms (milliseconds here).
+    assert worker == {"tick": 1000, "memory_monitor": 1000}
+    assert housekeeping == (1000, 2000, 1000)
