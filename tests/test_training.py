@@ -103,7 +103,7 @@ def test_training_moves_per_band_stds_towards_the_tiles(sixty_steps):
     # The untrained generator spreads too wide (per-band std 0.63 against the tiles' 0.47, in
     # [-1, 1] units); 60 steps bring it to about 0.49. Measured at seeds 0-3: std error 0.06, 0.14,
     # 0.07, 0.07 against 0.17 untrained. Most of that spread is still within tiles, though: the
-    # tiles' std of tile means is 0.40, the samples' 0.22-0.28 (see the 1000-step test below).
+    # tiles' std of tile means is 0.40, the samples' 0.23-0.28 (see the 1000-step test below).
     _, std_err = sixty_steps["errors"]
     _, std_err0 = sixty_steps["untrained_errors"]
     assert std_err < 0.9 * std_err0, (std_err, std_err0)
