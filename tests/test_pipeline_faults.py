@@ -97,7 +97,7 @@ def client():
 
 
 @pytest.mark.slow
-def test_killed_in_tiling_and_in_generation_then_rerun(tmp_path, client):
+def test_killed_in_tiling_and_in_generation_then_rerun(tmp_path, client, one_torch_thread):
     root = tmp_path / "out"
     path = tmp_path / "faults.yaml"
     path.write_text(yaml.safe_dump({**PIPELINE, "out": str(root)}, sort_keys=False))
@@ -152,6 +152,8 @@ def test_killed_in_tiling_and_in_generation_then_rerun(tmp_path, client):
     assert validate_cogs(written) == []
     pairs = gpd.read_file(root / "generate" / "index.gpkg", layer="pairs")
     assert len(pairs) == PAIRS and pairs.iloc[:, 0].is_unique
+    # The reference samples the model with one torch thread, as the run did (OMP_NUM_THREADS=1):
+    # a float32 generator's last bits, and so a few rounded DNs, depend on the thread count.
     reference = tmp_path / "reference-pairs"
     spec = load(path)
     generate(
