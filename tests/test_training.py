@@ -52,19 +52,33 @@ def band_error(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> t
     )
 
 
+def every_chip(data: ChipDataset) -> torch.Tensor:
+    return torch.stack([data[i]["image"] for i in range(len(data))])
+
+
+def samples(trained) -> torch.Tensor:
+    """256 samples of a trained run's generator, from a fixed seed."""
+    torch.manual_seed(123)
+    with torch.no_grad():
+        return trained.sample({"image": torch.zeros(256)})["image"]
+
+
+def untrained_samples() -> torch.Tensor:
+    """256 samples of a freshly built generator of the TINY configuration, from a fixed seed."""
+    torch.manual_seed(123)
+    with torch.no_grad():
+        return MSGGenerator(13, 16, 32, 32, 2, 256, 32)(torch.randn(256, 32))[-1].clamp(-1, 1)
+
+
 @pytest.fixture(scope="module")
 def sixty_steps(tiles, tmp_path_factory) -> dict:
     """A 60-step run; per-band statistics of the tiles, its samples and the untrained generator's."""
     data = ChipDataset(tiles, roles=("s2",))
-    real = torch.stack([data[i]["image"] for i in range(len(data))])
+    real = every_chip(data)
     run = tmp_path_factory.mktemp("sixty") / "run"
     newest = train("msg-stylegan", options(tiles, run, steps=60, sample_every=30, checkpoint_every=30))
     trained = load_generator(run)
-    torch.manual_seed(123)
-    with torch.no_grad():
-        fake = trained.sample({"image": torch.zeros(256)})["image"]
-        torch.manual_seed(123)
-        untrained = MSGGenerator(13, 16, 32, 32, 2, 256, 32)(torch.randn(256, 32))[-1].clamp(-1, 1)
+    fake, untrained = samples(trained), untrained_samples()
     mean, std = real.mean(dim=(0, 2, 3)), real.std(dim=(0, 2, 3))
     return {
         "run": run,
@@ -124,16 +138,11 @@ def test_longer_training_spreads_samples_between_and_within_tiles_as_the_tiles(
     within tiles (between 0.33, within 0.51). Measured after 1000 steps: seed 0 between 0.37,
     within 0.17 (at 250/500/750 steps: 0.27/0.30/0.34); seed 1 between 0.38, within 0.21.
     """
-    data = ChipDataset(tiles, roles=("s2",))
-    real = torch.stack([data[i]["image"] for i in range(len(data))])
+    real = every_chip(ChipDataset(tiles, roles=("s2",)))
     between, within = spread(real)
     run = tmp_path / "run"
     train("msg-stylegan", options(tiles, run, steps=1000, sample_every=1000, checkpoint_every=1000))
-    torch.manual_seed(123)
-    with torch.no_grad():
-        fake = load_generator(run).sample({"image": torch.zeros(256)})["image"]
-        torch.manual_seed(123)
-        untrained = MSGGenerator(13, 16, 32, 32, 2, 256, 32)(torch.randn(256, 32))[-1].clamp(-1, 1)
+    fake, untrained = samples(load_generator(run)), untrained_samples()
     fake_between, fake_within = spread(fake)
     assert abs(fake_between - between) < 0.1, (fake_between, between)
     assert abs(fake_within - within) < 0.1, (fake_within, within)
