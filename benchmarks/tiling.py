@@ -1,11 +1,12 @@
 """Tiling speed: geogan's Dask tile stage against a plain single-process rasterio loop.
 
 Makes a 13-band uint16 scene (4096 x 4096 by default, ``--size 10980`` for a full Sentinel-2
-tile) in a temporary folder, then tiles it into 256 px chips with the same compression (ZSTD,
-predictor 2, 256 px blocks) three ways, in the same run: the plain loop (read a window, write a
-chip), and geogan with a LocalCluster of 1 and of 2 worker processes. Prints MB/s of each (scene
-bytes / wall seconds), the ratio to the plain loop, the peak memory (RSS) of the plain loop's
-process and of each geogan worker process, and the time of a re-run that finds everything done.
+tile) in a temporary folder, then tiles it into 256 px chips with the same compression (ZSTD at
+geogan's default level, or ``--zstd-level``; predictor 2, 256 px blocks) three ways, in the same
+run: the plain loop (read a window, write a chip), and geogan with a LocalCluster of 1 and of 2
+worker processes. Prints MB/s of each (scene bytes / wall seconds), the ratio to the plain loop,
+the peak memory (RSS) of the plain loop's process and of each geogan worker process, and the time
+of a re-run that finds everything done.
 
 The three runs are made ``--repeat`` times in turn (plain, 1 worker, 2 workers, plain, ...), each
 ratio against the plain loop of its own round, and the median ratio is reported: on a shared
@@ -59,14 +60,14 @@ def make_scene(path: Path, size: int) -> Path:
     return path
 
 
-def plain_loop(scene: Path, out: Path) -> float:
+def plain_loop(scene: Path, out: Path, level: int) -> float:
     """The baseline: one process reads each window and writes it as a chip, no Dask."""
     out.mkdir()
     start = time.perf_counter()
     with rasterio.open(scene) as src:
         profile = dict(driver="GTiff", width=CHIP, height=CHIP, count=src.count, dtype=src.dtypes[0],
                        crs=src.crs, nodata=src.nodata, tiled=True, blockxsize=CHIP, blockysize=CHIP,
-                       compress="zstd", predictor=2)  # fmt: skip
+                       compress="zstd", zstd_level=level, predictor=2)  # fmt: skip
         for row in range(0, src.height - CHIP + 1, CHIP):
             for col in range(0, src.width - CHIP + 1, CHIP):
                 window = Window(col, row, CHIP, CHIP)
@@ -86,23 +87,24 @@ def peak_mb(dask_worker=None) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def plain_loop_alone(scene: Path, out: Path) -> tuple[float, float]:
+def plain_loop_alone(scene: Path, out: Path, level: int) -> tuple[float, float]:
     """The plain loop in a fresh process: its seconds and that process's peak memory in MB."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        seconds = pool.submit(plain_loop, scene, out).result()
+        seconds = pool.submit(plain_loop, scene, out, level).result()
         return seconds, pool.submit(peak_mb).result()
 
 
-def geogan_run(scene: Path, out: Path, workers: int) -> tuple[float, float, float]:
+def geogan_run(scene: Path, out: Path, workers: int, level: int) -> tuple[float, float, float]:
     """Seconds of a first run, seconds of a re-run, peak worker RSS in MB (cluster start excluded)."""
     from distributed import Client
 
     from geogan.cluster import local_cluster
 
-    options = TileOptions(sources=[f"s2={scene}"], out=out, size=CHIP, workers=workers, min_valid=0.0)
+    options = TileOptions(sources=[f"s2={scene}"], out=out, size=CHIP, workers=workers, min_valid=0.0,
+                          zstd_level=level)  # fmt: skip
     with local_cluster(workers) as cluster:
         with Client(cluster) as client:
             first = tile(options, client=client, progress=False)
@@ -117,24 +119,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=4096, help="scene width and height in pixels")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the three runs [3]")
+    parser.add_argument("--zstd-level", type=int, default=TileOptions.model_fields["zstd_level"].default,
+                        help="ZSTD level of every run's chips [geogan's default]")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="geogan-bench-tiling-"))
     try:
         scene = make_scene(tmp / "scene.tif", args.size)
         mb = args.size * args.size * 13 * 2 / 1e6
-        print(f"scene {args.size} x {args.size} x 13 uint16 = {mb:.0f} MB; chips {CHIP} px")
+        print(f"scene {args.size} x {args.size} x 13 uint16 = {mb:.0f} MB; "
+              f"chips {CHIP} px, ZSTD level {args.zstd_level}")  # fmt: skip
         print(f"load average before: {os.getloadavg()}")
         print(f"{'round':<6}{'run':<22}{'seconds':>9}{'MB/s':>9}{'ratio':>8}{'peak MB':>9}{'re-run s':>10}")
         ratios: dict[int, list[float]] = {1: [], 2: []}
         for round_ in range(1, args.repeat + 1):
             runs = tmp / f"round{round_}"
             runs.mkdir()
-            base, base_peak = plain_loop_alone(scene, runs / "plain")
+            base, base_peak = plain_loop_alone(scene, runs / "plain", args.zstd_level)
             print(f"{round_:<6}{'plain rasterio loop':<22}{base:>9.2f}{mb / base:>9.1f}{1.0:>8.2f}"
                   f"{base_peak:>9.0f}{'':>10}")  # fmt: skip
             for workers in (1, 2):
-                seconds, again, peak = geogan_run(scene, runs / f"geogan{workers}", workers)
+                seconds, again, peak = geogan_run(scene, runs / f"geogan{workers}", workers, args.zstd_level)
                 name = f"geogan {workers} worker(s)"
                 ratios[workers].append(base / seconds)
                 print(f"{'':<6}{name:<22}{seconds:>9.2f}{mb / seconds:>9.1f}{base / seconds:>8.2f}"

@@ -32,6 +32,15 @@ def fail(err: Exception, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def option_errors(err) -> ValueError:
+    """A pydantic ValidationError of command-line options, each named as its ``--option``."""
+    return ValueError(
+        "; ".join(
+            f"--{str(e['loc'][0]).replace('_', '-') if e['loc'] else ''}: {e['msg']}" for e in err.errors()
+        )
+    )
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"geogan {geogan.__version__}")
@@ -94,6 +103,9 @@ def tile(
     edge: str = typer.Option("drop", help="Chips crossing the scene edge: drop, or pad with nodata."),
     min_valid: float = typer.Option(0.9, "--min-valid", help="Drop chips with a smaller valid fraction."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of scenes in the test split."),
+    zstd_level: int = typer.Option(
+        3, "--zstd-level", help="ZSTD level of the chips (1-22): 1 is fastest, 9 and up save a few % of disk."
+    ),
     workers: int = typer.Option(2, help="Dask worker processes of the local cluster."),
     threads: int = typer.Option(1, help="Threads per Dask worker."),
     scheduler: str | None = typer.Option(None, help="Address of a running Dask scheduler to use instead."),
@@ -107,11 +119,12 @@ def tile(
     try:
         options = TileOptions(
             sources=sources, out=out, size=size, stride=stride, edge=edge, min_valid=min_valid,
-            test_fraction=test_fraction, workers=workers, threads=threads, scheduler=scheduler,
+            test_fraction=test_fraction, zstd_level=zstd_level, workers=workers, threads=threads,
+            scheduler=scheduler,
         )  # fmt: skip
         summary = run_tile(options)
     except ValidationError as err:
-        fail(ValueError("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in err.errors())))
+        fail(option_errors(err))
     except (FileNotFoundError, ValueError) as err:
         fail(err)
     table = Table(title=f"geogan tile wrote {out}")
@@ -265,7 +278,7 @@ def generate(
         )  # fmt: skip
         summary = run_generate(options)
     except ValidationError as err:
-        fail(ValueError("; ".join(f"--{e['loc'][0] if e['loc'] else ''}: {e['msg']}" for e in err.errors())))
+        fail(option_errors(err))
     except (OSError, ValueError) as err:
         fail(err)
     table = Table(title=f"geogan generate wrote {out}")
@@ -413,7 +426,7 @@ def _fetch(run, model, fields: dict, out: Path, what: str) -> None:
         source = model(**fields)
         summary = run(source, out)
     except ValidationError as err:
-        fail(ValueError("; ".join(f"--{e['loc'][0] if e['loc'] else ''}: {e['msg']}" for e in err.errors())))
+        fail(option_errors(err))
     except (RemoteError, OSError, ValueError) as err:
         fail(err)
     _fetched(summary, what)
@@ -518,7 +531,7 @@ def evaluate(
         )  # fmt: skip
         summary = run_evaluate(options)
     except ValidationError as err:
-        fail(ValueError("; ".join(f"--{e['loc'][0] if e['loc'] else ''}: {e['msg']}" for e in err.errors())))
+        fail(option_errors(err))
     except (OSError, ValueError, KeyError) as err:
         fail(err)
     console.print(f"{len(summary.copies)} synthetic pair(s) flagged as copies of training chips")

@@ -43,6 +43,12 @@ class TileOptions(StageOptions):
     )
     min_valid: float = Field(0.9, ge=0.0, le=1.0, description="drop chips with a smaller valid fraction")
     test_fraction: float = Field(0.2, ge=0.0, le=1.0, description="share of scenes in the test split")
+    zstd_level: int = Field(
+        3,
+        ge=1,
+        le=22,
+        description="ZSTD level of the chips: 3 is zstd's default, 1 faster, 9+ a few % smaller",
+    )
     workers: int = Field(2, ge=1, description="Dask worker processes of the local cluster")
     threads: int = Field(1, ge=1, description="threads per Dask worker")
     scheduler: str | None = Field(None, description="address of an existing Dask scheduler to use instead")

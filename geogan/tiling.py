@@ -1,13 +1,14 @@
 """The tile stage: cut scenes into chips with Dask, with a tile index and band statistics.
 
 :func:`tile` plans the chips of every scene on the client (opening each source once to check it),
-then runs one Dask task per batch of chips. A task opens its scene's rasters, reads only its own
-windows (S1 and labels through a WarpedVRT onto the S2 grid when their grid differs), writes each
-chip to a temporary name and renames it, and records what it did in
-``DIR/.geogan/tasks/{task}.json`` with a fingerprint of its sources and options and the band
-statistics of its chips (taken from the arrays in memory; ``stats.json`` merges them). A re-run skips
-every task whose record matches; a killed run leaves at most some complete chips and ``.tmp``
-files, which the next run removes before it rewrites that task's chips under the same names.
+then runs one Dask task per batch of chips (those of whole source blocks, see ``MIN_CHIPS``). A
+task opens its scene's rasters, reads only its own windows (S1 and labels through a WarpedVRT onto
+the S2 grid when their grid differs), writes each chip to a temporary name and renames it, and
+records what it did in ``DIR/.geogan/tasks/{task}.json`` with a fingerprint of its sources and
+options and the band statistics of its chips (taken from the arrays in memory, see
+:class:`TaskStats`; ``stats.json`` merges the tasks'). A re-run skips every task whose record
+matches; a killed run leaves at most some complete chips and ``.tmp`` files, which the next run
+removes before it rewrites that task's chips under the same names.
 
 Outputs in ``DIR``: the chips in the SEN12MS layout (see :mod:`geogan.scenes`), ``train_list.txt``
 and ``test_list.txt`` (S2 chip names of chips that have s2, s1 and lc, split by scene),
@@ -43,16 +44,20 @@ from geogan.scenes import Scene, find_scenes
 
 log = logging.getLogger(__name__)
 
-CHIPS_PER_TASK = 8
+# A task holds the chips whose origins lie in whole source blocks, so that each block is decompressed
+# by one task: the chips of one block, or of consecutive blocks until it has MIN_CHIPS (blocks smaller
+# than chips), and never more than MAX_CHIPS (a stripped raster's block is a whole row of chips).
+MIN_CHIPS, MAX_CHIPS = 4, 64
 SEASONS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")
 STATE = ".geogan"  # task records live in DIR/.geogan/tasks
 RESAMPLING = {"s1": Resampling.bilinear, "lc": Resampling.nearest}
 # Percentiles of each chip (0.1 % steps in the tails, 1 % between), merged into p01 / p99.
 QS = np.unique(np.concatenate([np.linspace(0, 5, 51), np.linspace(5, 95, 91), np.linspace(95, 100, 51)]))
 PERCENTILE_METHOD = (
-    "approximate: percentiles of each chip (0.1 % steps below 5 % and above 95 %, 1 % between) merged "
-    "by dask.array.percentile.merge_percentiles, weighted by valid-pixel counts: over each task's chips "
-    "on its Dask worker, then over the tasks"
+    "approximate: percentiles (0.1 % steps below 5 % and above 95 %, 1 % between) of each Dask task's "
+    "chips, exact for 8/16-bit integers (one histogram per band) and merged over each task's chips for "
+    "other types, then merged over the tasks by dask.array.percentile.merge_percentiles, weighted by "
+    "valid-pixel counts"
 )
 
 
@@ -139,6 +144,24 @@ def _task_key(scene: Scene, index: int) -> str:
     return f"{scene.chip_id(0, 0).rsplit('_', 1)[0]}_{scene.patch or 'scene'}-{index:05d}"
 
 
+def _batches(rows: list[int], cols: list[int], block: tuple[int, int]) -> list[list[tuple[int, int]]]:
+    """Chip origins (row, col) in tasks: see MIN_CHIPS. Blocks in row-major order, chips within too."""
+    bh, bw = block
+    by_block: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for r in rows:
+        for c in cols:
+            by_block.setdefault((r // bh, c // bw), []).append((r, c))
+    batches, batch = [], []
+    for key in sorted(by_block):
+        chips = by_block[key]
+        for i in range(0, len(chips), MAX_CHIPS):
+            batch.extend(chips[i : i + MAX_CHIPS])
+            if len(batch) >= MIN_CHIPS:
+                batches.append(batch)
+                batch = []
+    return batches + [batch] if batch else batches
+
+
 def plan(scenes: list[Scene], options: TileOptions) -> tuple[list[dict], list[dict], dict[str, int]]:
     """Tasks of every scene that passes its checks, the failures of the others, edge drops."""
     stride = options.stride or options.size
@@ -158,32 +181,29 @@ def plan(scenes: list[Scene], options: TileOptions) -> tuple[list[dict], list[di
             )
             if whole > len(rows) * len(cols):
                 dropped["edge"] += whole - len(rows) * len(cols)
-        # Chips that share source blocks go into one task, so each block is decompressed once.
-        bh, bw = grid["block"]
-        windows = sorted(((r, c) for r in rows for c in cols), key=lambda w: (w[0] // bh, w[1] // bw, *w))
         log.info(
             "%s: %d x %d px, %d chips of %d px",
             scene.scene,
             grid["width"],
             grid["height"],
-            len(windows),
+            len(rows) * len(cols),
             options.size,
         )
         stamps = {role: _source_stamp(path) for role, path in sorted(scene.paths.items())}
-        for i in range(0, len(windows), CHIPS_PER_TASK):
-            batch = windows[i : i + CHIPS_PER_TASK]
+        for i, batch in enumerate(_batches(rows, cols, grid["block"])):
             body = {
                 "version": 1,
                 "sources": stamps,
                 "size": options.size,
                 "edge": options.edge,
                 "min_valid": options.min_valid,
+                "zstd_level": options.zstd_level,
                 "windows": batch,
             }
             digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
             tasks.append(
                 {
-                    "key": _task_key(scene, i // CHIPS_PER_TASK),
+                    "key": _task_key(scene, i),
                     "scene": scene,
                     "windows": batch,
                     "fingerprint": digest,
@@ -235,7 +255,7 @@ def _descriptions(role: str, src) -> tuple[str, ...]:
 
 
 def write_chip(path: Path, data: np.ndarray, profile: dict, descriptions, tags: dict) -> None:
-    """Write one chip as a tiled, ZSTD-compressed GeoTIFF, to a temporary name and then renamed."""
+    """Write one chip as a GeoTIFF with ``profile``, to a temporary name and then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with rasterio.open(tmp, "w", **profile) as dst:
@@ -245,7 +265,7 @@ def write_chip(path: Path, data: np.ndarray, profile: dict, descriptions, tags: 
     os.replace(tmp, path)
 
 
-def _profile(src, size: int, transform, nodata) -> dict:
+def _profile(src, size: int, transform, nodata, zstd_level: int) -> dict:
     floating = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
     profile = {
         "driver": "GTiff",
@@ -257,6 +277,7 @@ def _profile(src, size: int, transform, nodata) -> dict:
         "transform": transform,
         "nodata": nodata,
         "compress": "zstd",
+        "zstd_level": zstd_level,
         "predictor": 3 if floating else 2,
     }
     if size % 16 == 0:
@@ -267,7 +288,8 @@ def _profile(src, size: int, transform, nodata) -> dict:
 def run_task(task: dict, out: str, options: dict) -> dict:
     """Tile one batch of windows of one scene; never raises: a failure comes back as a record."""
     scene: Scene = task["scene"]
-    size, min_valid = options["size"], options["min_valid"]
+    size, min_valid, level = options["size"], options["min_valid"], options["zstd_level"]
+    stats = {"s2": TaskStats(), "s1": TaskStats()}  # of the kept chips; stats.json merges the tasks'
     try:
         chips = []
         with rasterio.Env(GDAL_NUM_THREADS="1"), rasterio.open(scene.paths["s2"]) as s2:
@@ -294,18 +316,15 @@ def run_task(task: dict, out: str, options: dict) -> dict:
                         opened.append(src)
                     sources[role] = src
                 for row, col in task["windows"]:
-                    chips.append(_chip(scene, sources, row, col, size, min_valid, Path(out)))
+                    chips.append(_chip(scene, sources, row, col, size, min_valid, level, stats, Path(out)))
             finally:
                 for src in reversed(opened):
                     src.close()
     except Exception as err:  # any error of this scene's rasters is this scene's failure
         bad = next((p for p in scene.paths.values() if p in str(err)), scene.paths["s2"])
         return {"key": task["key"], "scene": scene.scene, "error": f"{bad}: {err}", "path": bad}
-    # Per role, merged over the task's kept chips (dropped ones have none); stats.json merges tasks'.
-    parts = [c.pop("stats") for c in chips if "stats" in c]
-    stats = {role: _stats_json(_merge_stats([p[role] for p in parts if role in p])) for role in ("s2", "s1")}
     record = {"key": task["key"], "scene": scene.scene, "fingerprint": task["fingerprint"], "chips": chips,
-              "stats": stats}  # fmt: skip
+              "stats": {role: _stats_json(acc.result()) for role, acc in stats.items()}}  # fmt: skip
     state = Path(out) / STATE / "tasks" / f"{task['key']}.json"
     tmp = state.with_name(f".{state.name}.tmp")
     tmp.write_text(json.dumps(record))
@@ -313,7 +332,17 @@ def run_task(task: dict, out: str, options: dict) -> dict:
     return record
 
 
-def _chip(scene: Scene, sources: dict, row: int, col: int, size: int, min_valid: float, out: Path) -> dict:
+def _chip(
+    scene: Scene,
+    sources: dict,
+    row: int,
+    col: int,
+    size: int,
+    min_valid: float,
+    level: int,
+    stats: dict[str, TaskStats],
+    out: Path,
+) -> dict:
     window = Window(col, row, size, size)
     s2 = sources["s2"]
     data, nodata, valid = {}, {}, {}
@@ -341,7 +370,8 @@ def _chip(scene: Scene, sources: dict, row: int, col: int, size: int, min_valid:
     if low:
         chip["dropped"] = f"nodata ({low[0]})"
         return chip
-    chip["stats"] = {r: _array_stats(data[r], nodata[r]) for r in ("s2", "s1") if r in data}
+    for role in stats.keys() & data.keys():
+        stats[role].add(data[role], nodata[role])
     if "lc" in data:
         values, counts = np.unique(data["lc"][0][data["lc"][0] != nodata["lc"]], return_counts=True)
         chip["histogram"] = {str(int(v)): int(n) for v, n in zip(values, counts, strict=True)}
@@ -355,7 +385,7 @@ def _chip(scene: Scene, sources: dict, row: int, col: int, size: int, min_valid:
         write_chip(
             out / rel,
             data[role],
-            _profile(src, size, transform, nodata[role]),
+            _profile(src, size, transform, nodata[role], level),
             _descriptions(role, src),
             tags,
         )
@@ -363,44 +393,80 @@ def _chip(scene: Scene, sources: dict, row: int, col: int, size: int, min_valid:
     return chip
 
 
-# --- band statistics (of each chip on its Dask worker, merged per task, then over tasks) ----------
+# --- band statistics (of each task's chips on its Dask worker, then merged over tasks) -------------
+
+
+class TaskStats:
+    """Band statistics of one role over the chips of one task.
+
+    8/16-bit integers: one histogram per band over all the chips, so count, mean, M2, min, max and
+    percentiles are exact for the task (no sort, no float copy); other types: NumPy on each chip's
+    valid values, merged by :func:`_merge_stats`.
+    """
+
+    def __init__(self):
+        self.counts: np.ndarray | None = None  # (bands, 2**bits) pixel counts of each value
+        self.shift, self.nodata, self.parts = 0, None, []
+
+    def add(self, data: np.ndarray, nodata) -> None:
+        if data.dtype.kind not in "ui" or data.dtype.itemsize > 2:
+            self.parts.append(_array_stats(data, nodata))
+            return
+        if self.counts is None:
+            self.counts = np.zeros((len(data), 1 << (8 * data.dtype.itemsize)), np.int64)
+            self.shift, self.nodata = int(np.iinfo(data.dtype).min), nodata
+        for counts, band in zip(self.counts, data, strict=True):
+            counts += _histogram(band, self.shift, len(counts))
+
+    def result(self) -> dict | None:
+        if self.counts is None:
+            return _merge_stats(self.parts)
+        stats = [_histogram_stats(counts, self.shift, self.nodata) for counts in self.counts]
+        return {k: np.array([s[i] for s in stats], dtype=np.float64) for i, k in enumerate(_KEYS)}
+
+
+_KEYS = ("n", "mean", "m2", "min", "max", "q")
+_NO_VALUES = (0, 0.0, 0.0, np.inf, -np.inf, np.zeros(len(QS)))  # a band with no valid pixel
+
+
+def _histogram(band: np.ndarray, shift: int, length: int) -> np.ndarray:
+    """Pixel count of each value of an 8/16-bit integer band; index = value - shift."""
+    values = band.ravel()
+    return np.bincount(values.astype(np.int32) - shift if shift else values, minlength=length)
+
+
+def _histogram_stats(counts: np.ndarray, shift: int, nodata) -> tuple:
+    """(count, mean, M2, min, max, percentiles at QS) of the values a histogram counts, nodata left out."""
+    nodata = float(nodata)
+    if nodata.is_integer() and 0 <= nodata - shift < len(counts):  # NaN is never an integer
+        counts = counts.copy()
+        counts[int(nodata) - shift] = 0
+    bins = np.flatnonzero(counts)
+    if not bins.size:
+        return _NO_VALUES
+    values, weights = (bins + shift).astype(np.float64), counts[bins]
+    n = int(weights.sum())
+    mean = float(weights @ values) / n
+    m2 = float(weights @ (values - mean) ** 2)
+    cumulative = np.cumsum(weights)
+    h = (n - 1) * QS / 100
+    below, above = np.floor(h), np.minimum(np.floor(h) + 1, n - 1)
+    lo = values[np.searchsorted(cumulative, below, side="right")]
+    hi = values[np.searchsorted(cumulative, above, side="right")]
+    return n, mean, m2, values[0], values[-1], lo + (h - below) * (hi - lo)
 
 
 def _array_stats(data: np.ndarray, nodata) -> dict:
     """Valid-pixel count, mean, M2, min, max and percentiles of each band of one chip's array."""
     stats = [_band_stats(band, nodata) for band in data]
-    keys = ("n", "mean", "m2", "min", "max", "q")
-    return {k: np.array([s[i] for s in stats], dtype=np.float64) for i, k in enumerate(keys)}
-
-
-_NO_VALUES = (0, 0.0, 0.0, np.inf, -np.inf, np.zeros(len(QS)))  # a band with no valid pixel
+    return {k: np.array([s[i] for s in stats], dtype=np.float64) for i, k in enumerate(_KEYS)}
 
 
 def _band_stats(band: np.ndarray, nodata) -> tuple:
-    """(count, mean, M2, min, max, ``np.percentile(values, QS)``) of one band's valid pixels.
-
-    8/16-bit integers: every figure from one histogram of the band (no sort, no float copy);
-    other types: NumPy on the valid values.
-    """
+    """(count, mean, M2, min, max, ``np.percentile(values, QS)``) of one band's valid pixels."""
     if band.dtype.kind in "ui" and band.dtype.itemsize <= 2:
         shift = int(np.iinfo(band.dtype).min)
-        counts = np.bincount((band.ravel().astype(np.int32) - shift) if shift else band.ravel())
-        nodata = float(nodata)
-        if nodata.is_integer() and 0 <= nodata - shift < len(counts):  # NaN is never an integer
-            counts[int(nodata) - shift] = 0
-        bins = np.flatnonzero(counts)
-        if not bins.size:
-            return _NO_VALUES
-        values, weights = (bins + shift).astype(np.float64), counts[bins]
-        n = int(weights.sum())
-        mean = float(weights @ values) / n
-        m2 = float(weights @ (values - mean) ** 2)
-        cumulative = np.cumsum(weights)
-        h = (n - 1) * QS / 100
-        below, above = np.floor(h), np.minimum(np.floor(h) + 1, n - 1)
-        lo = values[np.searchsorted(cumulative, below, side="right")]
-        hi = values[np.searchsorted(cumulative, above, side="right")]
-        return n, mean, m2, values[0], values[-1], lo + (h - below) * (hi - lo)
+        return _histogram_stats(_histogram(band, shift, 1 << (8 * band.dtype.itemsize)), shift, nodata)
     values = band[_valid(band[None], nodata)].astype(np.float64)
     if not values.size:
         return _NO_VALUES
@@ -625,7 +691,7 @@ def _run(tasks: list[dict], out: Path, options: TileOptions, cluster: _Cluster, 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     client = cluster.get()
-    opts = {"size": options.size, "min_valid": options.min_valid}
+    opts = {"size": options.size, "min_valid": options.min_valid, "zstd_level": options.zstd_level}
     futures = [
         client.submit(run_task, t, str(out), opts, key=f"tile-{t['key']}-{t['fingerprint'][:12]}", pure=False)
         for t in tasks
@@ -670,13 +736,7 @@ def tile(options: TileOptions, client=None, progress: bool = True) -> TileSummar
             summary.skipped += sum(1 for c in record["chips"] if not c["dropped"])
         else:
             todo.append(task)
-    log.info(
-        "%d tasks of %d chips each at most: %d done before, %d to run",
-        len(tasks),
-        CHIPS_PER_TASK,
-        len(records),
-        len(todo),
-    )
+    log.info("%d tasks: %d done before, %d to run", len(tasks), len(records), len(todo))
     cluster = _Cluster(options, client)
     try:
         if todo:

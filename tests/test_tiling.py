@@ -25,7 +25,7 @@ from geogan.bands import LC, S1, S2
 from geogan.cli import app
 from geogan.config import TileOptions
 from geogan.sample import write_raster
-from geogan.tiling import QS, _band_stats, tile
+from geogan.tiling import MAX_CHIPS, MIN_CHIPS, QS, TaskStats, _band_stats, _batches, tile
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,47 @@ def test_chip_statistics_equal_numpys_on_the_valid_pixels(dtype, n):
     assert _band_stats(np.full(n, nodata, dtype), nodata)[0] == 0  # all nodata: no values
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32])
+def test_task_statistics_over_chips_equal_numpys_over_their_valid_pixels(dtype):
+    """A task's histogram (integers) or merged chip partials (floats) against NumPy on all its chips."""
+    rng = np.random.default_rng(1)
+    chips = [rng.normal(1000 * (i + 1), 200, (2, 32, 32)).astype(dtype) for i in range(5)]
+    chips[2][:, :8] = 7  # nodata
+    stats = TaskStats()
+    for chip in chips:
+        stats.add(chip, 7)
+    found = stats.result()
+    for b in range(2):
+        values = np.concatenate([c[b].ravel() for c in chips]).astype(np.float64)
+        values = values[values != 7]
+        assert found["n"][b] == values.size
+        np.testing.assert_allclose(found["mean"][b], values.mean(), rtol=1e-9)
+        np.testing.assert_allclose(found["m2"][b] / found["n"][b], values.var(), rtol=1e-9)
+        assert (found["min"][b], found["max"][b]) == (values.min(), values.max())
+        if dtype is np.float32:  # chips' percentiles merged: within a few values of the exact ones
+            np.testing.assert_allclose(found["q"][b], np.percentile(values, QS), atol=30)
+        else:
+            np.testing.assert_allclose(found["q"][b], np.percentile(values, QS), rtol=1e-12)
+    assert TaskStats().result() is None  # a task whose chips were all dropped
+
+
+@pytest.mark.parametrize(
+    ("block", "per_task"),
+    [((512, 512), [4]), ((1024, 1024), [16]), ((128, 128), [4]), ((1, 4096), [16]), ((1, 20000), [64, 14])],
+)
+def test_tasks_hold_the_chips_of_whole_source_blocks(block, per_task):
+    """Each source block is decompressed by one task; tasks hold MIN_CHIPS to MAX_CHIPS chips."""
+    width = block[1] if block[1] > 4096 else 4096
+    rows, cols = list(range(0, 4096 - 255, 256)), list(range(0, width - 255, 256))
+    batches = _batches(rows, cols, block)
+    assert sorted(w for b in batches for w in b) == [(r, c) for r in rows for c in cols]  # each chip once
+    assert sorted({len(b) for b in batches}, reverse=True) == per_task
+    assert all(MIN_CHIPS <= len(b) <= MAX_CHIPS for b in batches)
+    if block[0] >= 256:
+        blocks = [{(r // block[0], c // block[1]) for r, c in b} for b in batches]
+        assert sum(map(len, blocks)) == len(set().union(*blocks))  # no block shared by two tasks
+
+
 def test_rerun_skips_what_is_done(tiled, scene_files, sen12ms_root, client):
     out, first = tiled
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
@@ -143,6 +184,31 @@ def test_rerun_skips_what_is_done(tiled, scene_files, sen12ms_root, client):
     assert again.written == 0 and again.skipped == first.written and again.chips == first.chips
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")} == mtimes
     assert again.seconds < first.seconds
+
+
+def test_zstd_level_changes_file_sizes_not_pixels_and_retiles(tmp_path, scene_files, client):
+    """--zstd-level: the same pixels in smaller files at a higher level; a changed level re-tiles."""
+    sizes, pixels = {}, {}
+    for level in (1, 12):
+        out = tmp_path / f"level{level}"
+        summary = tile(TileOptions(sources=[f"s2={scene_files['s2']}"], out=out, size=128, zstd_level=level),
+                       client=client, progress=False)  # fmt: skip
+        assert summary.ok and summary.written == 16
+        chips = sorted(out.rglob("*_s2_*.tif"))
+        sizes[level] = sum(p.stat().st_size for p in chips)
+        pixels[level] = []
+        for path in chips:
+            with rasterio.open(path) as chip:
+                pixels[level].append(chip.read())
+    assert sizes[12] < 0.99 * sizes[1], sizes
+    for a, b in zip(pixels[1], pixels[12], strict=True):
+        np.testing.assert_array_equal(a, b)
+    options = TileOptions(
+        sources=[f"s2={scene_files['s2']}"], out=tmp_path / "level1", size=128, zstd_level=12
+    )
+    again = tile(options, client=client, progress=False)
+    assert again.written == 16 and again.skipped == 0
+    assert sum(p.stat().st_size for p in (tmp_path / "level1").rglob("*_s2_*.tif")) == sizes[12]
 
 
 def _linear_s1(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -268,6 +334,15 @@ def test_bad_inputs_fail_by_name_and_the_rest_goes_on(tmp_path, scene_files):
         assert str(bad[name]) in error
     index = gpd.read_file(tmp_path / "out" / "index.gpkg", layer="tiles")
     assert set(index["scene"]) == {"s2"} and len(index) == 16 * 3  # the good scene went on
+
+
+def test_out_of_range_zstd_level_names_the_option(tmp_path, scene_files):
+    result = CliRunner().invoke(
+        app, ["tile", *sources(scene_files), "--out", str(tmp_path), "--zstd-level", "0"]
+    )
+    assert result.exit_code == 2
+    assert "--zstd-level: Input should be greater than or equal to 1" in " ".join(result.output.split())
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_unwritable_output_folder_is_a_clear_error(tmp_path, scene_files):
