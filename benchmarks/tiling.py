@@ -8,9 +8,11 @@ worker processes. Prints MB/s of each (scene bytes / wall seconds), the ratio to
 the peak memory (RSS) of the plain loop's process and of each geogan worker process, and the time
 of a re-run that finds everything done.
 
-The three runs are made ``--repeat`` times in turn (plain, 1 worker, 2 workers, plain, ...), each
+The three runs are made ``--repeat`` times in turn (plain, 2 workers, 1 worker, plain, ...), each
 ratio against the plain loop of its own round, and the median ratio is reported: on a shared
-machine one run's speed can change by a third from one minute to the next.
+machine one run's speed can change by a third from one minute to the next, so the 2-worker run,
+the target's, comes right after its plain loop. Written data is flushed to disk (``os.sync``)
+before each timed run, so that no run pays for writing back an earlier run's chips.
 
     .venv/bin/python benchmarks/tiling.py                        # 4096 x 4096, 3 rounds
     .venv/bin/python benchmarks/tiling.py --size 10980 --repeat 1
@@ -135,10 +137,12 @@ def main() -> None:
         for round_ in range(1, args.repeat + 1):
             runs = tmp / f"round{round_}"
             runs.mkdir()
+            os.sync()
             base, base_peak = plain_loop_alone(scene, runs / "plain", args.zstd_level)
             print(f"{round_:<6}{'plain rasterio loop':<22}{base:>9.2f}{mb / base:>9.1f}{1.0:>8.2f}"
                   f"{base_peak:>9.0f}{'':>10}")  # fmt: skip
-            for workers in (1, 2):
+            for workers in (2, 1):
+                os.sync()
                 seconds, again, peak = geogan_run(scene, runs / f"geogan{workers}", workers, args.zstd_level)
                 name = f"geogan {workers} worker(s)"
                 ratios[workers].append(base / seconds)
