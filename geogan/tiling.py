@@ -155,7 +155,11 @@ def _batches(rows: list[int], cols: list[int], block: tuple[int, int]) -> list[l
     for key in sorted(by_block):
         chips = by_block[key]
         for i in range(0, len(chips), MAX_CHIPS):
-            batch.extend(chips[i : i + MAX_CHIPS])
+            part = chips[i : i + MAX_CHIPS]
+            if len(batch) + len(part) > MAX_CHIPS:
+                batches.append(batch)
+                batch = []
+            batch.extend(part)
             if len(batch) >= MIN_CHIPS:
                 batches.append(batch)
                 batch = []

@@ -171,9 +171,14 @@ def test_tasks_hold_the_chips_of_whole_source_blocks(block, per_task):
     assert sorted(w for b in batches for w in b) == [(r, c) for r in rows for c in cols]  # each chip once
     assert sorted({len(b) for b in batches}, reverse=True) == per_task
     assert all(MIN_CHIPS <= len(b) <= MAX_CHIPS for b in batches)
-    if block[0] >= 256:
-        blocks = [{(r // block[0], c // block[1]) for r, c in b} for b in batches]
-        assert sum(map(len, blocks)) == len(set().union(*blocks))  # no block shared by two tasks
+
+
+def test_tasks_never_exceed_max_chips():
+    """A strip row of 66 chips: 64 in one task, and the 2 left over go alone rather than overfill."""
+    cols = list(range(0, 66 * 256, 256))
+    batches = _batches([0, 256], cols, (1, 66 * 256))
+    assert [len(b) for b in batches] == [64, 2, 64, 2]
+    assert sorted(w for b in batches for w in b) == [(r, c) for r in (0, 256) for c in cols]
 
 
 def test_rerun_skips_what_is_done(tiled, scene_files, sen12ms_root, client):
