@@ -7,6 +7,7 @@ written once, and equal to what an uninterrupted run writes.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from geogan.pipeline import load, read_log, read_state
 from geogan.tiling import tile
 
 SCENES, PATCHES, PATCH, CHIP = 2, 2, 64, 16
-CHIPS = SCENES * PATCHES**2 * (PATCH // CHIP) ** 2  # 128 chips, 16 tile tasks of 8
+CHIPS = SCENES * PATCHES**2 * (PATCH // CHIP) ** 2  # 128 chips; 8 tile tasks, one per patch (its block)
 PAIRS = 64
 
 PIPELINE = {
@@ -103,18 +104,20 @@ def test_killed_in_tiling_and_in_generation_then_rerun(tmp_path, client, one_tor
     path.write_text(yaml.safe_dump({**PIPELINE, "out": str(root)}, sort_keys=False))
     records = root / "tile" / ".geogan" / "tasks"
 
-    # 1. Kill in the middle of tiling: some of the 16 tile tasks done, not all.
+    # 1. Kill in the middle of tiling: some of the 8 tile tasks done, not all.
     proc = _start(path)
     _kill_when(proc, lambda: len(list(records.glob("*.json"))) >= 2, "tiling under way")
-    done_at_kill = len(list(records.glob("*.json")))
-    assert 2 <= done_at_kill < CHIPS // 8
+    done_at_kill = {p.name: p.read_text() for p in records.glob("*.json")}  # written whole, then renamed
     assert read_state(root)["stages"]["tile"]["status"] == "running"
 
     _finish(path, "--until", "tile")
     restart = [e for e in read_log(root, "last") if e.get("stage") == "tile"]
     assert restart[0]["event"] == "stage-start" and "did not finish" in restart[0]["reason"]
     assert restart[-1]["counts"]["chips"] == CHIPS
-    assert restart[-1]["counts"]["skipped"] == done_at_kill * 8  # finished tasks were not redone
+    assert 2 <= len(done_at_kill) < len(list(records.glob("*.json"))) == 8
+    # Finished tasks were not redone: their chips count as skipped and their records are unchanged.
+    assert restart[-1]["counts"]["skipped"] == sum(len(json.loads(t)["chips"]) for t in done_at_kill.values())
+    assert all((records / name).read_text() == text for name, text in done_at_kill.items())
     assert _temporaries(root) == []
 
     chips = _chips(root / "tile")

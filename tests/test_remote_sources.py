@@ -496,7 +496,7 @@ def test_cli_fetch_sentinelhub(sh_server, tmp_path):
     assert SECRET not in result.output
     assert len(list((out / "s2").glob("*.tif"))) == 3
     bad = CliRunner().invoke(cli_app, [*args, "--out", str(out), "--max-cloud", "130"])
-    assert bad.exit_code == 2 and "--max_cloud" in bad.output
+    assert bad.exit_code == 2 and "--max-cloud: Input should be less than or equal to 100" in bad.output
 
 
 def test_cli_fetch_stac(stac_server, tmp_path):
