@@ -51,7 +51,7 @@ MIN_CHIPS, MAX_CHIPS = 4, 64
 SEASONS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")
 STATE = ".geogan"  # task records live in DIR/.geogan/tasks
 RESAMPLING = {"s1": Resampling.bilinear, "lc": Resampling.nearest}
-# Percentiles of each chip (0.1 % steps in the tails, 1 % between), merged into p01 / p99.
+# Percentiles of each task (0.1 % steps in the tails, 1 % between), merged into p01 / p99.
 QS = np.unique(np.concatenate([np.linspace(0, 5, 51), np.linspace(5, 95, 91), np.linspace(95, 100, 51)]))
 PERCENTILE_METHOD = (
     "approximate: percentiles (0.1 % steps below 5 % and above 95 %, 1 % between) of each Dask task's "
@@ -467,10 +467,8 @@ def _array_stats(data: np.ndarray, nodata) -> dict:
 
 
 def _band_stats(band: np.ndarray, nodata) -> tuple:
-    """(count, mean, M2, min, max, ``np.percentile(values, QS)``) of one band's valid pixels."""
-    if band.dtype.kind in "ui" and band.dtype.itemsize <= 2:
-        shift = int(np.iinfo(band.dtype).min)
-        return _histogram_stats(_histogram(band, shift, 1 << (8 * band.dtype.itemsize)), shift, nodata)
+    """(count, mean, M2, min, max, ``np.percentile(values, QS)``) of one band's valid pixels (the types
+    :class:`TaskStats` does not count in a histogram)."""
     values = band[_valid(band[None], nodata)].astype(np.float64)
     if not values.size:
         return _NO_VALUES

@@ -25,7 +25,7 @@ from geogan.bands import LC, S1, S2
 from geogan.cli import app
 from geogan.config import TileOptions
 from geogan.sample import write_raster
-from geogan.tiling import MAX_CHIPS, MIN_CHIPS, QS, TaskStats, _band_stats, _batches, tile
+from geogan.tiling import MAX_CHIPS, MIN_CHIPS, QS, TaskStats, _batches, tile
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +126,19 @@ def test_chip_statistics_equal_numpys_on_the_valid_pixels(dtype, n):
     band = np.random.default_rng(n).uniform(info.min / 2, info.max / 2, n).astype(dtype)
     nodata = band[0] if n > 1 else 0  # n > 1: the first value (and its repeats) is nodata
     values = band[band != nodata].astype(np.float64)
-    count, mean, m2, lo, hi, q = _band_stats(band, nodata)
-    assert count == values.size
+    stats = TaskStats()
+    stats.add(band[None], nodata)  # one chip of one band
+    found = {k: v[0] for k, v in stats.result().items()}
+    assert found["n"] == values.size
     if values.size:
-        np.testing.assert_allclose([mean, m2 / count], [values.mean(), values.var()], rtol=1e-9)
-        assert (lo, hi) == (values.min(), values.max())
-        np.testing.assert_allclose(q, np.percentile(values, QS), rtol=1e-12)
-    assert _band_stats(np.full(n, nodata, dtype), nodata)[0] == 0  # all nodata: no values
+        np.testing.assert_allclose(
+            [found["mean"], found["m2"] / found["n"]], [values.mean(), values.var()], rtol=1e-9
+        )
+        assert (found["min"], found["max"]) == (values.min(), values.max())
+        np.testing.assert_allclose(found["q"], np.percentile(values, QS), rtol=1e-12)
+    empty = TaskStats()
+    empty.add(np.full((1, n), nodata, dtype), nodata)
+    assert empty.result()["n"][0] == 0  # all nodata: no values
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32])
@@ -171,6 +177,9 @@ def test_tasks_hold_the_chips_of_whole_source_blocks(block, per_task):
     assert sorted(w for b in batches for w in b) == [(r, c) for r in rows for c in cols]  # each chip once
     assert sorted({len(b) for b in batches}, reverse=True) == per_task
     assert all(MIN_CHIPS <= len(b) <= MAX_CHIPS for b in batches)
+    if block[0] >= 256:  # chips no taller than a block: no block is read by two tasks
+        blocks = [{(r // block[0], c // block[1]) for r, c in b} for b in batches]
+        assert sum(map(len, blocks)) == len(set().union(*blocks))
 
 
 def test_tasks_never_exceed_max_chips():
