@@ -23,8 +23,12 @@ from __future__ import annotations
 import dask.config
 
 
-def local_cluster(workers: int, threads: int = 1):
-    """A started ``distributed.LocalCluster`` of ``workers`` processes of ``threads`` threads each."""
+def local_cluster(workers: int, threads: int = 1, preload: tuple[str, ...] = ()):
+    """A started ``distributed.LocalCluster`` of ``workers`` processes of ``threads`` threads each.
+
+    ``preload``: modules each worker imports as it starts (the stage's task module), so that the
+    first tasks do not each wait for the imports (geogan.tiling: 0.65 s in each worker, measured).
+    """
     from distributed import LocalCluster
 
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
@@ -38,5 +42,9 @@ def local_cluster(workers: int, threads: int = 1):
     }
     with dask.config.set(settings):
         return LocalCluster(
-            n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=True,
+            dashboard_address=None,
+            preload=list(preload),
         )

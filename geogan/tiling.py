@@ -409,7 +409,7 @@ class TaskStats:
     """
 
     def __init__(self):
-        self.counts: np.ndarray | None = None  # (bands, 2**bits) pixel counts of each value
+        self.counts: list[np.ndarray] | None = None  # per band: pixel count of each value - shift
         self.shift, self.nodata, self.parts = 0, None, []
 
     def add(self, data: np.ndarray, nodata) -> None:
@@ -417,10 +417,15 @@ class TaskStats:
             self.parts.append(_array_stats(data, nodata))
             return
         if self.counts is None:
-            self.counts = np.zeros((len(data), 1 << (8 * data.dtype.itemsize)), np.int64)
+            self.counts = [np.zeros(0, np.int64) for _ in data]
             self.shift, self.nodata = int(np.iinfo(data.dtype).min), nodata
-        for counts, band in zip(self.counts, data, strict=True):
-            counts += _histogram(band, self.shift, len(counts))
+        for i, band in enumerate(data):
+            found, counts = _histogram(band, self.shift), self.counts[i]
+            if len(found) > len(counts):
+                found[: len(counts)] += counts
+                self.counts[i] = found
+            else:
+                counts[: len(found)] += found
 
     def result(self) -> dict | None:
         if self.counts is None:
@@ -433,10 +438,14 @@ _KEYS = ("n", "mean", "m2", "min", "max", "q")
 _NO_VALUES = (0, 0.0, 0.0, np.inf, -np.inf, np.zeros(len(QS)))  # a band with no valid pixel
 
 
-def _histogram(band: np.ndarray, shift: int, length: int) -> np.ndarray:
-    """Pixel count of each value of an 8/16-bit integer band; index = value - shift."""
+def _histogram(band: np.ndarray, shift: int) -> np.ndarray:
+    """Pixel count of each value of an 8/16-bit integer band up to its largest; index = value - shift.
+
+    Only as long as the band's largest value needs (reflectances reach a few thousand of 65536), so
+    the task's histograms stay a few KB a band, not 512 KB.
+    """
     values = band.ravel()
-    return np.bincount(values.astype(np.int32) - shift if shift else values, minlength=length)
+    return np.bincount(values.astype(np.int32) - shift if shift else values)
 
 
 def _histogram_stats(counts: np.ndarray, shift: int, nodata) -> tuple:
@@ -652,7 +661,7 @@ class _Cluster:
                 self.client = Client(self.options.scheduler)
                 self.own = [self.client]
             else:
-                cluster = local_cluster(self.options.workers, self.options.threads)
+                cluster = local_cluster(self.options.workers, self.options.threads, preload=(__name__,))
                 self.client = Client(cluster)
                 self.own = [self.client, cluster]
             log.info("Dask: %s", self.client)

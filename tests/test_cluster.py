@@ -163,3 +163,16 @@ def test_geogans_local_cluster_keeps_adaptive_malloc_and_has_no_profiler():
     # Housekeeping every 1-2 s instead of every 20-500 ms (milliseconds here).
     assert worker == {"tick": 1000, "memory_monitor": 1000}
     assert housekeeping == (1000, 2000, 1000)
+
+
+def test_local_cluster_workers_import_the_preloaded_task_module_as_they_start():
+    """`geogan tile`'s workers start with geogan.tiling imported, so no task waits for it."""
+    from geogan.cluster import local_cluster
+
+    def imported():
+        return "geogan.tiling" in sys.modules
+
+    with local_cluster(1, preload=("geogan.tiling",)) as cluster, Client(cluster) as client:
+        assert list(client.run(imported).values()) == [True]
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        assert list(client.run(imported).values()) == [False]
