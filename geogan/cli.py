@@ -33,12 +33,13 @@ def fail(err: Exception, code: int = 2) -> None:
 
 
 def option_errors(err) -> ValueError:
-    """A pydantic ValidationError of command-line options, each named as its ``--option``."""
-    return ValueError(
-        "; ".join(
-            f"--{str(e['loc'][0]).replace('_', '-') if e['loc'] else ''}: {e['msg']}" for e in err.errors()
-        )
-    )
+    """A pydantic ValidationError of command-line options, each named as its ``--option`` (an error
+    of the options together, from a model validator, has no option and is given as it is)."""
+
+    def named(e: dict) -> str:
+        return f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" if e["loc"] else e["msg"]
+
+    return ValueError("; ".join(named(e) for e in err.errors()))
 
 
 def _version(value: bool) -> None:

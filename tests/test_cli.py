@@ -2,11 +2,14 @@ import json
 import subprocess
 import sys
 
+import pytest
 import rasterio
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 import geogan
-from geogan.cli import app
+from geogan.cli import app, option_errors
+from geogan.config import GenerateOptions, TileOptions
 
 runner = CliRunner()
 
@@ -63,3 +66,17 @@ def test_demo_input_must_be_a_sen12ms_folder(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "o"), "--input", str(tmp_path)])
     assert result.exit_code == 2
     assert "no SEN12MS-layout S2 patches" in " ".join(result.output.split())
+
+
+def test_option_errors_name_the_dashed_option_and_give_errors_of_options_together_as_they_are():
+    with pytest.raises(ValidationError) as err:
+        TileOptions(sources=["s2=a.tif"], out="out", zstd_level=0, min_valid=2)
+    assert str(option_errors(err.value)) == (
+        "--min-valid: Input should be less than or equal to 1; "
+        "--zstd-level: Input should be greater than or equal to 1"
+    )
+    with pytest.raises(ValidationError) as err:
+        GenerateOptions(run="run", n=1, out="out", crs="EPSG:32630")  # --crs needs --grid
+    assert str(option_errors(err.value)) == (
+        "Value error, crs: only with grid (--grid AOI.gpkg --crs EPSG:XXXX)"
+    )
