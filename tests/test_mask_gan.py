@@ -42,7 +42,9 @@ def tiles(dual_gan_tiles) -> Path:
 @pytest.fixture(scope="module")
 def trained_run(tiles, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("maskgan-run") / "run"
-    train("mask-gan", options(tiles, run, steps=200, sample_every=100, checkpoint_every=100))
+    # 400 steps: at 200 the class-mix error was 0.40-0.63 over seeds 0-3 on an Intel Xeon (float
+    # rounding differs between CPUs, and so does the path of training), at 400 0.09-0.30.
+    train("mask-gan", options(tiles, run, steps=400, sample_every=200, checkpoint_every=200))
     return run
 
 
@@ -86,7 +88,7 @@ def test_mask_gan_learns_the_class_mix_of_the_real_masks(trained_run, tiles):
     real = torch.stack([data[i]["mask"] for i in range(len(data))])
     real_mix = class_fractions(real, K).mean(0)
     trained = load_generator(trained_run)
-    assert not trained.task.conditional and trained.step == 200
+    assert not trained.task.conditional and trained.step == 400
     torch.manual_seed(0)
     out = trained.sample({"image": torch.zeros(64, 13, 32, 32)})
     assert set(out) == {"mask"} and out["mask"].shape == (64, 32, 32) and out["mask"].dtype == torch.long
@@ -101,7 +103,7 @@ def test_mask_gan_learns_the_class_mix_of_the_real_masks(trained_run, tiles):
     # Coherent patches, as land cover is: neighbours mostly share a class.
     same = (out["mask"][:, :, 1:] == out["mask"][:, :, :-1]).float().mean()
     assert same > 0.9, same
-    png = trained_run / "samples" / "step-00000200-mask.png"
+    png = trained_run / "samples" / "step-00000400-mask.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
