@@ -169,7 +169,7 @@ def test_task_statistics_over_chips_equal_numpys_over_their_valid_pixels(dtype):
 
 @pytest.mark.parametrize(
     ("block", "per_task"),
-    [((512, 512), [4]), ((1024, 1024), [16]), ((128, 128), [4]), ((1, 4096), [16]), ((1, 20000), [64, 14])],
+    [((512, 512), [8]), ((1024, 1024), [16]), ((128, 128), [8]), ((1, 4096), [16]), ((1, 20000), [64, 14])],
 )
 def test_tasks_hold_the_chips_of_whole_source_blocks(block, per_task):
     """Each source block is decompressed by one task; tasks hold MIN_CHIPS to MAX_CHIPS chips."""
