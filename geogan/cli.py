@@ -100,7 +100,7 @@ def tile(
     ),
     out: Path = typer.Option(..., "--out", help="Folder for the chips, index.gpkg and stats.json."),
     size: int = typer.Option(256, help="Chip size in pixels."),
-    stride: int | None = typer.Option(None, help="Pixels between chip origins [default: size]."),
+    stride: int | None = typer.Option(None, help="Pixels between chip origins \\[default: size]."),
     edge: str = typer.Option("drop", help="Chips crossing the scene edge: drop, or pad with nodata."),
     min_valid: float = typer.Option(0.9, "--min-valid", help="Drop chips with a smaller valid fraction."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of scenes in the test split."),
@@ -159,7 +159,7 @@ def labels_rasterize(
     column: str = typer.Option(..., "--column", help="Attribute holding each polygon's class (id or name)."),
     scheme: str = typer.Option("igbp", "--scheme", help="igbp, dfc2020 or a YAML scheme file."),
     background: str | None = typer.Option(
-        None, "--background", help="Class (id or name) outside every polygon [default: 0 = unlabelled]."
+        None, "--background", help="Class (id or name) outside every polygon \\[default: 0 = unlabelled]."
     ),
     all_touched: bool = typer.Option(False, "--all-touched", help="Burn every pixel a polygon touches."),
 ) -> None:
@@ -248,11 +248,11 @@ def generate(
     grid: Path | None = typer.Option(None, "--grid", help="AOI polygons to lay the chips over, in rows."),
     crs: str | None = typer.Option(None, "--crs", help="Projected CRS of the AOI grid, e.g. EPSG:32630."),
     tiles: Path | None = typer.Option(
-        None, "--tiles", help="Training tiles to place the default grid beside [default: the run's]."
+        None, "--tiles", help="Training tiles to place the default grid beside \\[default: the run's]."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples' noise."),
     batch_size: int = typer.Option(16, "--batch-size", help="Samples the model makes at once."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint [default: the newest]."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint \\[default: the newest]."),
     device: str = typer.Option("cpu", "--device", help="Torch device of the model (cpu, cuda...)."),
     workers: int = typer.Option(2, help="Dask worker processes that write the files."),
     scheduler: str | None = typer.Option(None, help="Address of a running Dask scheduler to use instead."),
@@ -441,7 +441,7 @@ def fetch_sentinelhub_command(
     out: Path = typer.Option(..., "--out", help="Folder for s2/, s1/, scenes.json and sources.txt."),
     sensor: list[str] = typer.Option(["s2", "s1"], "--sensor", help="s2 (L1C 13 bands), s1 (VV, VH dB)."),
     max_cloud: float = typer.Option(20.0, "--max-cloud", help="Largest S2 cloud cover kept, percent."),
-    crs: str | None = typer.Option(None, "--crs", help="CRS of the scenes [default: UTM zone of the AOI]."),
+    crs: str | None = typer.Option(None, "--crs", help="CRS of the scenes \\[default: UTM zone of the AOI]."),
     resolution: float = typer.Option(10.0, "--resolution", help="Pixel size in CRS units."),
     limit: int | None = typer.Option(None, "--limit", help="At most this many scenes a sensor (newest)."),
     profile: str | None = typer.Option(None, "--profile", help="Profile of the sentinelhub config file."),
@@ -467,7 +467,7 @@ def fetch_stac_command(
     out: Path = typer.Option(..., "--out", help="Folder for s2/, scenes.json and sources.txt."),
     collection: str = typer.Option("sentinel-2-l1c", "--collection", help="Collection to search."),
     max_cloud: float = typer.Option(20.0, "--max-cloud", help="Largest cloud cover kept, percent."),
-    crs: str | None = typer.Option(None, "--crs", help="CRS of the scenes [default: the newest item's]."),
+    crs: str | None = typer.Option(None, "--crs", help="CRS of the scenes \\[default: the newest item's]."),
     resolution: float = typer.Option(10.0, "--resolution", help="Pixel size in CRS units."),
     limit: int | None = typer.Option(None, "--limit", help="At most this many scenes, newest first."),
     asset: list[str] = typer.Option([], "--asset", help="BAND=KEY for a collection's own asset names."),
@@ -505,13 +505,13 @@ def evaluate(
         False, "--drop-copies", help="Move flagged copies to SYNTHETIC/dropped/ and rebuild its index."
     ),
     usefulness: bool = typer.Option(False, "--usefulness", help="Train U-Nets four ways, score them."),
-    n_real: int | None = typer.Option(None, "--n-real", help="Real chips per U-Net run [default: all]."),
+    n_real: int | None = typer.Option(None, "--n-real", help="Real chips per U-Net run \\[default: all]."),
     seeds: int = typer.Option(3, help="Seeds of the usefulness runs."),
     steps: int = typer.Option(500, help="Optimiser steps of each U-Net."),
     batch_size: int = typer.Option(16, "--batch-size", help="Chips per U-Net step."),
     unet_encoder: str = typer.Option("resnet18", "--unet-encoder", help="smp encoder (random weights)."),
     synthetic_share: float | None = typer.Option(
-        None, "--synthetic-share", help="Share of each (c) batch from synthetic pairs [default: uniform]."
+        None, "--synthetic-share", help="Share of each (c) batch from synthetic pairs \\[default: uniform]."
     ),
     device: str = typer.Option("auto", help="Torch device: auto, cpu, cuda, cuda:1 ..."),
 ) -> None:

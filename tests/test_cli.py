@@ -80,3 +80,12 @@ def test_option_errors_name_the_dashed_option_and_give_errors_of_options_togethe
     assert str(option_errors(err.value)) == (
         "Value error, crs: only with grid (--grid AOI.gpkg --crs EPSG:XXXX)"
     )
+
+
+def test_option_help_shows_defaults_written_in_brackets():
+    """Rich reads "[default: size]" as markup and drops it; the help escapes it."""
+    result = runner.invoke(app, ["tile", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "Pixels between chip origins [default: size]." in result.output
+    result = runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "200"})
+    assert "Checkpoint [default: the newest]." in result.output
