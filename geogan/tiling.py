@@ -53,6 +53,7 @@ MIN_CHIPS, MAX_CHIPS = 8, 64
 SEASONS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")
 STATE = ".geogan"  # task records live in DIR/.geogan/tasks
 RESAMPLING = {"s1": Resampling.bilinear, "lc": Resampling.nearest}
+PRELOAD = (__name__,)  # what the workers of the LocalCluster `geogan tile` starts import as they start
 # Percentiles of each task (0.1 % steps in the tails, 1 % between), merged into p01 / p99.
 QS = np.unique(np.concatenate([np.linspace(0, 5, 51), np.linspace(5, 95, 91), np.linspace(95, 100, 51)]))
 PERCENTILE_METHOD = (
@@ -663,7 +664,7 @@ class _Cluster:
                 self.client = Client(self.options.scheduler)
                 self.own = [self.client]
             else:
-                cluster = local_cluster(self.options.workers, self.options.threads, preload=(__name__,))
+                cluster = local_cluster(self.options.workers, self.options.threads, preload=PRELOAD)
                 self.client = Client(cluster)
                 self.own = [self.client, cluster]
             log.info("Dask: %s", self.client)

@@ -168,11 +168,12 @@ def test_geogans_local_cluster_keeps_adaptive_malloc_and_has_no_profiler():
 def test_local_cluster_workers_import_the_preloaded_task_module_as_they_start():
     """`geogan tile`'s workers start with geogan.tiling imported, so no task waits for it."""
     from geogan.cluster import local_cluster
+    from geogan.tiling import PRELOAD
 
     def imported():
         return "geogan.tiling" in sys.modules
 
-    with local_cluster(1, preload=("geogan.tiling",)) as cluster, Client(cluster) as client:
+    with local_cluster(1, preload=PRELOAD) as cluster, Client(cluster) as client:
         assert list(client.run(imported).values()) == [True]
     with local_cluster(1) as cluster, Client(cluster) as client:
         assert list(client.run(imported).values()) == [False]
