@@ -102,8 +102,23 @@ def tile(
     size: int = typer.Option(256, help="Chip size in pixels."),
     stride: int | None = typer.Option(None, help="Pixels between chip origins \\[default: size]."),
     edge: str = typer.Option("drop", help="Chips crossing the scene edge: drop, or pad with nodata."),
-    min_valid: float = typer.Option(0.9, "--min-valid", help="Drop chips with a smaller valid fraction."),
-    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of scenes in the test split."),
+    min_valid: float = typer.Option(
+        0.9, "--min-valid", help="Drop chips whose imagery (S2, S1) has a smaller valid fraction."
+    ),
+    min_labelled: float = typer.Option(
+        0.0, "--min-labelled",
+        help="Drop chips with a smaller labelled fraction (unlabelled pixels are unknown, not invalid; "
+        "0 keeps every chip with valid imagery).",
+    ),
+    split: str = typer.Option(
+        "auto", help="Train/val/test split: scene, blocks (spatial blocks with a gap), or auto "
+        "(by scene where there are enough separate scenes, else blocks)."
+    ),
+    split_fractions: tuple[float, float, float] = typer.Option(
+        (0.8, 0.1, 0.1), "--split-fractions", help="Shares of chips in train, val and test."
+    ),
+    split_block: int = typer.Option(4, "--split-block", help="Chips along each side of a spatial block."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the split."),
     zstd_level: int = typer.Option(
         3, "--zstd-level", help="ZSTD level of the chips (1-22): 1 is fastest, 9 and up save a few % of disk."
     ),
@@ -120,7 +135,8 @@ def tile(
     try:
         options = TileOptions(
             sources=sources, out=out, size=size, stride=stride, edge=edge, min_valid=min_valid,
-            test_fraction=test_fraction, zstd_level=zstd_level, workers=workers, threads=threads,
+            min_labelled=min_labelled, split=split, split_fractions=split_fractions, split_block=split_block,
+            split_seed=split_seed, zstd_level=zstd_level, workers=workers, threads=threads,
             scheduler=scheduler,
         )  # fmt: skip
         summary = run_tile(options)
@@ -260,6 +276,9 @@ def generate(
         None, "--masks", help="Mask GeoTIFFs (real chips, rasterised polygons) for a conditional run."
     ),
     like: Path | None = typer.Option(None, "--like", help="Tile folder whose mask chips condition the run."),
+    like_split: str = typer.Option(
+        "train", "--like-split", help="Split of the --like folder's masks: train (the GAN's), val, test, all."
+    ),
     mask_run: Path | None = typer.Option(None, "--mask-run", help="Mask-GAN run (stage I) making the masks."),
     min_class: list[str] = typer.Option(
         [], "--min-class", help="NAME=FRACTION: masks hold at least this share of a class (repeatable)."
@@ -275,7 +294,7 @@ def generate(
         options = GenerateOptions(
             run=run, n=n, out=out, grid=grid, crs=crs, tiles=tiles, seed=seed, batch_size=batch_size,
             checkpoint=checkpoint, device=device, workers=workers, scheduler=scheduler,
-            masks=masks, like=like, mask_run=mask_run, min_class=min_class,
+            masks=masks, like=like, like_split=like_split, mask_run=mask_run, min_class=min_class,
         )  # fmt: skip
         summary = run_generate(options)
     except ValidationError as err:
@@ -496,7 +515,6 @@ def evaluate(
     out: Path = typer.Option(..., "--out", help="Report folder: report.html, PNGs, metrics.json."),
     scheme: str = typer.Option("igbp", help="Class scheme of the masks (igbp, dfc2020 or a YAML file)."),
     mask_role: str = typer.Option("lc", "--mask-role", help="Real mask chips: lc, or mask (rasterised)."),
-    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the real scene split, as in training."),
     max_tiles: int = typer.Option(500, "--max-tiles", help="At most this many chips of each set."),
     seed: int = typer.Option(0, help="Seed of sampling, the feature encoder and the U-Nets."),
     encoder_steps: int = typer.Option(300, "--encoder-steps", help="Training steps of the feature encoder."),
@@ -525,7 +543,7 @@ def evaluate(
     try:
         options = EvaluateOptions(
             real=real, synthetic=synthetic, out=out, scheme=scheme, mask_role=mask_role,
-            split_seed=split_seed, max_tiles=max_tiles, seed=seed, encoder_steps=encoder_steps,
+            max_tiles=max_tiles, seed=seed, encoder_steps=encoder_steps,
             novelty_size=novelty_size,
             drop_copies=drop_copies, usefulness=usefulness, n_real=n_real, seeds=seeds, steps=steps,
             batch_size=batch_size, unet_encoder=unet_encoder, synthetic_share=synthetic_share, device=device,

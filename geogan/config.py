@@ -41,8 +41,33 @@ class TileOptions(StageOptions):
     edge: Literal["drop", "pad"] = Field(
         "drop", description="chips that would cross the scene edge: drop them, or pad with nodata"
     )
-    min_valid: float = Field(0.9, ge=0.0, le=1.0, description="drop chips with a smaller valid fraction")
-    test_fraction: float = Field(0.2, ge=0.0, le=1.0, description="share of scenes in the test split")
+    min_valid: float = Field(
+        0.9, ge=0.0, le=1.0, description="drop chips whose imagery (S2, S1) has a smaller valid fraction"
+    )
+    min_labelled: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="drop chips with a smaller labelled fraction (unlabelled pixels are unknown, not "
+        "invalid; 0 keeps every chip with valid imagery)",
+    )
+    split: Literal["auto", "scene", "blocks"] = Field(
+        "auto",
+        description="train/val/test split: by scene, by spatial blocks of chips with a gap between splits, "
+        "or auto (by scene where there are enough separate scenes, else blocks)",
+    )
+    split_fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="shares of chips in train, val and test"
+    )
+    split_block: int = Field(4, ge=1, le=1024, description="chips along each side of a spatial block")
+    split_seed: int = Field(0, description="seed of the split")
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) < 0 or abs(sum(value) - 1) > 1e-6:
+            raise ValueError(f"three shares >= 0 that sum to 1, got {value}")
+        return value
     zstd_level: int = Field(
         3,
         ge=1,
@@ -95,7 +120,9 @@ class TrainOptions(StageOptions):
 class MSGStyleGANOptions(TrainOptions):
     """MSG-StyleGAN: unconditional multi-band tiles, an image out of every generator block."""
 
-    resolution: int = Field(256, ge=8, le=1024, description="tile size in pixels (a power of two)")
+    resolution: int | None = Field(
+        None, ge=8, le=1024, description="tile size in pixels, a power of two (default: the tiles' size)"
+    )
     z_dim: int = Field(512, ge=1, description="latent size")
     w_dim: int = Field(512, ge=1, description="style size")
     mapping_layers: int = Field(8, ge=1, description="layers of the mapping network")
@@ -108,8 +135,8 @@ class MSGStyleGANOptions(TrainOptions):
 
     @field_validator("resolution")
     @classmethod
-    def _power_of_two(cls, value: int) -> int:
-        if value & (value - 1):
+    def _power_of_two(cls, value: int | None) -> int | None:
+        if value is not None and value & (value - 1):
             raise ValueError(f"resolution must be a power of two, got {value}")
         return value
 
@@ -148,6 +175,9 @@ class GenerateOptions(StageOptions):
         None, description="folder of mask GeoTIFFs (real mask chips, rasterised polygons) to condition on"
     )
     like: Path | None = Field(None, description="tile folder whose own mask chips condition the run")
+    like_split: Literal["train", "val", "test", "all"] = Field(
+        "train", description="split of the --like folder's masks to use (train: the masks the GAN saw)"
+    )
     mask_run: Path | None = Field(None, description="mask-GAN run folder (stage I) that makes the masks")
     min_class: dict[str, float] = Field(
         {}, description="minimum class fractions of the masks, {class name or id: fraction}"
@@ -221,7 +251,13 @@ class SpadeOptions(_DualGANOptions):
 
     channels: int = Field(64, ge=1, description="feature maps of the last generator block (x2 per level up)")
     z_dim: int = Field(64, ge=1, description="style (noise) vector size")
-    num_up: int = Field(5, ge=1, le=8, description="generator levels: it starts at tile size / 2**num_up")
+    num_up: int | None = Field(
+        None,
+        ge=1,
+        le=8,
+        description="generator levels: it starts at tile size / 2**num_up (default: from the tile size, "
+        "a 4 px start, at most 5 levels)",
+    )
     spade_hidden: int = Field(64, ge=1, description="hidden maps of each SPADE normalisation")
     discriminator: Literal["patchgan", "oasis"] = Field(
         "patchgan", description="patchgan: multi-scale, hinge + feature matching; oasis: K+1 classes a pixel"
@@ -239,9 +275,17 @@ class SpadeOptions(_DualGANOptions):
 class MaskGANOptions(_DualGANOptions):
     """Stage I: categorical land-cover maps conditioned on class frequencies."""
 
-    resolution: int = Field(256, ge=8, le=4096, description="tile size the discriminator is trained at")
+    resolution: int | None = Field(
+        None, ge=8, le=4096, description="tile size the discriminator is trained at (default: the tiles')"
+    )
     z_dim: int = Field(32, ge=1, description="channels of the spatial noise map")
-    num_up: int = Field(4, ge=1, le=8, description="generator levels: noise map at tile size / 2**num_up")
+    num_up: int | None = Field(
+        None,
+        ge=1,
+        le=8,
+        description="generator levels: noise map at tile size / 2**num_up (default: from the tile size, a "
+        "4 px noise map, at most 4 levels)",
+    )
     channels: int = Field(64, ge=1, description="feature maps of the last generator block (x2 per level up)")
     d_channels: int = Field(64, ge=1, description="feature maps of the discriminator's first layer")
     d_layers: int = Field(4, ge=1, description="strided discriminator layers")
@@ -351,10 +395,6 @@ class EvaluateOptions(StageOptions):
     out: Path = Field(..., description="report folder: report.html, PNGs beside it, metrics.json")
     scheme: str = Field("igbp", description="class scheme of the masks (igbp, dfc2020 or a YAML file)")
     mask_role: str = Field("lc", description="real mask chips: lc (SEN12MS land cover) or mask (rasterised)")
-    fractions: tuple[float, float, float] = Field(
-        (0.8, 0.1, 0.1), description="train/val/test scene split of the real tiles, as training used it"
-    )
-    split_seed: int = Field(0, description="seed of the real tiles' scene split, as training used it")
     max_tiles: int = Field(500, ge=2, description="at most this many chips of each set are read (in memory)")
     seed: int = Field(0, description="seed of chip sampling, the feature encoder and the U-Nets")
     encoder_steps: int = Field(300, ge=1, description="training steps of the feature encoder")

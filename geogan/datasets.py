@@ -10,14 +10,11 @@ and chips ``DIR/{ROI}_{season}/{role}_{scene}/{ROI}_{season}_{role}_{scene}_{pat
 - :class:`S2Tiles`, :class:`S1Tiles` and :class:`LabelTiles` are torchgeo ``RasterDataset``s over
   the same chips; :func:`geo_dataset` joins them (``IntersectionDataset``) and :func:`geo_loader`
   samples them with ``RandomGeoSampler`` (training) or ``GridGeoSampler`` (inference).
-- :class:`TileDataModule` is the Lightning data module: chips split by scene, seeded, with
+- :class:`TileDataModule` is the Lightning data module: the folder's train/val/test chips, with
   flips and 90 degree rotations applied alike to image and mask.
 
-Splits are by *scene*, the ``scene`` column of the tile index (``ROIs1158_spring_1``: all
-patches of a SEN12MS scene; one GeoTIFF scene); scenes whose footprints overlap are kept
-together, so no place is in two splits. They are drawn from the chips with the ``fractions``
-and ``seed`` given here; the train/test lists that ``geogan tile`` writes for
-torchgeo's SEN12MS loader are not used.
+Splits are the tile folder's own (``split.json``, decided once by ``geogan tile``: by scene or by
+spatial blocks with a gap, see :mod:`geogan.tiles`); every view here reads it, none restates it.
 """
 
 from __future__ import annotations
@@ -29,7 +26,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import lightning
 import numpy as np
 import rasterio
@@ -42,11 +38,11 @@ from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 from geogan import labels
 from geogan.bands import LC, TRUE_COLOUR, sensor
 from geogan.labels import IGBP, MASK_ROLE, ClassScheme, read_tile_index
+from geogan.tiles import SPLITS, chips_of
 
 log = logging.getLogger(__name__)
 
 STATS = "stats.json"
-SPLITS = ("train", "val", "test")
 Array = np.ndarray | torch.Tensor
 
 
@@ -160,67 +156,6 @@ class Normalizer:
         return v.astype(self.dtype)
 
 
-# -- Splits ---------------------------------------------------------------------------------------
-
-
-def _scene_groups(index: gpd.GeoDataFrame) -> list[list[str]]:
-    """Scenes grouped so that scenes whose footprints overlap share a group (sorted, stable)."""
-    footprints = index[["scene", "geometry"]].dissolve("scene").reset_index()
-    parent = {s: s for s in footprints["scene"]}
-
-    def root(s: str) -> str:
-        while parent[s] != s:
-            s = parent[s]
-        return s
-
-    shapes = dict(zip(footprints["scene"], footprints.geometry, strict=True))
-    pairs = gpd.sjoin(footprints, footprints, predicate="intersects")
-    for left, right in zip(pairs["scene_left"], pairs["scene_right"], strict=True):
-        if left != right and shapes[left].intersection(shapes[right]).area > 0:
-            parent[root(left)] = root(right)
-    groups: dict[str, list[str]] = {}
-    for s in sorted(parent):
-        groups.setdefault(root(s), []).append(s)
-    return sorted(groups.values())
-
-
-def split_scenes(
-    index: gpd.GeoDataFrame, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-) -> dict[str, str]:
-    """Assign every scene of a tile index to ``train``, ``val`` or ``test``.
-
-    Every chip of the index counts once, whatever its roles, so every view of the same tile
-    folder (chips, geo datasets, data module) gets the same split. Groups of overlapping scenes
-    are shuffled with ``seed`` and dealt out so that each split's
-    share of chips comes close to its fraction; each split with a fraction above 0 gets at least
-    one group. Returns ``{scene key: split}``. Same index, fractions and seed, same split.
-    """
-    fractions = np.asarray(fractions, dtype=np.float64)
-    if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
-        raise ValueError(f"split fractions must be three numbers >= 0 that sum to 1, got {tuple(fractions)}")
-    index = index.drop_duplicates("chip")
-    groups = _scene_groups(index)
-    wanted = [i for i in (2, 1, 0) if fractions[i] > 0]
-    if len(groups) < len(wanted):
-        raise ValueError(
-            f"{len(groups)} separate scene(s) cannot fill {len(wanted)} splits "
-            f"(fractions {tuple(fractions)}); tile more scenes or set a fraction to 0"
-        )
-    chips = index["scene"].value_counts()
-    order = np.random.default_rng(seed).permutation(len(groups))
-    counts = np.zeros(3)
-    out: dict[str, str] = {}
-    for n, g in enumerate(order):
-        size = sum(chips[s] for s in groups[g])
-        if n < len(wanted):
-            i = wanted[n]
-        else:
-            i = int(np.argmax(fractions * (counts.sum() + size) - counts))
-        counts[i] += size
-        out.update({s: SPLITS[i] for s in groups[g]})
-    return out
-
-
 # -- Masks ----------------------------------------------------------------------------------------
 
 
@@ -275,8 +210,9 @@ class ChipDataset(NonGeoDataset):
     ``mask_role=None``) samples have no ``"mask"``; chips lacking an image role or the mask are
     left out and logged.
 
-    ``split`` picks the chips of one split of :func:`split_scenes` (``fractions``, ``seed``);
-    None takes every chip. ``transforms`` is applied to each sample last.
+    ``split`` picks the chips of one split of the tile folder (``split.json``, see
+    :mod:`geogan.tiles`); None takes every chip, gap chips included. ``transforms`` is applied to
+    each sample last.
     """
 
     def __init__(
@@ -286,8 +222,6 @@ class ChipDataset(NonGeoDataset):
         roles: Sequence[str] = ("s2",),
         scheme: str | Path | ClassScheme = "igbp",
         mask_role: str | None = "lc",
-        fractions: Sequence[float] = (0.8, 0.1, 0.1),
-        seed: int = 0,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         if split is not None and split not in SPLITS:
@@ -315,8 +249,8 @@ class ChipDataset(NonGeoDataset):
         paths = paths[complete]
         scene = index.drop_duplicates("chip").set_index("chip")["scene"]
         if split is not None:
-            splits = split_scenes(index, fractions, seed)
-            paths = paths[[splits[scene[c]] == split for c in paths.index]]
+            wanted = chips_of(self.root, split)
+            paths = paths[[c in wanted for c in paths.index]]
         self.paths = paths[need].sort_index()
         self.chips = [str(c) for c in self.paths.index]
         self.scenes = sorted({scene[c] for c in self.chips})
@@ -374,8 +308,6 @@ class _TileRaster(RasterDataset):
         root: str | Path,
         bands: Sequence[str] | None = None,
         split: str | None = None,
-        fractions: Sequence[float] = (0.8, 0.1, 0.1),
-        seed: int = 0,
         crs: Any = None,
         res: float | tuple[float, float] | None = None,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -390,11 +322,11 @@ class _TileRaster(RasterDataset):
             if split not in SPLITS:
                 raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
             index = read_tile_index(self.root)
-            splits = split_scenes(index, fractions, seed)
-            scene = {
-                str((self.root / p).resolve()): s for p, s in zip(index["path"], index["scene"], strict=True)
+            wanted = chips_of(self.root, split)
+            chip = {
+                str((self.root / p).resolve()): c for p, c in zip(index["path"], index["chip"], strict=True)
             }
-            keep = [splits.get(scene.get(str(Path(p).resolve()))) == split for p in self.index["filepath"]]
+            keep = [chip.get(str(Path(p).resolve())) in wanted for p in self.index["filepath"]]
             self.index = self.index[keep]
             if self.index.empty:
                 raise ValueError(f"{self.root}: no {self.role} chips in split {split!r}")
@@ -424,7 +356,7 @@ class _ImageTiles(_TileRaster):
 class S2Tiles(_ImageTiles):
     """Sentinel-2 chips (13 bands, B01..B12 with B8A) as a torchgeo GeoDataset, normalised to [-1, 1].
 
-    ``S2Tiles(root, bands=None, split=None, fractions=(0.8, 0.1, 0.1), seed=0, crs=None,
+    ``S2Tiles(root, bands=None, split=None, crs=None,
     res=None, transforms=None)``; a query returns ``{"image": float32 (C, H, W), "crs",
     "bounds"}``. Areas without chips (and nodata) read as -1.
     """
@@ -473,7 +405,7 @@ def geo_dataset(
     """The image roles of a tile folder, and its masks when ``mask_role`` is given, as one GeoDataset.
 
     Image roles are intersected band-wise (``s2`` then ``s1``: 15 channels); the mask joins as
-    ``"mask"``. ``kwargs`` (``split``, ``fractions``, ``seed``, ``crs``, ``res``) go to each part.
+    ``"mask"``. ``kwargs`` (``split``, ``crs``, ``res``) go to each part.
     """
     kinds = {"s2": S2Tiles, "s1": S1Tiles}
     unknown = [r for r in roles if r not in kinds]
@@ -519,11 +451,11 @@ def geo_loader(
 
 
 class TileDataModule(lightning.LightningDataModule):
-    """Chips of a tile folder for Lightning: train/val/test split by scene, seeded.
+    """Chips of a tile folder for Lightning: the folder's own train/val/test split.
 
     Batches are ``{"image": (B, C, H, W) float32, "mask": (B, H, W) int64, "chip": [str]}`` as
     :class:`ChipDataset` makes them; training samples get :class:`FlipRotate` when ``augment``.
-    The split is :func:`split_scenes` of ``fractions`` and ``seed``; shuffling is seeded too.
+    The split is the tile folder's (``split.json``); shuffling is seeded with ``seed``.
     """
 
     def __init__(
@@ -534,7 +466,6 @@ class TileDataModule(lightning.LightningDataModule):
         mask_role: str | None = "lc",
         batch_size: int = 16,
         num_workers: int = 0,
-        fractions: Sequence[float] = (0.8, 0.1, 0.1),
         seed: int = 0,
         augment: bool = True,
     ) -> None:
@@ -545,7 +476,6 @@ class TileDataModule(lightning.LightningDataModule):
         self.mask_role = mask_role
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.fractions = tuple(fractions)
         self.seed = seed
         self.augment = augment
         self.datasets: dict[str, ChipDataset] = {}
@@ -558,8 +488,6 @@ class TileDataModule(lightning.LightningDataModule):
                 roles=self.roles,
                 scheme=self.scheme,
                 mask_role=self.mask_role,
-                fractions=self.fractions,
-                seed=self.seed,
                 transforms=FlipRotate() if self.augment and split == "train" else None,
             )
             log.info(
@@ -610,5 +538,4 @@ __all__ = [
     "geo_dataset",
     "geo_loader",
     "mask_scheme",
-    "split_scenes",
 ]

@@ -53,6 +53,7 @@ from geogan.labels import (
     read_tile_index,
     scheme,
 )
+from geogan.tiles import chips_of
 from geogan.training import TrainedGenerator, load_generator
 
 log = logging.getLogger(__name__)
@@ -198,9 +199,14 @@ def mask_files(folder: Path) -> list[MaskFile]:
     return [MaskFile(p, chip_id(p)) for p in paths]
 
 
-def tile_masks(tiles: Path, role: str | None) -> list[MaskFile]:
-    """The mask chips of a tile folder: role ``role``, else ``mask`` chips if any, else ``lc``."""
+def tile_masks(tiles: Path, role: str | None, split: str = "all") -> list[MaskFile]:
+    """The mask chips of a tile folder: role ``role``, else ``mask`` chips if any, else ``lc``; of
+    one split of the folder (``split.json``), or of every chip (``all``)."""
     index = read_tile_index(tiles)
+    if split != "all":
+        index = index[index["chip"].isin(chips_of(tiles, split))]
+        if index.empty:
+            raise ValueError(f"{Path(tiles) / 'split.json'}: no chips in the {split} split")
     roles = set(index["role"])
     if role is None:
         role = next((r for r in (MASK_ROLE, "lc") if r in roles), None)
@@ -393,7 +399,7 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
         if options.masks is not None:
             items = mask_files(options.masks)
         else:
-            items = tile_masks(options.like, getattr(trained.options, "mask_role", None))
+            items = tile_masks(options.like, getattr(trained.options, "mask_role", None), options.like_split)
         items = select_masks(items, classes, class_min)
     provenance = export.Provenance(
         model=model,

@@ -11,8 +11,9 @@ matches; a killed run leaves at most some complete chips and ``.tmp`` files, whi
 removes before it rewrites that task's chips under the same names.
 
 Outputs in ``DIR``: the chips in the SEN12MS layout (see :mod:`geogan.scenes`), ``train_list.txt``
-and ``test_list.txt`` (S2 chip names of chips that have s2, s1 and lc, split by scene),
-``index.gpkg`` (layer ``tiles``), ``stats.json`` and, when some scene failed, ``failures.json``.
+and ``test_list.txt`` (S2 chip names of the train and test splits),
+``index.gpkg`` (layer ``tiles``), ``split.json`` (see :mod:`geogan.tiles`), ``stats.json`` and, when
+some scene failed, ``failures.json``.
 """
 
 from __future__ import annotations
@@ -204,6 +205,7 @@ def plan(scenes: list[Scene], options: TileOptions) -> tuple[list[dict], list[di
                 "size": options.size,
                 "edge": options.edge,
                 "min_valid": options.min_valid,
+                "min_labelled": options.min_labelled,
                 "zstd_level": options.zstd_level,
                 "windows": batch,
             }
@@ -295,7 +297,8 @@ def _profile(src, size: int, transform, nodata, zstd_level: int) -> dict:
 def run_task(task: dict, out: str, options: dict) -> dict:
     """Tile one batch of windows of one scene; never raises: a failure comes back as a record."""
     scene: Scene = task["scene"]
-    size, min_valid, level = options["size"], options["min_valid"], options["zstd_level"]
+    size, level = options["size"], options["zstd_level"]
+    keep = options["min_valid"], options["min_labelled"]
     stats = {"s2": TaskStats(), "s1": TaskStats()}  # of the kept chips; stats.json merges the tasks'
     try:
         chips = []
@@ -323,7 +326,7 @@ def run_task(task: dict, out: str, options: dict) -> dict:
                         opened.append(src)
                     sources[role] = src
                 for row, col in task["windows"]:
-                    chips.append(_chip(scene, sources, row, col, size, min_valid, level, stats, Path(out)))
+                    chips.append(_chip(scene, sources, row, col, size, keep, level, stats, Path(out)))
             finally:
                 for src in reversed(opened):
                     src.close()
@@ -345,7 +348,7 @@ def _chip(
     row: int,
     col: int,
     size: int,
-    min_valid: float,
+    keep: tuple[float, float],
     level: int,
     stats: dict[str, TaskStats],
     out: Path,
@@ -373,9 +376,13 @@ def _chip(
         "histogram": None,
         "dropped": None,
     }
-    low = [role for role in sources if valid[role] < min_valid]
+    min_valid, min_labelled = keep
+    low = [role for role in sources if role != "lc" and valid[role] < min_valid]
     if low:
         chip["dropped"] = f"nodata ({low[0]})"
+        return chip
+    if "lc" in sources and valid["lc"] < min_labelled:
+        chip["dropped"] = "too little labelled (lc)"
         return chip
     for role in stats.keys() & data.keys():
         stats[role].add(data[role], nodata[role])
@@ -546,31 +553,38 @@ def summarise_stats(parts: list[dict]) -> dict:
 # --- outputs -----------------------------------------------------------------------------------
 
 
-def split_scenes(names: list[str], test_fraction: float) -> dict[str, str]:
-    """train/test of each scene: a stable pick (by hash of the name) of ``test_fraction`` of them.
+def footprints(chips: list[dict]):
+    """One polygon per chip (``chip``, ``scene``, ``crs``): in the chips' CRS when they share one,
+    else in EPSG:4326."""
+    import geopandas as gpd
+    import pandas as pd
+    from shapely.geometry import box
 
-    With two or more scenes and a non-zero fraction, at least one scene is test and one is train.
-    """
-    names = sorted(set(names))
-    n_test = round(len(names) * test_fraction)
-    if len(names) >= 2 and test_fraction > 0:
-        n_test = min(max(n_test, 1), len(names) - 1)
-    order = sorted(names, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
-    test = set(order[:n_test])
-    return {s: "test" if s in test else "train" for s in names}
+    frame = pd.DataFrame(
+        {"chip": [c["chip"] for c in chips], "scene": [c["scene"] for c in chips],
+         "crs": [c["crs"] for c in chips], "geometry": [box(*c["bounds"]) for c in chips]}
+    )  # fmt: skip
+    crss = sorted(frame["crs"].unique())
+    if len(crss) == 1:
+        return gpd.GeoDataFrame(frame, geometry="geometry", crs=crss[0])
+    return pd.concat(
+        [gpd.GeoDataFrame(g, geometry="geometry", crs=crs).to_crs(4326) for crs, g in frame.groupby("crs")]
+    )
 
 
 def write_index(out: Path, chips: list[dict], split: dict[str, str]) -> Path:
     """``index.gpkg``, layer ``tiles``: one polygon per written chip file (s2, s1 and lc rows).
 
     Geometries are in the scenes' CRS when all chips share one, else in EPSG:4326 (the ``crs``
-    column always holds each chip's own CRS).
+    column always holds each chip's own CRS). ``valid_fraction`` is the share of valid pixels of an
+    image row's raster (of the chip's S2 on label rows); ``labelled_fraction`` the share of labelled
+    pixels of the chip's labels (empty without labels); ``split`` the chip's split (or ``gap``).
     """
     import geopandas as gpd
     import pandas as pd
-    from shapely.geometry import box
 
     classes = sorted({int(v) for c in chips for v in (c["histogram"] or {})})
+    shapes = footprints(chips).set_index("chip").geometry
     rows = []
     for c in chips:
         for role, rel in c["roles"].items():
@@ -579,48 +593,30 @@ def write_index(out: Path, chips: list[dict], split: dict[str, str]) -> Path:
                 "path": rel,
                 "role": role,
                 "scene": c["scene"],
-                "split": split[c["scene"]],
+                "split": split[c["chip"]],
                 "row_off": c["row_off"],
                 "col_off": c["col_off"],
                 "width": c["size"],
                 "height": c["size"],
                 "crs": c["crs"],
-                "valid_fraction": c["valid"][role],
+                "valid_fraction": c["valid"]["s2" if role == "lc" else role],
+                "labelled_fraction": c["valid"].get("lc"),
             }
             for v in classes:
                 row[f"class_{v}"] = (
                     (c["histogram"] or {}).get(str(v), 0) if c["histogram"] is not None else None
                 )
-            row["geometry"] = box(*c["bounds"])
+            row["geometry"] = shapes[c["chip"]]
             rows.append(row)
     columns = [
-        "chip",
-        "path",
-        "role",
-        "scene",
-        "split",
-        "row_off",
-        "col_off",
-        "width",
-        "height",
-        "crs",
-        "valid_fraction",
-        *[f"class_{v}" for v in classes],
-        "geometry",
-    ]
+        "chip", "path", "role", "scene", "split", "row_off", "col_off", "width", "height", "crs",
+        "valid_fraction", "labelled_fraction", *[f"class_{v}" for v in classes], "geometry",
+    ]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
+    frame["labelled_fraction"] = frame["labelled_fraction"].astype("Float64")
     for v in classes:
         frame[f"class_{v}"] = frame[f"class_{v}"].astype("Int64")
-    crss = sorted(frame["crs"].unique())
-    if len(crss) == 1:
-        gdf = gpd.GeoDataFrame(frame, geometry="geometry", crs=crss[0])
-    else:
-        gdf = pd.concat(
-            [
-                gpd.GeoDataFrame(g, geometry="geometry", crs=crs).to_crs(4326)
-                for crs, g in frame.groupby("crs")
-            ]
-        )
+    gdf = gpd.GeoDataFrame(frame, geometry="geometry", crs=shapes.crs)
     path = out / "index.gpkg"
     tmp = out / ".index.tmp.gpkg"
     gdf.to_file(tmp, layer="tiles", driver="GPKG")
@@ -629,17 +625,19 @@ def write_index(out: Path, chips: list[dict], split: dict[str, str]) -> Path:
 
 
 def write_lists(out: Path, chips: list[dict], split: dict[str, str]) -> None:
-    """``train_list.txt`` / ``test_list.txt`` of S2 chip names, and the folders torchgeo checks.
+    """``train_list.txt`` / ``test_list.txt``: S2 chip names of the train and test splits (val and
+    gap chips are in ``split.json`` and ``index.gpkg`` only), and the folders torchgeo checks.
 
-    Only chips with all of s2, s1 and lc are listed: torchgeo's SEN12MS loads the three for every
-    name. Chips missing a role are in ``index.gpkg`` only.
+    Every chip with an S2 raster is listed, whatever its layout. torchgeo's own SEN12MS class loads
+    s1 and lc twins for every name, so it reads folders whose chips have all three roles;
+    :mod:`geogan.datasets` reads any.
     """
     for season in SEASONS:
         (out / season).mkdir(exist_ok=True)
-    lists = {"train": [], "test": []}
+    lists: dict[str, list[str]] = {"train": [], "test": []}
     for c in chips:
-        if set(c["roles"]) >= {"s2", "s1", "lc"}:
-            lists[split[c["scene"]]].append(Path(c["roles"]["s2"]).name)
+        if "s2" in c["roles"] and split[c["chip"]] in lists:
+            lists[split[c["chip"]]].append(Path(c["roles"]["s2"]).name)
     for name, items in lists.items():
         write_text(out / f"{name}_list.txt", "".join(f"{i}\n" for i in sorted(items)))
 
@@ -705,7 +703,8 @@ def _run(tasks: list[dict], out: Path, options: TileOptions, cluster: _Cluster, 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     client = cluster.get()
-    opts = {"size": options.size, "min_valid": options.min_valid, "zstd_level": options.zstd_level}
+    opts = {"size": options.size, "min_valid": options.min_valid, "min_labelled": options.min_labelled,
+            "zstd_level": options.zstd_level}  # fmt: skip
     futures = [
         client.submit(run_task, t, str(out), opts, key=f"tile-{t['key']}-{t['fingerprint'][:12]}", pure=False)
         for t in tasks
@@ -808,8 +807,17 @@ def _collect(
 
 
 def _outputs(out: Path, chips: list[dict], records: list[dict], options: TileOptions) -> None:
-    split = split_scenes([c["scene"] for c in chips], options.test_fraction)
+    from geogan import tiles  # geopandas: not in the workers, which import this module as they start
+
+    split: dict[str, str] = {}
     if chips:
+        decided = tiles.decide_split(
+            footprints(chips), options.split, options.split_fractions, options.split_block, options.split_seed
+        )
+        split = decided["chips"]
+        counts = ", ".join(f"{n} {k}" for k, n in decided["counts"].items())
+        log.info("split by %s: %s", decided["method"], counts)
+        tiles.write_split(out, decided)
         write_index(out, chips, split)
     write_lists(out, chips, split)
     fingerprint = hashlib.sha256(

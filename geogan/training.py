@@ -436,6 +436,47 @@ def describe(dataset: Dataset) -> DataInfo:
     return DataInfo(channels, tuple(names), int(getattr(dataset, "num_classes", 0)), int(image.shape[1]))
 
 
+# Most generator levels by default, per option model: SPADE starts at 8 px on 256 px tiles (as
+# NVlabs SPADE), the mask GAN's noise map at 16 px; smaller tiles start at 4 px.
+MAX_LEVELS = {"SpadeOptions": 5, "MaskGANOptions": 4}
+MIN_START = 2  # px of a generator's first map: batch normalisation needs more than one value a map
+
+
+def _levels(resolution: int, start: int, most: int) -> int:
+    """The most levels (at most ``most``) that halve ``resolution`` into a whole >= ``start`` px."""
+    n = 0
+    while n < most and resolution % 2 ** (n + 1) == 0 and resolution // 2 ** (n + 1) >= start:
+        n += 1
+    return n
+
+
+def default_levels(resolution: int, most: int) -> int:
+    """Generator levels that start at 4 px or more (at most ``most``, at least 1)."""
+    return max(1, _levels(resolution, 4, most))
+
+
+def fit_to_data(options: TrainOptions, data: DataInfo) -> TrainOptions:
+    """Fill the size options left to the data (``resolution``, ``num_up``: None) from the tiles, and
+    refuse sizes the tiles cannot take, naming the option."""
+    fields = type(options).model_fields
+    update: dict[str, Any] = {}
+    if "resolution" in fields and options.resolution is None:
+        update["resolution"] = data.resolution
+    if "num_up" in fields:
+        num_up = options.num_up
+        if num_up is None:
+            num_up = update["num_up"] = default_levels(data.resolution, MAX_LEVELS[type(options).__name__])
+        start = data.resolution / 2**num_up
+        if start < MIN_START or start != int(start):
+            most = _levels(data.resolution, MIN_START, 8)
+            raise ValueError(
+                f"num_up: {num_up} levels would start the generator at {start:g} px on {data.resolution} px "
+                f"tiles; it needs a whole number of at least {MIN_START} px (num_up at most {most}, "
+                "or leave it out to fit the tiles)"
+            )
+    return options.model_copy(update=update) if update else options
+
+
 def _fabric(options: TrainOptions):
     from lightning.fabric import Fabric
 
@@ -537,6 +578,7 @@ def train(
     if dataset is None:
         dataset = open_tiles(options)
     data = describe(dataset)
+    options = fit_to_data(options, data)
     if resume:
         _check_resumable(run, task, data, options)
 

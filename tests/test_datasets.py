@@ -24,15 +24,18 @@ from geogan.datasets import (
     TileDataModule,
     geo_dataset,
     geo_loader,
-    split_scenes,
 )
 from geogan.labels import DFC2020, IGBP, igbp_to_dfc2020, read_tile_index
+from geogan.tiles import split_scenes
 
 
 @pytest.fixture(scope="module")
 def tiles(tmp_path_factory) -> Path:
     """A tile folder of 4 scenes, 64 chips with s2, s1 and lc (read-only)."""
-    return make_tiles(tmp_path_factory.mktemp("datasets"), scenes=4)
+    return make_tiles(
+        tmp_path_factory.mktemp("datasets"), scenes=4, split="scene", split_fractions=(0.5, 0.25, 0.25),
+        split_seed=3,
+    )
 
 
 def _read(path: Path, band: int | None = None) -> np.ndarray:
@@ -118,7 +121,7 @@ def test_chip_dataset_samples_are_the_normalised_chips_and_their_classes(tiles):
 
 def test_splits_are_by_scene_disjoint_complete_and_seeded(tiles):
     parts = {
-        s: ChipDataset(tiles, split=s, fractions=(0.5, 0.25, 0.25), seed=3) for s in ("train", "val", "test")
+        s: ChipDataset(tiles, split=s) for s in ("train", "val", "test")
     }
     scenes = {s: set(d.scenes) for s, d in parts.items()}
     chips = {s: set(d.chips) for s, d in parts.items()}
@@ -127,7 +130,7 @@ def test_splits_are_by_scene_disjoint_complete_and_seeded(tiles):
         scenes["train"] & scenes["val"] or scenes["train"] & scenes["test"] or scenes["val"] & scenes["test"]
     )
     assert sum(len(c) for c in chips.values()) == 64 and len(set.union(*chips.values())) == 64
-    assert ChipDataset(tiles, split="val", fractions=(0.5, 0.25, 0.25), seed=3).chips == parts["val"].chips
+    assert ChipDataset(tiles, split="val").chips == parts["val"].chips
     # footprints of different splits do not overlap
     index = read_tile_index(tiles).drop_duplicates("chip").set_index("chip")
     areas = {s: index.loc[sorted(c)].union_all() for s, c in chips.items()}
@@ -180,8 +183,8 @@ def test_geo_datasets_read_chips_at_their_bounds_and_sample_with_torchgeo(tiles)
     grid = geo_loader(geo_dataset(tiles, mask_role=None), size=32, batch_size=16, sampler="grid")
     assert len(grid.sampler) == 64  # one window per 32 px chip
 
-    test_only = S2Tiles(tiles, split="test", fractions=(0.5, 0.25, 0.25), seed=3)
-    expected = ChipDataset(tiles, split="test", fractions=(0.5, 0.25, 0.25), seed=3)
+    test_only = S2Tiles(tiles, split="test")
+    expected = ChipDataset(tiles, split="test")
     assert len(test_only) == len(expected)
 
 
@@ -224,7 +227,7 @@ class TinySegmenter(lightning.LightningModule):
 
 
 def test_data_module_feeds_a_real_training_run(tiles):
-    dm = TileDataModule(tiles, batch_size=8, fractions=(0.5, 0.25, 0.25), seed=3)
+    dm = TileDataModule(tiles, batch_size=8, seed=3)
     dm.setup("fit")
     assert set(dm.datasets["train"].scenes).isdisjoint(dm.datasets["val"].scenes)
     assert dm.datasets["train"].transforms is not None and dm.datasets["val"].transforms is None

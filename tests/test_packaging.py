@@ -32,3 +32,37 @@ def test_environment_yml_matches_pyproject():
 def test_package_is_geogan_alone():
     found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     assert found["include"] == ["geogan*"]
+
+
+# import name -> distribution, where the two differ
+DISTRIBUTIONS = {
+    "yaml": "pyyaml",
+    "rio_cogeo": "rio-cogeo",
+    "odc": "odc-stac",
+    "pystac_client": "pystac-client",
+    "segmentation_models_pytorch": "segmentation-models-pytorch",
+}
+
+
+def _imports(folder: Path) -> set[str]:
+    import ast
+    import sys
+
+    found = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"geogan"}
+
+
+def test_every_package_geogan_imports_is_declared():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_name(r).replace("_", "-") for r in project["dependencies"]}
+    declared |= {"distributed"}  # dask[distributed]
+    for extra in project["optional-dependencies"].values():
+        declared |= {_name(r).replace("_", "-") for r in extra}
+    used = {DISTRIBUTIONS.get(m, m).replace("_", "-") for m in _imports(ROOT / "geogan")}
+    assert used - declared == set(), "imported by geogan but not declared in pyproject.toml"

@@ -72,8 +72,10 @@ def test_torchgeo_loads_the_chips(tiled):
 
     out, summary = tiled
     train, test = SEN12MS(root=out, split="train"), SEN12MS(root=out, split="test")
-    assert len(train) + len(test) == summary.chips == 24
-    assert len(test) >= 4  # three scenes, split by scene: at least one in test
+    counts = json.loads((out / "split.json").read_text())["counts"]
+    assert summary.chips == 24 == sum(counts.values())
+    assert (len(train), len(test)) == (counts["train"], counts["test"])  # val and gap chips are not listed
+    assert len(test) >= 1
     sample = train[0]
     assert sample["image"].shape == (15, 128, 128) and sample["mask"].shape == (128, 128)
     assert int(sample["mask"].min()) >= 1  # IGBP classes; the procedural scenes have no nodata
@@ -86,7 +88,8 @@ def test_index_describes_every_chip(tiled):
     assert index.crs == CRS.from_epsg(32630)
     for column in ("path", "role", "scene", "split", "row_off", "col_off", "width", "height", "crs"):
         assert index[column].notna().all()
-    assert (index.groupby("scene")["split"].nunique() == 1).all()
+    assert (index.groupby("chip")["split"].nunique() == 1).all()  # one split a chip, on each of its rows
+    assert set(index["split"]) == {"train", "val", "test", "gap"}  # overlapping scenes: split by blocks
     classes = [c for c in index.columns if c.startswith("class_")]
     assert classes and (index[classes].sum(axis=1) == 128 * 128).all()  # no nodata in these labels
     for _, row in index.sample(5, random_state=1).iterrows():

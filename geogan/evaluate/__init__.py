@@ -32,6 +32,7 @@ from geogan.datasets import Normalizer
 from geogan.evaluate import fidelity, novelty, report, usefulness
 from geogan.evaluate.data import fingerprint, real_splits, synthetic_set
 from geogan.files import temporary_name, write_text
+from geogan.tiles import read_split
 
 log = logging.getLogger(__name__)
 ENCODER_BATCH = 32  # chips per step of the feature encoder
@@ -95,8 +96,7 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
     scheme = labels.scheme(options.scheme)
     normalizer = Normalizer.from_stats(options.real, "s2")
     train, held, scenes = real_splits(
-        options.real, scheme, options.mask_role, options.fractions, options.split_seed, normalizer,
-        options.max_tiles, options.seed, progress,
+        options.real, scheme, options.mask_role, normalizer, options.max_tiles, options.seed, progress,
     )  # fmt: skip
     syn = synthetic_set(options.synthetic, scheme, normalizer, options.max_tiles, options.seed, progress)
     log.info("read %d training, %d held-out and %d synthetic chips", len(train), len(held), len(syn))
@@ -117,6 +117,7 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
             "held_out_chips": len(held),
             "train_scenes": scenes["real train"],
             "held_out_scenes": scenes["real held-out"],
+            "split": {k: v for k, v in read_split(options.real).items() if k != "chips"},
         },  # fmt: skip
         "synthetic": {"chips": len(syn), "masks": syn.mask is not None},
         "encoder": record.to_dict(),

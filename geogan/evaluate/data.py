@@ -1,10 +1,10 @@
 """What the evaluate stage compares: real chips by split, and a synthetic export folder, as arrays.
 
-Real chips come from a tile folder written by ``geogan tile``; they are split by scene exactly as
-:func:`geogan.datasets.split_scenes` splits them for training (same ``fractions`` and
-``split_seed``), so the *training* chips are the ones the generator saw and the *held-out* chips
-(val + test) are never among them. Synthetic pairs come from a folder written by
-``geogan generate`` (``index.gpkg`` layer ``pairs``, ``images/*.tif``, ``masks/*.tif``).
+Real chips come from a tile folder written by ``geogan tile``; they are split as the folder's
+``split.json`` says (the split training read too), so the *training* chips are the ones the
+generator saw and the *held-out* chips (val + test; no gap chips) are never among them.
+Synthetic pairs come from a folder written by ``geogan generate`` (``index.gpkg`` layer ``pairs``,
+``images/*.tif``, ``masks/*.tif``).
 
 Every set is held as S2 L1C digital numbers (``dn``: uint16 ``(N, 13, H, W)``), the same chips
 normalised with the *real* tiles' ``stats.json`` (``x``: float32 in [-1, 1]) and, where masks
@@ -27,9 +27,10 @@ from rich.progress import track
 
 from geogan import labels
 from geogan.bands import S2
-from geogan.datasets import ChipDataset, Normalizer, mask_scheme, split_scenes
+from geogan.datasets import ChipDataset, Normalizer, mask_scheme
 from geogan.export import INDEX
 from geogan.labels import ClassScheme, read_tile_index
+from geogan.tiles import SPLIT_FILE, read_split
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,6 @@ def real_splits(
     tiles: Path,
     scheme: ClassScheme,
     mask_role: str | None,
-    fractions: tuple[float, float, float],
-    split_seed: int,
     normalizer: Normalizer,
     max_tiles: int | None,
     seed: int,
@@ -83,16 +82,16 @@ def real_splits(
 ) -> tuple[ChipSet, ChipSet, dict[str, list[str]]]:
     """The training chips and the held-out (val + test) chips of a tile folder, and their scenes."""
     index = read_tile_index(tiles)
-    splits = split_scenes(index, fractions, split_seed)
+    splits = read_split(tiles)["chips"]
     data = ChipDataset(tiles, split=None, roles=("s2",), scheme=scheme, mask_role=mask_role)
     scene = index.drop_duplicates("chip").set_index("chip")["scene"]
     rng = np.random.default_rng(seed)
     out = []
     scenes: dict[str, list[str]] = {}
     for name, wanted in (("real train", {"train"}), ("real held-out", {"val", "test"})):
-        rows = [i for i, c in enumerate(data.chips) if splits[scene[c]] in wanted]
+        rows = [i for i, c in enumerate(data.chips) if splits.get(c) in wanted]
         if not rows:
-            raise ValueError(f"{tiles}: no chips in split(s) {sorted(wanted)} (fractions {fractions})")
+            raise ValueError(f"{tiles}: no chips in split(s) {sorted(wanted)} (see {tiles / SPLIT_FILE})")
         rows = [rows[i] for i in _pick(len(rows), max_tiles, rng)]
         scenes[name] = sorted({scene[data.chips[i]] for i in rows})
         dn, masks = [], []

@@ -241,8 +241,9 @@ def write_html(path: Path, metrics: dict, figures: dict[str, str | None]) -> Pat
         "<h1>geogan evaluation</h1>",
         f"<p>Real tiles <code>{html.escape(m['inputs']['real'])}</code>: {m['real']['train_chips']} training "
         f"chips ({len(m['real']['train_scenes'])} scenes), {m['real']['held_out_chips']} held-out chips "
-        f"({len(m['real']['held_out_scenes'])} scenes, val + test of the scene split "
-        f"{m['inputs']['fractions']}, seed {m['inputs']['split_seed']}). Synthetic pairs "
+        f"({len(m['real']['held_out_scenes'])} scenes; val + test of the tile folder's split by "
+        f"{html.escape(str(m['real']['split']['method']))}, shares {m['real']['split']['fractions']}). "
+        "Synthetic pairs "
         f"<code>{html.escape(m['inputs']['synthetic'])}</code>: {m['synthetic']['chips']} chips"
         f"{' with masks' if m['synthetic']['masks'] else ', no masks'}.</p>",
         "<h2>Samples</h2>",

@@ -1,0 +1,233 @@
+"""The tile folder's split: train / val / test of every chip, decided once by ``geogan tile``.
+
+Every stage after ``tile`` reads the split from the folder (:func:`read_split`), never restates
+fractions or seeds. ``DIR/split.json`` holds the method, its settings, the count per split and
+``{chip id: split}``; ``index.gpkg`` has the same in its ``split`` column, so QGIS can colour
+chips by split.
+
+Two methods (:func:`decide_split`):
+
+- ``scene``: whole scenes (groups of scenes whose footprints overlap) go to one split, dealt out so
+  that each split's share of chips comes close to its fraction.
+- ``blocks``: spatial blocks of ``block`` x ``block`` chips (on one grid per CRS, so scenes of the
+  same place share their blocks) are dealt out the same way, and chips that touch a chip of another
+  split become ``gap``: a val chip touching a test chip, a train chip touching a val or test chip.
+  So no chip of one split shares an edge or a corner with a chip of another, and one scene is
+  enough to train, validate and test. Gap chips are kept on disk and in the index, in no split.
+
+``auto`` (the default) splits by scene when there are at least as many separate scenes as splits
+to fill, else by blocks (of fewer chips where the scenes are too small for ``block``; where they are
+too small for any, every chip is train and the method reads ``none``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+from shapely.geometry import box
+
+from geogan.files import write_text
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+GAP = "gap"
+SPLIT_FILE = "split.json"
+
+
+def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
+    out = np.asarray(fractions, dtype=np.float64)
+    if out.shape != (3,) or (out < 0).any() or not np.isclose(out.sum(), 1.0):
+        raise ValueError(f"split fractions must be three numbers >= 0 that sum to 1, got {tuple(fractions)}")
+    return out
+
+
+def _deal(units: list[list[str]], sizes: list[int], fractions: np.ndarray, seed: int) -> list[int]:
+    """Split index (0 train, 1 val, 2 test) of each unit: shuffled with ``seed``, the first ones to
+    test, val, train (those with a fraction above 0), then each to the split furthest below its share."""
+    wanted = [i for i in (2, 1, 0) if fractions[i] > 0]
+    order = np.random.default_rng(seed).permutation(len(units))
+    counts = np.zeros(3)
+    out = [0] * len(units)
+    for n, u in enumerate(order):
+        i = wanted[n] if n < len(wanted) else int(np.argmax(fractions * (counts.sum() + sizes[u]) - counts))
+        counts[i] += sizes[u]
+        out[u] = i
+    return out
+
+
+def scene_groups(index: gpd.GeoDataFrame) -> list[list[str]]:
+    """Scenes grouped so that scenes whose footprints overlap share a group (sorted, stable)."""
+    footprints = index[["scene", "geometry"]].dissolve("scene").reset_index()
+    parent = {s: s for s in footprints["scene"]}
+
+    def root(s: str) -> str:
+        while parent[s] != s:
+            s = parent[s]
+        return s
+
+    shapes = dict(zip(footprints["scene"], footprints.geometry, strict=True))
+    pairs = gpd.sjoin(footprints, footprints, predicate="intersects")
+    for left, right in zip(pairs["scene_left"], pairs["scene_right"], strict=True):
+        if left != right and shapes[left].intersection(shapes[right]).area > 0:
+            parent[root(left)] = root(right)
+    groups: dict[str, list[str]] = {}
+    for s in sorted(parent):
+        groups.setdefault(root(s), []).append(s)
+    return sorted(groups.values())
+
+
+def split_scenes(
+    index: gpd.GeoDataFrame, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> dict[str, str]:
+    """``{scene: split}``: groups of overlapping scenes dealt out by chip count (see the module doc).
+
+    Every chip counts once, whatever its roles. Each split with a fraction above 0 gets at least one
+    group; fewer groups than such splits is an error. Same index, fractions and seed, same split.
+    """
+    fractions = _check_fractions(fractions)
+    index = index.drop_duplicates("chip")
+    groups = scene_groups(index)
+    wanted = int((fractions > 0).sum())
+    if len(groups) < wanted:
+        raise ValueError(
+            f"{len(groups)} separate scene(s) cannot fill {wanted} splits (fractions {tuple(fractions)}); "
+            "split by spatial blocks (--split blocks), tile more scenes or set a fraction to 0"
+        )
+    chips = index["scene"].value_counts()
+    dealt = _deal(groups, [int(sum(chips[s] for s in g)) for g in groups], fractions, seed)
+    return {s: SPLITS[i] for g, i in zip(groups, dealt, strict=True) for s in g}
+
+
+def split_blocks(
+    index: gpd.GeoDataFrame, fractions: Sequence[float] = (0.8, 0.1, 0.1), block: int = 4, seed: int = 0
+) -> dict[str, str]:
+    """``{chip: split or "gap"}`` by spatial blocks of ``block`` x ``block`` chips (see the module doc).
+
+    ``index`` has one row per chip (``chip``, ``geometry``: the chip's footprint, all in one CRS).
+    """
+    fractions = _check_fractions(fractions)
+    index = index.drop_duplicates("chip").reset_index(drop=True)
+    bounds = index.geometry.bounds
+    width = float(np.median(bounds["maxx"] - bounds["minx"]))
+    cell = block * width
+    x0, y0 = bounds["minx"].min(), bounds["maxy"].max()
+    keys = [
+        (math.floor((x - x0) / cell + 1e-6), math.floor((y0 - y) / cell + 1e-6))
+        for x, y in zip(bounds["minx"], bounds["maxy"], strict=True)
+    ]
+    blocks: dict[tuple[int, int], list[int]] = {}
+    for row, key in enumerate(keys):
+        blocks.setdefault(key, []).append(row)
+    units = [blocks[k] for k in sorted(blocks)]
+    wanted = int((fractions > 0).sum())
+    if len(units) < wanted:
+        raise ValueError(
+            f"the chips make {len(units)} spatial block(s) of {block} x {block} chips, too few for {wanted} "
+            "splits; give a smaller --split-block"
+        )
+    dealt = _deal([[str(r) for r in u] for u in units], [len(u) for u in units], fractions, seed)
+    split = np.empty(len(index), dtype=object)
+    for unit, i in zip(units, dealt, strict=True):
+        split[unit] = SPLITS[i]
+    # Gaps: a chip touching a chip of a split dealt before it (test, then val) leaves its split.
+    eps = width * 1e-6
+    grown = [box(x0_ - eps, y0_ - eps, x1 + eps, y1 + eps) for x0_, y0_, x1, y1 in bounds.to_numpy()]
+    tree = gpd.GeoSeries(grown).sindex
+    for higher, lower in (("test", "val"), ("test", "train"), ("val", "train")):
+        rows = np.flatnonzero(split == higher)
+        if not len(rows):
+            continue
+        _, hit = tree.query(index.geometry.iloc[rows], predicate="intersects")
+        hit = np.unique(hit)
+        split[hit[split[hit] == lower]] = GAP
+    out = dict(zip(index["chip"], split, strict=True))
+    empty = [SPLITS[i] for i in (2, 1, 0) if fractions[i] > 0 and SPLITS[i] not in out.values()]
+    if empty:
+        raise ValueError(
+            f"spatial blocks of {block} x {block} chips leave no {' or '.join(empty)} chips once the gaps "
+            "between splits are taken out; give a smaller --split-block"
+        )
+    return out
+
+
+def decide_split(
+    index: gpd.GeoDataFrame, method: str, fractions: Sequence[float], block: int, seed: int
+) -> dict[str, Any]:
+    """The split of a tile folder's chips: what :func:`write_split` writes (see the module doc)."""
+    fractions = _check_fractions(fractions)
+    index = index.drop_duplicates("chip")
+    asked = method
+    if method == "auto":
+        method = "scene" if len(scene_groups(index)) >= (fractions > 0).sum() else "blocks"
+    if method == "scene":
+        by_scene = split_scenes(index, fractions, seed)
+        chips = {c: by_scene[s] for c, s in zip(index["chip"], index["scene"], strict=True)}
+    elif method == "blocks":
+        chips = None
+        sizes = [block]
+        if asked == "auto":
+            sizes = sorted({block, *(b for b in (4, 2, 1) if b < block)}, reverse=True)
+        for size in sizes:  # auto: smaller blocks where the chips are too few for the asked size
+            try:
+                chips, block = split_blocks(index, fractions, size, seed), size
+                break
+            except ValueError:
+                if size == sizes[-1] and asked == "blocks":
+                    raise
+        if chips is None:  # auto, and too few chips for any spatial split
+            log.warning("%d chip(s) are too few to split: all are train, none val or test", len(index))
+            method, chips = "none", dict.fromkeys(index["chip"], "train")
+    else:
+        raise ValueError(f"split method must be auto, scene or blocks, got {method!r}")
+    chips = dict(sorted(chips.items()))
+    counts = {s: sum(1 for v in chips.values() if v == s) for s in (*SPLITS, GAP)}
+    return {
+        "method": method,
+        "fractions": [float(f) for f in fractions],
+        "block": block if method == "blocks" else None,
+        "seed": seed,
+        "counts": counts,
+        "fingerprint": hashlib.sha256(json.dumps(chips).encode()).hexdigest()[:16],
+        "chips": chips,
+    }
+
+
+def write_split(out: Path, split: dict[str, Any]) -> Path:
+    path = Path(out) / SPLIT_FILE
+    write_text(path, json.dumps(split, indent=1))
+    return path
+
+
+def read_split(tiles: str | Path) -> dict[str, Any]:
+    """``DIR/split.json`` as :func:`decide_split` made it; a clear error where there is none."""
+    path = Path(tiles) / SPLIT_FILE
+    try:
+        split = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: the tile folder has no split (written by an older geogan?); run `geogan tile` with "
+            "the same sources and --out again: it keeps the chips and writes the split"
+        ) from None
+    except ValueError as err:
+        raise ValueError(f"{path}: not a split file ({err})") from None
+    if not isinstance(split, dict) or not isinstance(split.get("chips"), dict):
+        raise ValueError(f"{path}: not a split file (no 'chips' mapping)")
+    return split
+
+
+def chips_of(tiles: str | Path, wanted: str | Sequence[str]) -> set[str]:
+    """Chip ids of one split (or of several) of a tile folder."""
+    wanted = {wanted} if isinstance(wanted, str) else set(wanted)
+    bad = wanted - {*SPLITS, GAP}
+    if bad:
+        raise ValueError(f"split must be one of {SPLITS}, got {sorted(bad)}")
+    return {c for c, s in read_split(tiles)["chips"].items() if s in wanted}
