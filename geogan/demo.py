@@ -29,7 +29,7 @@ CHIP = 32  # px: small enough for a CPU
 _TINY = {"batch_size": 8, "sample_every": 50, "checkpoint_every": 50, "log_every": 10, "ema_images": 200,
          "lr_g": 1e-3, "lr_d": 2e-3}  # fmt: skip
 STAGES: dict[str, dict] = {
-    "tile": {"size": CHIP, "min_valid": 0.5, "test_fraction": 0.34},
+    "tile": {"size": CHIP, "min_valid": 0.5},
     "masks": {
         "stage": "train",
         "model": "mask-gan",

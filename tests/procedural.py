@@ -24,7 +24,9 @@ def make_tiles(
     ``options``: more TileOptions (the split's, say)."""
     sample.write_sen12ms(root / "src", scenes=scenes, patches_per_side=patches_per_side,
                          patch_size=patch_size, seed=seed)  # fmt: skip
-    tile_options = TileOptions(sources=[str(root / "src")], out=root / "tiles", size=chip, min_valid=0.0, **options)
+    tile_options = TileOptions(
+        sources=[str(root / "src")], out=root / "tiles", size=chip, min_valid=0.0, **options
+    )
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
         tile(tile_options, client=client, progress=False)
     return root / "tiles"
