@@ -49,7 +49,7 @@ def tiles(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def chips(tiles):
     normalizer = Normalizer.from_stats(tiles, "s2")
-    train, held, _ = real_splits(tiles, IGBP, "lc", (0.8, 0.1, 0.1), 0, normalizer, None, 0, progress=False)
+    train, held, _ = real_splits(tiles, IGBP, "lc", normalizer, None, 0, progress=False)
     return normalizer, train, held
 
 
