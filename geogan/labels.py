@@ -440,7 +440,7 @@ def rasterize(
             report.written += 1
             log.debug("wrote %s (%d polygons)", path, len(hits))
         row = {k: v for k, v in chip._asdict().items() if not k.startswith("class_")}
-        row.update(path=out.as_posix(), role=MASK_ROLE, valid_fraction=float((data != NODATA).mean()))
+        row.update(path=out.as_posix(), role=MASK_ROLE, labelled_fraction=float((data != NODATA).mean()))
         row.update(_histogram(data))
         rows.append(row)
 

@@ -154,7 +154,8 @@ def test_mask_chips_sit_on_their_image_grid_with_colours_and_join_the_index(setu
         assert mask.dtypes[0] == "uint8" and mask.nodata == 0 and mask.tags()["GEOGAN_SCHEME"] == "peat"
         assert mask.colormap(1)[1] == (122, 75, 42, 255)
         data = mask.read(1)
-    assert row.class_1 == (data == 1).sum() and row.valid_fraction == (data != 0).mean()
+    assert row.class_1 == (data == 1).sum() and row.labelled_fraction == (data != 0).mean()
+    assert row.split in {"train", "val", "test", "gap"}  # the chip's split, as on its image rows
     assert row.geometry.equals(index[(index.chip == row.chip) & (index.role == "s2")].geometry.iloc[0])
 
     ds = ChipDataset(tiles, scheme=peat, mask_role="mask")
