@@ -153,6 +153,12 @@ def tile(
         table.add_row(f"dropped: {reason}", str(count))
     table.add_row("in index.gpkg", str(summary.chips))
     table.add_row("failed scenes", str(len({f["scene"] for f in summary.failures})))
+    if summary.chips:
+        from geogan.tiles import read_split
+
+        split = read_split(out)
+        counts = " / ".join(str(n) for n in split["counts"].values())
+        table.add_row(f"split by {split['method']}: train / val / test / gap", counts)
     Console().print(table)
     console.print(f"{summary.seconds:.1f} s; open {out / 'index.gpkg'} (layer tiles) in QGIS")
     if summary.failures:
