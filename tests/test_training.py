@@ -297,3 +297,23 @@ def test_cli_trains_resumes_and_reports_bad_options(tiles, tmp_path):
     config.write_text("lr_g: 0.001\nlearning_rate: 3\n")
     typo = runner.invoke(app, [*args])
     assert typo.exit_code == 2 and "learning_rate" in typo.output
+
+
+def test_model_sizes_follow_the_tiles_and_unfit_ones_name_the_option():
+    from geogan.config import MaskGANOptions, MSGStyleGANOptions, SpadeOptions
+    from geogan.training import DataInfo, fit_to_data
+
+    def fitted(options, size):
+        return fit_to_data(options, DataInfo(13, tuple(f"b{i}" for i in range(13)), 17, size))
+
+    for size, spade_levels, mask_levels in ((32, 3, 3), (64, 4, 4), (128, 5, 4), (256, 5, 4)):
+        spade = fitted(SpadeOptions(), size)
+        assert spade.num_up == spade_levels and size // 2**spade.num_up >= 4
+        masks = fitted(MaskGANOptions(), size)
+        assert (masks.num_up, masks.resolution) == (mask_levels, size)
+        assert fitted(MSGStyleGANOptions(), size).resolution == size
+    assert fitted(SpadeOptions(num_up=2), 64).num_up == 2  # a given setting stays
+    with pytest.raises(ValueError, match=r"^num_up: 5 levels would start the generator at 1 px on 32 px"):
+        fitted(SpadeOptions(num_up=5), 32)
+    with pytest.raises(ValueError, match=r"at 1.5 px on 48 px tiles.*num_up at most 4"):
+        fitted(MaskGANOptions(num_up=5), 48)
