@@ -75,12 +75,19 @@ def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
     seconds["tile"] = time.perf_counter() - start
     tiles = root / "tiles"
     common = dict(tiles=tiles, scheme=scheme, steps=args.steps, **COMMON)
-    seconds["mask-gan"] = _train("mask-gan", MaskGANOptions(out=root / "masks", channels=32, **common))
-    seconds["spade"] = _train("spade", SpadeOptions(out=root / "spade", channels=32, **common))
+    seconds["mask-gan"] = _train(
+        "mask-gan", MaskGANOptions(out=root / "masks", channels=args.channels, d_channels=32, **common)
+    )
+    seconds["spade"] = _train(
+        "spade",
+        SpadeOptions(
+            out=root / "spade", channels=args.channels, z_dim=16, spade_hidden=32, d_channels=32, **common
+        ),
+    )
     seconds["msg-stylegan"] = _train(
         "msg-stylegan",
-        MSGStyleGANOptions(out=root / "msg", z_dim=128, w_dim=128, mapping_layers=4, channel_base=8192,
-                           channel_max=128, **common),
+        MSGStyleGANOptions(out=root / "msg", z_dim=128, w_dim=128, mapping_layers=4, channel_base=4096,
+                           channel_max=64, **common),
     )  # fmt: skip
     start = time.perf_counter()
     generate(GenerateOptions(run=root / "spade", mask_run=root / "masks", n=args.n, out=root / "pairs"))
@@ -140,6 +147,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--steps", type=int, default=2000, help="training steps of each GAN")
+    parser.add_argument("--channels", type=int, default=32, help="feature maps of the dual GAN's last block")
     parser.add_argument("--n", type=int, default=256, help="synthetic pairs")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--unet-steps", type=int, default=300)
