@@ -84,11 +84,12 @@ def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
             out=root / "spade", channels=args.channels, z_dim=16, spade_hidden=32, d_channels=32, **common
         ),
     )
-    seconds["msg-stylegan"] = _train(
-        "msg-stylegan",
-        MSGStyleGANOptions(out=root / "msg", z_dim=128, w_dim=128, mapping_layers=4, channel_base=4096,
-                           channel_max=64, **common),
-    )  # fmt: skip
+    if args.msg_steps:
+        seconds["msg-stylegan"] = _train(
+            "msg-stylegan",
+            MSGStyleGANOptions(out=root / "msg", z_dim=128, w_dim=128, mapping_layers=4, channel_base=4096,
+                               channel_max=64, **{**common, "steps": args.msg_steps}),
+        )  # fmt: skip
     start = time.perf_counter()
     generate(GenerateOptions(run=root / "spade", mask_run=root / "masks", n=args.n, out=root / "pairs"))
     seconds["generate"] = time.perf_counter() - start
@@ -147,6 +148,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--steps", type=int, default=2000, help="training steps of each GAN")
+    parser.add_argument("--msg-steps", type=int, default=2000, help="MSG-StyleGAN steps (0: not trained)")
     parser.add_argument("--channels", type=int, default=32, help="feature maps of the dual GAN's last block")
     parser.add_argument("--n", type=int, default=256, help="synthetic pairs")
     parser.add_argument("--seeds", type=int, default=5)

@@ -57,15 +57,34 @@ def _sn(module: nn.Module) -> nn.Module:
     return spectral_norm(module)
 
 
+def _conv3(c_in: int, c_out: int) -> nn.Conv2d:
+    """3x3 'same' convolution of the generator, padded by replicating the border.
+
+    Zero padding tells every layer where the map ends: on the generator's small first maps (4 x 4
+    for 64 px chips and num_up 4: every pixel touches a border) that signal, renormalised layer
+    after layer, became a pattern fixed in the image frame, the same whatever the mask. With
+    replicated borders a constant input stays constant, so all spatial structure comes from the mask.
+    """
+    return nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode="replicate")
+
+
 class SPADE(nn.Module):
-    """Parameter-free instance norm, then a per-pixel scale and shift predicted from the condition."""
+    """Parameter-free normalisation, then a per-pixel scale and shift predicted from the condition.
+
+    The normalisation is over each sample's channels and pixels together (a one-group GroupNorm),
+    not per channel (instance norm): instance norm removes every channel's mean, which on a
+    single-class region is all its content, and rescales what is left (border effects) to unit
+    variance; it also fails on 1 x 1 maps. Unlike the batch norm of SPADE and OASIS it needs no
+    running statistics, so a sample does not depend on the rest of its batch nor the EMA generator
+    on the live one's statistics.
+    """
 
     def __init__(self, channels: int, cond_channels: int, hidden: int = 64) -> None:
         super().__init__()
-        self.norm = nn.InstanceNorm2d(channels, affine=False)
-        self.shared = nn.Sequential(nn.Conv2d(cond_channels, hidden, 3, padding=1), nn.ReLU())
-        self.gamma = nn.Conv2d(hidden, channels, 3, padding=1)
-        self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.norm = nn.GroupNorm(1, channels, affine=False)
+        self.shared = nn.Sequential(_conv3(cond_channels, hidden), nn.ReLU())
+        self.gamma = _conv3(hidden, channels)
+        self.beta = _conv3(hidden, channels)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         if cond.shape[-2:] != x.shape[-2:]:
@@ -80,8 +99,8 @@ class SPADEResBlock(nn.Module):
     def __init__(self, fin: int, fout: int, cond_channels: int, hidden: int = 64) -> None:
         super().__init__()
         fmid = min(fin, fout)
-        self.conv_0 = _sn(nn.Conv2d(fin, fmid, 3, padding=1))
-        self.conv_1 = _sn(nn.Conv2d(fmid, fout, 3, padding=1))
+        self.conv_0 = _sn(_conv3(fin, fmid))
+        self.conv_1 = _sn(_conv3(fmid, fout))
         self.norm_0 = SPADE(fin, cond_channels, hidden)
         self.norm_1 = SPADE(fmid, cond_channels, hidden)
         self.learned_shortcut = fin != fout
@@ -116,12 +135,12 @@ class SpadeGenerator(nn.Module):
         self.num_classes, self.bands, self.z_dim, self.num_up = num_classes, bands, z_dim, num_up
         cond = num_classes + z_dim
         widths = [channels * min(2 ** (num_up - i), 8) for i in range(num_up + 1)]
-        self.head = nn.Conv2d(cond, widths[0], 3, padding=1)
+        self.head = _conv3(cond, widths[0])
         self.blocks = nn.ModuleList(
             [SPADEResBlock(widths[0], widths[0], cond, spade_hidden)]
             + [SPADEResBlock(widths[i], widths[i + 1], cond, spade_hidden) for i in range(num_up)]
         )
-        self.out = nn.Conv2d(widths[-1], bands, 3, padding=1)
+        self.out = _conv3(widths[-1], bands)
 
     def check_size(self, height: int, width: int) -> None:
         step = 2**self.num_up
