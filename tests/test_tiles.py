@@ -51,7 +51,6 @@ def test_block_split_has_a_gap_between_splits_and_shares_close_to_the_fractions(
     split = split_blocks(index, (0.8, 0.1, 0.1), block=4, seed=0)
     counts = {s: sum(v == s for v in split.values()) for s in (*SPLITS, GAP)}
     assert sum(counts.values()) == 288 and all(counts[s] >= 16 for s in SPLITS)
-    assert counts["val"] % 16 == 0 or counts["val"] < 16 * 3  # whole blocks, less the gaps
     assert counts["train"] > counts["val"] + counts["test"]
     assert_no_chip_touches_another_split(index, split)
     # a block is whole in one split, or partly gap: never in two splits
