@@ -104,10 +104,41 @@ def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
     _side_by_side(root / "report", out / f"{name}-real-and-synthetic.png")
     metrics = json.loads((root / "report" / "metrics.json").read_text())
     split = json.loads((tiles / "split.json").read_text())
-    return {
+    result = {
         "split": {k: v for k, v in split.items() if k != "chips"},
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "seconds": seconds,
         "usefulness": metrics.get("usefulness"),
+        **_faithful(metrics),
+    }
+    if args.like:  # the same SPADE run, conditioned on the real training masks instead of mask-GAN ones
+        start = time.perf_counter()
+        generate(GenerateOptions(run=root / "spade", like=tiles, n=args.n, out=root / "pairs-like"))
+        evaluate(
+            EvaluateOptions(real=tiles, synthetic=root / "pairs-like", out=root / "report-like", scheme=scheme,
+                            usefulness=True, seeds=args.seeds, steps=args.unet_steps, device="cpu",
+                            encoder_steps=args.encoder_steps),
+            progress=False,
+        )  # fmt: skip
+        seconds["like generate + evaluate"] = time.perf_counter() - start
+        metrics = json.loads((root / "report-like" / "metrics.json").read_text())
+        result["like"] = {"usefulness": metrics.get("usefulness"), **_faithful(metrics)}
+    if args.msg_steps:  # MSG-StyleGAN makes images without masks: fidelity and novelty only
+        start = time.perf_counter()
+        generate(GenerateOptions(run=root / "msg", n=args.n, out=root / "msg-images"))
+        evaluate(
+            EvaluateOptions(real=tiles, synthetic=root / "msg-images", out=root / "msg-report", scheme=scheme,
+                            device="cpu", encoder_steps=args.encoder_steps),
+            progress=False,
+        )  # fmt: skip
+        seconds["msg generate + evaluate"] = time.perf_counter() - start
+        result["msg-stylegan"] = _faithful(json.loads((root / "msg-report" / "metrics.json").read_text()))
+    result["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    return result
+
+
+def _faithful(metrics: dict) -> dict:
+    """Fidelity and novelty of a report's metrics.json (the list of copies counted, not listed)."""
+    return {
         "fidelity": metrics["fidelity"],
         "novelty": {k: v for k, v in metrics["novelty"].items() if k != "copies"},
         "copies": len(metrics["novelty"].get("copies", [])),
@@ -154,6 +185,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--unet-steps", type=int, default=300)
     parser.add_argument("--encoder-steps", type=int, default=300)
+    parser.add_argument("--like", action="store_true", help="also: SPADE pairs on the real training masks")
     args = parser.parse_args()
     data = Path(os.environ["GEOGAN_SHARED_DATA"])
     torch.set_num_threads(2)

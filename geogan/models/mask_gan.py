@@ -38,7 +38,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from geogan.config import MaskGANOptions
 from geogan.models.augment import augment
-from geogan.models.spade import hinge_d, one_hot
+from geogan.models.spade import _conv3, hinge_d, one_hot
 from geogan.training import DataInfo, TrainTask
 
 MARGIN = 0.05  # how far above a requested minimum the condition asks for
@@ -89,7 +89,12 @@ def check_class_min(class_min: Mapping[int, float], num_classes: int) -> dict[in
 
 
 class MaskGenerator(nn.Module):
-    """Spatial noise + class-fraction condition -> per-pixel class logits (B, K, H, W)."""
+    """Spatial noise + class-fraction condition -> per-pixel class logits (B, K, H, W).
+
+    Its 3x3 convolutions replicate the border, as SPADE's do (:func:`geogan.models.spade._conv3`):
+    with zero padding the map's edge was the only positional signal on the 4 px noise map, and
+    trained on Havelland the generator put one blob of the same shape at the centre of every mask.
+    """
 
     def __init__(
         self, num_classes: int, z_dim: int = 32, channels: int = 64, num_up: int = 4, bank: int = 1024
@@ -98,13 +103,13 @@ class MaskGenerator(nn.Module):
         self.num_classes, self.z_dim, self.num_up = num_classes, z_dim, num_up
         widths = [channels * min(2 ** (num_up - i), 8) for i in range(num_up + 1)]
         k = num_classes
-        self.head = nn.Sequential(nn.Conv2d(z_dim + k, widths[0], 3, padding=1), nn.LeakyReLU(0.2))
+        self.head = nn.Sequential(_conv3(z_dim + k, widths[0]), nn.LeakyReLU(0.2))
         self.blocks = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(widths[i] + k, widths[i + 1], 3, padding=1),
+                _conv3(widths[i] + k, widths[i + 1]),
                 nn.GroupNorm(min(8, widths[i + 1]), widths[i + 1]),
                 nn.LeakyReLU(0.2),
-                nn.Conv2d(widths[i + 1], widths[i + 1], 3, padding=1),
+                _conv3(widths[i + 1], widths[i + 1]),
                 nn.LeakyReLU(0.2),
             )
             for i in range(num_up)
