@@ -176,7 +176,7 @@ def mask_scheme(path: str | Path, role: str) -> ClassScheme | None:
     return None
 
 
-def _mask_converter(path: str | Path, role: str, target: ClassScheme) -> Callable[[np.ndarray], np.ndarray]:
+def mask_converter(path: str | Path, role: str, target: ClassScheme) -> Callable[[np.ndarray], np.ndarray]:
     """A function from a mask chip's band-1 values to class indices of ``target`` (-1 = nodata)."""
     source = mask_scheme(path, role)
     if source is None:
@@ -256,7 +256,7 @@ class ChipDataset(NonGeoDataset):
         self.scenes = sorted({scene[c] for c in self.chips})
         self._to_index = None
         if self.mask_role and len(self.paths):
-            self._to_index = _mask_converter(
+            self._to_index = mask_converter(
                 self.root / self.paths[self.mask_role].iloc[0], self.mask_role, self.scheme
             )
 
@@ -387,7 +387,7 @@ class LabelTiles(_TileRaster):
         self.scheme = scheme if isinstance(scheme, ClassScheme) else labels.scheme(scheme)
         self.all_bands = LC.band_names if role == "lc" else ("class",)
         super().__init__(root, bands=self.all_bands[:1], **kwargs)
-        self._to_index = _mask_converter(self.index["filepath"].iloc[0], role, self.scheme)
+        self._to_index = mask_converter(self.index["filepath"].iloc[0], role, self.scheme)
 
     def __getitem__(self, query: Any) -> dict[str, Any]:
         sample = self._query(query)
@@ -537,5 +537,6 @@ __all__ = [
     "TileDataModule",
     "geo_dataset",
     "geo_loader",
+    "mask_converter",
     "mask_scheme",
 ]

@@ -25,11 +25,10 @@ import numpy as np
 import rasterio
 from rich.progress import track
 
-from geogan import labels
 from geogan.bands import S2
-from geogan.datasets import ChipDataset, Normalizer, mask_scheme
+from geogan.datasets import ChipDataset, Normalizer, mask_converter
 from geogan.export import INDEX
-from geogan.labels import ClassScheme, read_tile_index
+from geogan.labels import MASK_ROLE, ClassScheme, read_tile_index
 from geogan.tiles import SPLIT_FILE, read_split
 
 log = logging.getLogger(__name__)
@@ -148,21 +147,9 @@ def synthetic_set(
         if with_masks:
             path = folder / row.mask
             if convert is None:
-                convert = _converter(path, scheme)
+                convert = mask_converter(path, MASK_ROLE, scheme)
             masks.append(convert(_read(path, "synthetic mask")[0]))
     return _chipset("synthetic", list(rows["id"]), dn, masks if with_masks else None, normalizer)
-
-
-def _converter(path: Path, scheme: ClassScheme):
-    """Class values of the scheme a synthetic mask is tagged with -> class indices of ``scheme``."""
-    source = mask_scheme(path, "mask")
-    if source is None:  # not "or": a scheme known only by name has no classes and is falsy
-        source = scheme
-    try:
-        labels.convert(np.zeros(1, np.uint8), source, scheme)
-    except ValueError as err:
-        raise ValueError(f"{path}: holds {source.name} classes; {err}") from err
-    return lambda values: scheme.to_index(labels.convert(values, source, scheme))
 
 
 def fingerprint(settings: Any, *arrays: np.ndarray | None) -> str:
