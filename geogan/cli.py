@@ -27,9 +27,14 @@ log = logging.getLogger("geogan")
 
 
 def fail(err: Exception, code: int = 2) -> None:
-    """End a command with a one-line error that names the file and the problem."""
+    """End a command with a one-line error that names the file and the problem.
+
+    Exit status 2 for bad input; 1 for a run that failed on something outside its input (a full disk).
+    """
+    from geogan.files import DiskFullError
+
     console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code)
+    raise typer.Exit(1 if isinstance(err, DiskFullError) else code)
 
 
 def option_errors(err) -> ValueError:
@@ -106,13 +111,15 @@ def tile(
         0.9, "--min-valid", help="Drop chips whose imagery (S2, S1) has a smaller valid fraction."
     ),
     min_labelled: float = typer.Option(
-        0.0, "--min-labelled",
+        0.0,
+        "--min-labelled",
         help="Drop chips with a smaller labelled fraction (unlabelled pixels are unknown, not invalid; "
         "0 keeps every chip with valid imagery).",
     ),
     split: str = typer.Option(
-        "auto", help="Train/val/test split: scene, blocks (spatial blocks with a gap), or auto "
-        "(by scene where there are enough separate scenes, else blocks)."
+        "auto",
+        help="Train/val/test split: scene, blocks (spatial blocks with a gap), or auto "
+        "(by scene where there are enough separate scenes, else blocks).",
     ),
     split_fractions: tuple[float, float, float] = typer.Option(
         (0.8, 0.1, 0.1), "--split-fractions", help="Shares of chips in train, val and test."
@@ -130,6 +137,7 @@ def tile(
     from pydantic import ValidationError
 
     from geogan.config import TileOptions
+    from geogan.files import DiskFullError, LockError
     from geogan.tiling import tile as run_tile
 
     try:
@@ -142,7 +150,9 @@ def tile(
         summary = run_tile(options)
     except ValidationError as err:
         fail(option_errors(err))
-    except (FileNotFoundError, ValueError) as err:
+    except LockError as err:
+        fail(err, code=3)
+    except (FileNotFoundError, ValueError, DiskFullError) as err:
         fail(err)
     table = Table(title=f"geogan tile wrote {out}")
     table.add_column("chips")
@@ -195,7 +205,7 @@ def labels_rasterize(
     )  # fmt: skip
     try:
         report = rasterize(**options.model_dump(), progress=True)
-    except (FileNotFoundError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError) as err:  # OSError: a chip it cannot read, a full disk
         fail(err)
     table = Table(title=f"geogan labels rasterize: {polygons} -> {tiles}")
     table.add_column("")

@@ -68,6 +68,7 @@ class TileOptions(StageOptions):
         if min(value) < 0 or abs(sum(value) - 1) > 1e-6:
             raise ValueError(f"three shares >= 0 that sum to 1, got {value}")
         return value
+
     zstd_level: int = Field(
         3,
         ge=1,

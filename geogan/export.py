@@ -50,7 +50,7 @@ from shapely.geometry import box, mapping, shape
 
 import geogan
 from geogan.bands import S2, Sensor
-from geogan.files import write_text
+from geogan.files import MARK, DiskFullError, reads_back, replacing, temporary_name, write_text
 from geogan.labels import NODATA, ClassScheme
 
 log = logging.getLogger(__name__)
@@ -207,8 +207,7 @@ def _write_cog(
     }
     profile, levels = _cog_profile(height, width)
     profile["predictor"] = 2
-    tmp = path.with_name(f".{path.name}.tmp")
-    with MemoryFile() as mem:
+    with MemoryFile() as mem, replacing(path, data.nbytes, check=reads_back(data)) as tmp:
         with mem.open(**src_profile) as src:
             src.write(data)
             src.descriptions = tuple(descriptions)
@@ -227,7 +226,6 @@ def _write_cog(
                 in_memory=True,
                 quiet=True,
             )
-    os.replace(tmp, path)
     return path
 
 
@@ -340,9 +338,16 @@ def write_pair(out: str | Path, pair: Pair, provenance: Provenance) -> bool:
     return True
 
 
-def write_batch(out: str | Path, pairs: Sequence[Pair], provenance: Provenance) -> int:
-    """Write a batch of pairs (one Dask task); the number actually written."""
-    return sum(write_pair(out, p, provenance) for p in pairs)
+def write_batch(out: str | Path, pairs: Sequence[Pair], provenance: Provenance) -> int | str:
+    """Write a batch of pairs (one Dask task); the number actually written.
+
+    A full disk comes back as its message (a string), for the client to raise as
+    :class:`~geogan.files.DiskFullError`: the worker then logs no traceback for it.
+    """
+    try:
+        return sum(write_pair(out, p, provenance) for p in pairs)
+    except DiskFullError as err:
+        return str(err)
 
 
 def write_pairs(
@@ -372,9 +377,12 @@ def write_pairs(
             for future in done:
                 ids = pending.pop(future)
                 try:
-                    written += future.result()
+                    result = future.result()
                 except Exception as err:
                     raise RuntimeError(f"writing pairs {ids[0]}..{ids[-1]} into {out} failed: {err}") from err
+                if isinstance(result, str):
+                    raise DiskFullError(result)
+                written += result
                 progress.advance(task, len(ids))
 
         for batch in batches:
@@ -541,10 +549,8 @@ def write_index(out: str | Path, records: Sequence[PairRecord]) -> Path:
         )
     frame = gpd.GeoDataFrame(rows, geometry=[shape(g) for g in geoms], crs=target.to_wkt())
     path = out / INDEX
-    tmp = out / ".index.tmp.gpkg"
-    tmp.unlink(missing_ok=True)
-    frame.to_file(tmp, layer="pairs", driver="GPKG")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        frame.to_file(tmp, layer="pairs", driver="GPKG")
     log.info("wrote %s (%d pairs)", path, len(frame))
     return path
 
@@ -745,7 +751,7 @@ def write_stac(out: str | Path, records: Sequence[PairRecord], provenance: Prove
         catalog.add_item(_stac_item(r, provenance))
     catalog.normalize_hrefs(str(final))
     catalog.make_all_asset_hrefs_relative()
-    tmp, old = out / f".{STAC}.tmp", out / f".{STAC}.old"
+    tmp, old = temporary_name(final), out / f".{STAC}{MARK}-old"
     for d in (tmp, old):
         shutil.rmtree(d, ignore_errors=True)
     catalog.save(pystac.CatalogType.SELF_CONTAINED, dest_href=str(tmp))

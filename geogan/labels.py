@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,8 @@ import shapely
 import shapely.validation
 import yaml
 from rich.progress import track
+
+from geogan.files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +333,6 @@ def _fingerprint(polygons: gpd.GeoDataFrame, target: ClassScheme, background: in
 def _write_mask(path: Path, data: np.ndarray, grid: dict, target: ClassScheme, tags: dict[str, str]) -> None:
     """One uint8 mask chip with the scheme's colour table, written to a temporary name, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     height, width = data.shape
     tiled = height % 16 == 0 and width % 16 == 0
     profile = {
@@ -349,12 +349,11 @@ def _write_mask(path: Path, data: np.ndarray, grid: dict, target: ClassScheme, t
         "tiled": tiled,
         **({"blockxsize": min(256, width), "blockysize": min(256, height)} if tiled else {}),
     }
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with replacing(path, data.nbytes) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data, 1)
         dst.write_colormap(1, target.colormap())
         dst.set_band_description(1, f"class ({target.name})")
         dst.update_tags(GEOGAN_ROLE=MASK_ROLE, GEOGAN_SCHEME=target.name, **tags)
-    os.replace(tmp, path)
 
 
 def rasterize(
@@ -490,7 +489,6 @@ def _replace_rows(path: Path, kept: gpd.GeoDataFrame, added: gpd.GeoDataFrame) -
     for c in classes:
         frame[c] = frame[c].astype("Int64")
     frame = gpd.GeoDataFrame(frame, geometry="geometry", crs=kept.crs)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # GDAL wants the .gpkg extension
-    shutil.copy2(path, tmp)
-    frame.to_file(tmp, layer="tiles", driver="GPKG")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:  # a copy first: the file's other layers are kept
+        shutil.copy2(path, tmp)
+        frame.to_file(tmp, layer="tiles", driver="GPKG")

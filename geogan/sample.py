@@ -14,7 +14,6 @@ a real place.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from rich.progress import track
 from scipy.ndimage import gaussian_filter
 
 from geogan.bands import LC, S1, S2, Sensor
+from geogan.files import replacing
 
 CRS_DEMO = CRS.from_epsg(32630)
 ORIGIN = (440_000.0, 6_490_000.0)  # upper-left corner of scene 1 (Flow Country, UTM 30N)
@@ -177,7 +177,6 @@ def write_raster(
     """Write a (bands, H, W) array as a tiled, compressed GeoTIFF, atomically (temp + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     profile = {
         "driver": "GTiff",
         "width": data.shape[2],
@@ -193,7 +192,7 @@ def write_raster(
         "compress": "deflate",
         "predictor": 3 if sensor.dtype.startswith("float") else 2,
     }
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with replacing(path, data.nbytes) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data.astype(sensor.dtype))
         dst.descriptions = sensor.band_names
         dst.update_tags(
@@ -201,7 +200,6 @@ def write_raster(
             GEOGAN_UNITS=sensor.units,
             **(tags or {}),
         )
-    os.replace(tmp, path)
     return path
 
 

@@ -7,8 +7,10 @@ the S2 grid when their grid differs), writes each chip to a temporary name and r
 records what it did in ``DIR/.geogan/tasks/{task}.json`` with a fingerprint of its sources and
 options and the band statistics of its chips (taken from the arrays in memory, see
 :class:`TaskStats`; ``stats.json`` merges the tasks'). A re-run skips every task whose record
-matches; a killed run leaves at most some complete chips and ``.tmp`` files, which the next run
-removes before it rewrites that task's chips under the same names.
+matches; a killed run leaves at most some complete chips and temporary files (see
+:mod:`geogan.files`), which the next run removes before it rewrites that task's chips under the
+same names. A run holds the folder's lock (``DIR/.geogan/lock``): a second run into the same
+folder stops with :class:`geogan.files.LockError` naming the holder.
 
 Outputs in ``DIR``: the chips in the SEN12MS layout (see :mod:`geogan.scenes`), ``train_list.txt``
 and ``test_list.txt`` (S2 chip names of the train and test splits),
@@ -40,7 +42,7 @@ from rasterio.windows import Window
 import geogan
 from geogan.bands import SENSORS
 from geogan.config import TileOptions
-from geogan.files import write_text
+from geogan.files import DiskFullError, folder_lock, replacing, sweep, temporary_name, write_text
 from geogan.scenes import Scene, find_scenes
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 MIN_CHIPS, MAX_CHIPS = 8, 64
 SEASONS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")
 STATE = ".geogan"  # task records live in DIR/.geogan/tasks
+LOCK = "lock"  # DIR/.geogan/lock, held while a run writes the folder
 RESAMPLING = {"s1": Resampling.bilinear, "lc": Resampling.nearest}
 PRELOAD = (__name__,)  # what the workers of the LocalCluster `geogan tile` starts import as they start
 # Percentiles of each task (0.1 % steps in the tails, 1 % between), merged into p01 / p99.
@@ -266,12 +269,10 @@ def _descriptions(role: str, src) -> tuple[str, ...]:
 def write_chip(path: Path, data: np.ndarray, profile: dict, descriptions, tags: dict) -> None:
     """Write one chip as a GeoTIFF with ``profile``, to a temporary name and then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with replacing(path, data.nbytes) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data)
         dst.descriptions = descriptions
         dst.update_tags(**tags)
-    os.replace(tmp, path)
 
 
 def _profile(src, size: int, transform, nodata, zstd_level: int) -> dict:
@@ -330,15 +331,18 @@ def run_task(task: dict, out: str, options: dict) -> dict:
             finally:
                 for src in reversed(opened):
                     src.close()
+    except DiskFullError as err:  # not the scene's fault: the client stops the whole run
+        return {"key": task["key"], "disk_full": str(err)}
     except Exception as err:  # any error of this scene's rasters is this scene's failure
         bad = next((p for p in scene.paths.values() if p in str(err)), scene.paths["s2"])
         return {"key": task["key"], "scene": scene.scene, "error": f"{bad}: {err}", "path": bad}
     record = {"key": task["key"], "scene": scene.scene, "fingerprint": task["fingerprint"], "chips": chips,
               "stats": {role: _stats_json(acc.result()) for role, acc in stats.items()}}  # fmt: skip
     state = Path(out) / STATE / "tasks" / f"{task['key']}.json"
-    tmp = state.with_name(f".{state.name}.tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, state)
+    try:
+        write_text(state, json.dumps(record))
+    except DiskFullError as err:
+        return {"key": task["key"], "disk_full": str(err)}
     return record
 
 
@@ -618,9 +622,8 @@ def write_index(out: Path, chips: list[dict], split: dict[str, str]) -> Path:
         frame[f"class_{v}"] = frame[f"class_{v}"].astype("Int64")
     gdf = gpd.GeoDataFrame(frame, geometry="geometry", crs=shapes.crs)
     path = out / "index.gpkg"
-    tmp = out / ".index.tmp.gpkg"
-    gdf.to_file(tmp, layer="tiles", driver="GPKG")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        gdf.to_file(tmp, layer="tiles", driver="GPKG")
     return path
 
 
@@ -676,7 +679,7 @@ class _Cluster:
 def _check_output(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".geogan-write-test-{os.getpid()}.tmp"
+        probe = temporary_name(out / f"write-test-{os.getpid()}")
         probe.write_text("")
         probe.unlink()
     except OSError as err:
@@ -719,7 +722,10 @@ def _run(tasks: list[dict], out: Path, options: TileOptions, cluster: _Cluster, 
     with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
         job = bar.add_task("tiling", total=len(futures))
         for future in as_completed(futures):
-            results.append(future.result())
+            result = future.result()
+            if "disk_full" in result:
+                raise DiskFullError(result["disk_full"])
+            results.append(result)
             bar.advance(job)
     return results
 
@@ -727,16 +733,21 @@ def _run(tasks: list[dict], out: Path, options: TileOptions, cluster: _Cluster, 
 def tile(options: TileOptions, client=None, progress: bool = True) -> TileSummary:
     """Run the tile stage; see the module docstring. ``client``: a dask.distributed Client to use.
 
-    Raises ``ValueError`` for sources it cannot interpret and an output folder it cannot write;
-    a scene that fails its checks or its reads is listed in ``failures`` and the others go on.
+    Raises ``ValueError`` for sources it cannot interpret and an output folder it cannot write,
+    :class:`~geogan.files.LockError` while another run writes the folder, and
+    :class:`~geogan.files.DiskFullError` when the disk fills; a scene that fails its checks or its
+    reads is listed in ``failures`` and the others go on.
     """
-    start = time.perf_counter()
     out = Path(options.out)
     _check_output(out)
-    leftovers = [*out.rglob(".*.tmp"), *out.glob(".index.tmp.gpkg*")]
-    for tmp in leftovers:  # left by a killed run: partial files under temporary names
-        log.info("removing %s (left by an interrupted run)", tmp)
-        tmp.unlink()
+    with folder_lock(out / STATE / LOCK, f"{out}: geogan tile into this folder"):
+        return _tile(options, out, client, progress)
+
+
+def _tile(options: TileOptions, out: Path, client, progress: bool) -> TileSummary:
+    start = time.perf_counter()
+    for tmp in sweep(out):  # left by a killed run: partial files under geogan's temporary names
+        log.info("removed %s (left by an interrupted run)", tmp)
     (out / STATE / "tasks").mkdir(parents=True, exist_ok=True)
     scenes = find_scenes(options.sources)
     tasks, failures, dropped = plan(scenes, options)

@@ -29,10 +29,8 @@ import csv
 import hashlib
 import importlib
 import logging
-import os
 import random
 import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -49,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geogan.bands import FALSE_COLOUR, S2, TRUE_COLOUR, composite
 from geogan.config import TrainOptions
+from geogan.files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -227,15 +226,8 @@ def sha256(path: Path) -> str:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:  # a file object: the archive's inner name does not vary
-            torch.save(state, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with replacing(path) as tmp, open(tmp, "wb") as f:  # a file object: the inner name does not vary
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
@@ -313,14 +305,8 @@ def _grid(tiles: list[np.ndarray], gap: int = 2) -> np.ndarray:
 def _write_png(path: Path, picture: np.ndarray) -> None:
     import matplotlib.image
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         matplotlib.image.imsave(tmp, picture, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def to_reflectance_dn(images: np.ndarray, normalizer: Any | None) -> np.ndarray:

@@ -27,6 +27,7 @@ from torchgeo.datasets import RasterDataset
 import geogan
 from geogan import export
 from geogan.bands import S2
+from geogan.files import temporary_name
 from geogan.labels import IGBP
 
 SIZE = 64
@@ -146,7 +147,7 @@ def test_rerun_skips_written_pairs_and_replaces_leftovers(exported, client):
     extra = make_pair(9, UTM30, export.synthetic_grid(1, SIZE, 10.0, UTM30, REAL_BOUNDS).transforms[0])
     new_image, _ = export.pair_paths(out / "rerun", extra.id)
     new_image.parent.mkdir(parents=True)
-    new_image.with_name(f".{new_image.name}.tmp").write_bytes(b"half a file")
+    temporary_name(new_image).write_bytes(b"half a file")
     assert not export.pair_written(out / "rerun", extra.id)
     assert export.write_pair(out / "rerun", extra, PROVENANCE)
     assert cog_validate(str(new_image), quiet=True)[0]

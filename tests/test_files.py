@@ -13,7 +13,7 @@ def test_write_text_replaces_the_target_and_leaves_no_temporary(tmp_path):
     write_text(path, "new ✓")
     assert path.read_text(encoding="utf-8") == "new ✓"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]
-    assert temporary_name(path).name == ".stats.json.tmp"
+    assert temporary_name(path).name == ".stats.geogan-tmp.json"
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):

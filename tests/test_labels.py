@@ -211,7 +211,8 @@ def test_custom_scheme_runs_through_train_generate_and_evaluate(setup, tmp_path)
     steps = [
         ["train", "spade", "--tiles", str(tiles), "--out", str(run), "--scheme", str(setup[2]),
          "--mask-role", "mask", "--steps", "2", "--batch-size", "4", "--config", str(config)],
-        ["generate", "--run", str(run), "-n", "4", "--out", str(pairs), "--like", str(tiles), "--workers", "1"],
+        ["generate", "--run", str(run), "-n", "4", "--out", str(pairs), "--like", str(tiles),
+         "--workers", "1"],
         ["evaluate", "--real", str(tiles), "--synthetic", str(pairs), "--out", str(report),
          "--scheme", str(setup[2]), "--mask-role", "mask", "--encoder-steps", "2"],
     ]  # fmt: skip

@@ -24,6 +24,7 @@ from distributed import Client
 
 from geogan.config import GenerateOptions, TileOptions
 from geogan.export import validate_cogs
+from geogan.files import is_temporary
 from geogan.generate import generate
 from geogan.pipeline import load, read_log, read_state
 from geogan.tiling import tile
@@ -78,7 +79,7 @@ def _finish(path: Path, *args: str) -> str:
 
 
 def _temporaries(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if ".tmp" in p.name]
+    return [p for p in root.rglob("*") if is_temporary(p)]
 
 
 def _chips(folder: Path) -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from geogan.bands import LC, S1, S2
 from geogan.cli import app
 from geogan.config import TileOptions
+from geogan.files import is_temporary
 from geogan.sample import write_raster
 from geogan.tiling import MAX_CHIPS, MIN_CHIPS, QS, TaskStats, _batches, tile
 
@@ -304,7 +305,7 @@ def test_killed_run_recovers(tmp_path, scene_files):
     index = gpd.read_file(out / "index.gpkg", layer="tiles")
     assert len(index) == 64 * 3 and index["path"].is_unique
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*.tif"))
-    assert files == sorted(index["path"]) and not list(out.rglob("*.tmp"))
+    assert files == sorted(index["path"]) and not [p for p in out.rglob("*") if is_temporary(p)]
     with rasterio.open(scene_files["s2"]) as src:
         whole = src.read()
     for path in index.loc[index["role"] == "s2", "path"]:

@@ -31,7 +31,7 @@ from geogan.config import EvaluateOptions
 from geogan.datasets import Normalizer
 from geogan.evaluate import fidelity, novelty, report, usefulness
 from geogan.evaluate.data import fingerprint, real_splits, synthetic_set
-from geogan.files import temporary_name, write_text
+from geogan.files import replacing, write_text
 from geogan.tiles import read_split
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,8 @@ def _encoder(out: Path, train, classes: int, options: EvaluateOptions, device: s
         train.x, train.mask, classes, options.encoder_steps, batch_size=ENCODER_BATCH, seed=options.seed,
         width=options.encoder_width, device=device, progress=progress,
     )  # fmt: skip
-    tmp = temporary_name(weights)
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, weights)
+    with replacing(weights) as tmp:
+        torch.save(model.state_dict(), tmp)
     write_text(saved, json.dumps({"fingerprint": key, "record": record.to_dict()}))
     return model, record
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np  # noqa: E402
 from geogan.bands import FALSE_COLOUR, S2, TRUE_COLOUR, composite  # noqa: E402
 from geogan.evaluate.data import ChipSet  # noqa: E402
 from geogan.evaluate.fidelity import INDICES, _pixels, valid_pixels  # noqa: E402
-from geogan.files import write_text
+from geogan.files import replacing, write_text
 from geogan.labels import ClassScheme  # noqa: E402
 
 REAL, SYN, HELD = "#1f77b4", "#d62728", "#7f7f7f"
@@ -49,10 +48,9 @@ def write_json(path: Path, doc: dict) -> Path:
 
 
 def _save(fig, path: Path) -> str:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=90, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
     return path.name
 
 

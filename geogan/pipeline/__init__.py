@@ -21,7 +21,8 @@ for the registry of stages and source kinds, :mod:`geogan.pipeline.spec` for the
 
 from __future__ import annotations
 
-from geogan.pipeline.runner import LockError, RunResult, StageResult, pipeline_lock, read_log, read_state, run
+from geogan.files import LockError
+from geogan.pipeline.runner import RunResult, StageResult, pipeline_lock, read_log, read_state, run
 from geogan.pipeline.spec import Pipeline, PipelineError, load
 
 __all__ = [

@@ -17,7 +17,6 @@ its outputs when it was interrupted, its inputs only grew, or only a "grows" opt
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -25,7 +24,6 @@ import shutil
 import socket
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import Any
 
 from rich.console import Console
 
-from geogan.files import write_text
+from geogan.files import folder_lock, sweep, write_text
 from geogan.pipeline.spec import SOURCES_STAGE, Pipeline, PipelineError, Stage
 from geogan.pipeline.stages import SOURCES, fingerprinted
 
@@ -45,10 +43,6 @@ LOG_FILE = "log.jsonl"
 LOCK_FILE = "lock"
 
 
-class LockError(RuntimeError):
-    """Another run of the same pipeline (same output folder) holds the lock."""
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -56,37 +50,9 @@ def _now() -> str:
 # --- lock, state, log ----------------------------------------------------------------------------
 
 
-@contextmanager
 def pipeline_lock(root: Path, name: str):
     """Hold the pipeline's lock for the ``with`` block; :class:`LockError` naming the holder if taken."""
-    path = root / STATE_DIR / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        try:
-            holder = json.loads(path.read_text() or "{}")
-        except (OSError, ValueError):
-            holder = {}
-        os.close(fd)
-        who = (
-            f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}"
-        )
-        raise LockError(
-            f"{root}: pipeline {name!r} is already running ({who}); this run stops. Lock file: {path}"
-        ) from None
-    try:
-        info = json.dumps(
-            {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(), "pipeline": name}
-        )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info.encode(), 0)
-        yield path
-    finally:
-        os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    return folder_lock(root / STATE_DIR / LOCK_FILE, f"{root}: pipeline {name!r}")
 
 
 def read_state(root: Path) -> dict[str, Any]:
@@ -259,10 +225,8 @@ def _clean_temporaries(stage: Stage) -> None:
         return
     folder = Path(stage.options.out)
     if folder.is_dir():
-        for tmp in [*folder.rglob(".*.tmp"), *folder.rglob(".*.tmp.*")]:
-            if tmp.is_file():
-                log.info("removing %s (left by an interrupted run)", tmp)
-                tmp.unlink()
+        for tmp in sweep(folder):
+            log.info("removed %s (left by an interrupted run)", tmp)
 
 
 def _check_sources(stage: Stage, file: Path) -> None:

@@ -38,6 +38,7 @@ from geogan.config import (
     StageOptions,
     TileOptions,
 )
+from geogan.files import sweep
 
 if TYPE_CHECKING:
     from geogan.pipeline.runner import Context
@@ -228,8 +229,7 @@ def _run_sources(stage: Stage, ctx: Context) -> dict[str, Any]:
         kind = SOURCES[options.kind]
         folder = stage.options.out / name
         if kind.made:
-            for tmp in folder.rglob(".*.tmp"):
-                tmp.unlink()
+            sweep(folder)
         kind.make(options, folder)
     files = sum(
         len(SOURCES[o.kind].files(o, stage.options.out / n)) for n, o in stage.options.sources.items()

@@ -1,0 +1,202 @@
+"""Bad inputs and faults, as a careless or hostile user meets them: a clear error, nothing lost.
+
+``CASES`` is the catalogue: one case a line, run through the real ``geogan`` command in a process
+of its own (so a traceback would show): the arguments, the exit status expected, words the message
+must hold, and that the folder the case starts from is unchanged afterwards. The tests below it
+cover faults that need more set-up: a full disk, a second run into a folder, temporary files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from procedural import make_tiles
+from rasterio.transform import Affine
+from rio_cogeo.cogeo import cog_validate
+
+from geogan import export, sample
+from geogan.files import DiskFullError, folder_lock, is_temporary, temporary_name
+from geogan.labels import DFC2020
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"}
+
+
+def geogan(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "geogan", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (what "unchanged" means)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory) -> Path:
+    """A tile folder of one procedural scene (16 chips of 32 px), read-only for the cases."""
+    return make_tiles(tmp_path_factory.mktemp("bad-inputs"), scenes=1)
+
+
+# (name, arguments with {tiles} and {tmp}, exit status, words the message holds)
+CASES = [
+    ("tile: no such source", ["tile", "{tmp}/nope.tif", "--out", "{tmp}/t"], 2, ["nope.tif"]),
+    ("tile: bad min-valid", ["tile", "{tiles}", "--out", "{tmp}/t", "--min-valid", "2"], 2, ["--min-valid"]),
+    ("evaluate: no synthetic folder",
+     ["evaluate", "--real", "{tiles}", "--synthetic", "{tmp}/nope", "--out", "{tmp}/r"], 2,
+     ["nope: no such folder (the synthetic pairs folder)"]),
+    ("generate: no run folder", ["generate", "--run", "{tmp}/nope", "-n", "2", "--out", "{tmp}/p"], 2,
+     ["nope"]),
+    ("rasterize: no tile index",
+     ["labels", "rasterize", "{tmp}/p.gpkg", "--tiles", "{tmp}", "--column", "x"], 2, ["no tile index"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "args", "status", "words"), CASES, ids=[c[0] for c in CASES])
+def test_catalogue(name, args, status, words, tiles, tmp_path):
+    before = snapshot(tiles)
+    result = geogan(*(a.format(tiles=tiles, tmp=tmp_path) for a in args))
+    message = " ".join(result.stderr.split())
+    assert result.returncode == status, f"{name}: {result.stderr[-2000:]}"
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in message, f"{name}: {word!r} not in {message[-1000:]}"
+    assert snapshot(tiles) == before
+
+
+def test_tile_removes_only_its_own_temporaries(tiles, tmp_path):
+    """A re-run sweeps what a killed run of geogan left, and nothing a user put in the folder."""
+    out = tmp_path / "tiles"
+    result = geogan("tile", str(tiles.parent / "src"), "--out", str(out), "--size", "32", "--min-valid", "0",
+                    "--workers", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    chip = next(out.rglob("*.tif"))
+    theirs = [out / "notes" / ".draft.tmp", out / ".index.tmp.gpkg", chip.parent / f".{chip.name}.tmp"]
+    ours = temporary_name(chip)
+    for path in (*theirs, ours):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+    result = geogan("tile", str(tiles.parent / "src"), "--out", str(out), "--size", "32", "--min-valid", "0",
+                    "--workers", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert all(p.read_bytes() == b"half a file" for p in theirs)
+    assert not ours.exists() and is_temporary(ours) and not any(is_temporary(p) for p in theirs)
+
+
+def test_a_second_tile_run_into_the_folder_stops_naming_the_holder(tiles, tmp_path):
+    out = tmp_path / "tiles"
+    out.mkdir()
+    with folder_lock(out / ".geogan" / "lock", f"{out}: geogan tile into this folder"):
+        blocked = geogan("tile", str(tiles.parent / "src"), "--out", str(out), "--workers", "1")
+    assert blocked.returncode == 3, blocked.stderr
+    message = " ".join(blocked.stderr.split())
+    assert f"is already running (pid {os.getpid()} on" in message and "Traceback" not in blocked.stderr
+    assert not (out / "index.gpkg").exists()  # the refused run wrote nothing
+    again = geogan("tile", str(tiles.parent / "src"), "--out", str(out), "--size", "32", "--min-valid", "0",
+                   "--workers", "1")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+
+
+def test_two_tile_runs_at_once_end_with_one_whole_folder(tiles, tmp_path):
+    out = tmp_path / "tiles"
+    args = [sys.executable, "-m", "geogan", "tile", str(tiles.parent / "src"), "--out", str(out), "--size",
+            "32", "--min-valid", "0", "--workers", "1"]  # fmt: skip
+    procs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)]
+    results = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes in ([0, 0], [0, 3]), results  # the second waits its turn or is refused, never both run
+    frame = gpd.read_file(out / "index.gpkg", layer="tiles")
+    assert (frame["role"] == "s2").sum() == 16 and all((out / p).exists() for p in frame["path"])
+    assert not [p for p in out.rglob("*") if is_temporary(p)]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KiB tmpfs mounted for the test (needs root); skipped, with why, where it cannot be."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip() or 'mount failed'})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _pair(i: int, size: int = 96) -> export.Pair:
+    rng = np.random.default_rng(i)
+    image = rng.integers(1, 10_000, (13, size, size)).astype(np.uint16)  # noise: it does not compress
+    mask = rng.integers(1, 3, (size, size)).astype(np.uint8)
+    return export.Pair(f"syn_{i:06d}", image, mask, sample.CRS_DEMO, Affine(10.0, 0, 0, 0, -10.0, 0), seed=i)
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_what_was_written(small_disk):
+    provenance = export.Provenance(model="test", checkpoint_sha256="0" * 64, scheme=DFC2020)
+    out = small_disk / "pairs"
+    written = []
+    with pytest.raises(DiskFullError) as caught:
+        for i in range(50):
+            export.write_pair(out, _pair(i), provenance)
+            written.append(i)
+    message = str(caught.value)
+    assert message.startswith(f"{out}/") and "no space left on the disk" in message and "bytes of" in message
+    assert written, "the disk filled before the first pair: make the tmpfs larger"
+    failed = f"syn_{len(written):06d}"
+    assert not export.pair_written(out, failed)
+    assert not [p for p in out.rglob("*") if is_temporary(p)]
+    for i in written:  # every pair written before the disk filled is whole
+        image, mask = export.pair_paths(out, f"syn_{i:06d}")
+        assert cog_validate(str(image), quiet=True)[0]
+        with rasterio.open(image) as src:
+            np.testing.assert_array_equal(src.read(), np.maximum(_pair(i).image, 1))
+
+
+def test_tile_onto_a_full_disk_exits_1_without_a_traceback(small_disk, tiles):
+    out = small_disk / "tiles"
+    result = geogan("tile", str(tiles.parent / "src"), "--out", str(out), "--size", "32", "--min-valid", "0",
+                    "--workers", "1")  # fmt: skip
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "no space left on the disk" in message and str(out) in message and "Traceback" not in result.stderr
+    assert not [p for p in out.rglob("*") if is_temporary(p)]
+
+
+@pytest.fixture(scope="module")
+def spade_run(tiles, tmp_path_factory) -> Path:
+    """A SPADE run of two steps on the tiles (small networks)."""
+    root = tmp_path_factory.mktemp("spade-run")
+    config = root / "tiny.yaml"
+    config.write_text("channels: 4\nz_dim: 4\nspade_hidden: 4\nd_channels: 4\nsample_every: 100\n")
+    result = geogan("train", "spade", "--tiles", str(tiles), "--out", str(root / "run"), "--steps", "2",
+                    "--batch-size", "4", "--config", str(config))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return root / "run"
+
+
+def test_generate_onto_a_full_disk_exits_1_and_resumes_once_there_is_room(small_disk, spade_run, tiles):
+    out = small_disk / "pairs"
+    args = ["generate", "--run", str(spade_run), "-n", "40", "--out", str(out), "--like", str(tiles),
+            "--like-split", "all", "--workers", "1"]  # fmt: skip
+    full = geogan(*args)
+    message = " ".join(full.stderr.split())
+    assert full.returncode == 1, full.stderr[-3000:]
+    assert "no space left on the disk" in message and "Traceback" not in full.stderr
+    assert not [p for p in out.rglob("*") if is_temporary(p)]
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)
+    again = geogan(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    images = sorted((out / "images").glob("*.tif"))
+    assert len(images) == 40 and all(cog_validate(str(p), quiet=True)[0] for p in images)
