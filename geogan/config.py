@@ -279,6 +279,11 @@ class MaskGANOptions(_DualGANOptions):
     resolution: int | None = Field(
         None, ge=8, le=4096, description="tile size the discriminator is trained at (default: the tiles')"
     )
+    unknown: Literal["learn", "fill"] = Field(
+        "learn",
+        description="unlabelled pixels of the real masks: learn (one more class to the GAN: generated masks "
+        "are partly unlabelled like the real ones) or fill (a class at every pixel)",
+    )
     z_dim: int = Field(32, ge=1, description="channels of the spatial noise map")
     num_up: int | None = Field(
         None,

@@ -52,7 +52,7 @@ from geogan.files import replacing
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "geogan-checkpoint"
-CHECKPOINT_VERSION = 2  # 2: MSG-StyleGAN images are summed across scales (skip generator)
+CHECKPOINT_VERSION = 3  # 2: MSG-StyleGAN skip generator; 3: SPADE group norm + border, mask GAN unknown
 CONFIG_FILE = "config.yaml"
 STATS_FILE = "stats.json"
 # Options a resumed run may change: they steer the schedule and the outputs, not the training.

@@ -21,9 +21,18 @@ tiny run, asking for half water (about a tenth of the real pixels) gave masks of
 (the argmax sharpens what the condition raises), and raises the acceptance rate of a 50 % minimum
 about fivefold (9 % -> 46 %) over rejection alone.
 
-Nodata (-1) in real masks: the fake maps paired with a real batch get the same nodata pixels
-(all-zero one-hot) before the discriminator sees them, so nodata is no cue; generated masks
-have a class everywhere.
+Unlabelled pixels (-1) in real masks, as an analyst's sparse polygons leave most of a scene, are
+handled by ``unknown``:
+
+- ``learn`` (the default): unknown is one more class to the GAN (generator output K, a column of
+  the condition), so generated masks have unlabelled areas where real ones do, and labelled
+  polygons of the real masks' shapes and class mix; sampled masks return it as -1. Class
+  fractions (the condition, ``class_min``) are of the whole mask, unknown included.
+- ``fill``: the fake maps paired with a real batch get the same nodata pixels (all-zero one-hot)
+  before the discriminator sees them, so it judges only the labelled pixels; generated masks have
+  a class everywhere. On sparse labels this goes wrong: a chip's labelled pixels are mostly one
+  polygon of one class, so the condition is one class and the masks are that class throughout
+  (Havelland at 64 px: 15 of 16 samples one class from edge to edge).
 """
 
 from __future__ import annotations
@@ -97,12 +106,20 @@ class MaskGenerator(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int, z_dim: int = 32, channels: int = 64, num_up: int = 4, bank: int = 1024
+        self,
+        num_classes: int,
+        z_dim: int = 32,
+        channels: int = 64,
+        num_up: int = 4,
+        bank: int = 1024,
+        unknown: bool = False,
     ):
         super().__init__()
         self.num_classes, self.z_dim, self.num_up = num_classes, z_dim, num_up
+        # ``unknown``: one more output (index num_classes) for unlabelled pixels, learned like a class.
+        self.outputs = num_classes + int(unknown)
         widths = [channels * min(2 ** (num_up - i), 8) for i in range(num_up + 1)]
-        k = num_classes
+        k = self.outputs
         self.head = nn.Sequential(_conv3(z_dim + k, widths[0]), nn.LeakyReLU(0.2))
         self.blocks = nn.ModuleList(
             nn.Sequential(
@@ -150,7 +167,7 @@ class MaskGenerator(nn.Module):
         """``n`` class-fraction vectors of real tiles from the bank (uniform ones before training)."""
         filled = int(min(int(self.banked), self.bank.shape[0]))
         if filled == 0:
-            return torch.full((n, self.num_classes), 1 / self.num_classes, device=device)
+            return torch.full((n, self.outputs), 1 / self.outputs, device=device)
         return self.bank[torch.randint(0, filled, (n,), device=self.bank.device)].to(device)
 
 
@@ -212,9 +229,11 @@ def sample_masks(
             c = targets_with_minimum(c, class_min)
         logits = generator(generator.noise(m, height, width, device), c)
         masks = logits.float().argmax(1)
+        if generator.outputs > k:  # the learned unknown class is nodata (-1) in the masks returned
+            masks = torch.where(masks == k, torch.full_like(masks, -1), masks)
         ok = torch.ones(m, dtype=torch.bool, device=device)
         if class_min:
-            got = class_fractions(masks, k)
+            got = one_hot(masks, k).mean((2, 3))  # fractions of the whole mask, unknown included
             for cls, f in class_min.items():
                 ok &= got[:, cls] >= f - 1e-9
         out[todo[ok]] = masks[ok]
@@ -254,8 +273,8 @@ class MaskGANTask(TrainTask):
 
     def build(self) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
         o, k = self.options, self.data.num_classes
-        g = MaskGenerator(k, o.z_dim, o.channels, o.num_up, o.bank_size)
-        d = MaskDiscriminator(k, o.d_channels, o.d_layers)
+        g = MaskGenerator(k, o.z_dim, o.channels, o.num_up, o.bank_size, unknown=o.unknown == "learn")
+        d = MaskDiscriminator(g.outputs, o.d_channels, o.d_layers)
         opt_g = torch.optim.Adam(g.parameters(), lr=o.lr_g, betas=o.betas)
         opt_d = torch.optim.Adam(d.parameters(), lr=o.lr_d, betas=o.betas)
         return {"generator": g, "discriminator": d}, {"generator": opt_g, "discriminator": opt_d}
@@ -284,10 +303,12 @@ class MaskGANTask(TrainTask):
                 f"the mask GAN trains on mask chips, but the tiles have no {self.options.mask_role!r} chips "
                 "(set mask_role, or rasterise polygons with `geogan labels rasterize`)"
             )
-        o, k = self.options, self.data.num_classes
+        o, k = self.options, self._generator_module().outputs
         g, d = self.nets["generator"], self.nets["discriminator"]
         opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
         mask = batch["mask"].long()
+        if k > self.data.num_classes:  # unknown learned as class K: every pixel counts
+            mask = torch.where(mask >= 0, mask, torch.full_like(mask, k - 1))
         valid = mask >= 0
         real = one_hot(mask, k)
         c = class_fractions(mask, k)
