@@ -200,3 +200,23 @@ def test_generate_onto_a_full_disk_exits_1_and_resumes_once_there_is_room(small_
     assert again.returncode == 0, again.stderr[-3000:]
     images = sorted((out / "images").glob("*.tif"))
     assert len(images) == 40 and all(cog_validate(str(p), quiet=True)[0] for p in images)
+
+
+@pytest.mark.parametrize(("where", "name"), [("stages", "../../x"), ("stages", ".geogan-pipeline"),
+                                             ("stages", "a/b"), ("sources", "../up")])  # fmt: skip
+def test_pipeline_names_that_are_not_plain_folder_names_are_refused(tmp_path, where, name):
+    stage = (
+        f'  "{name}":\n    stage: tile\n    size: 32\n' if where == "stages" else "  tile:\n    size: 32\n"
+    )
+    source = f'  "{name}":\n' if where == "sources" else "  scenes:\n"
+    text = (f"name: bad\nout: out\nsources:\n{source}    kind: procedural\n    scenes: 1\n"
+            f"    patches_per_side: 1\n    patch_size: 64\nstages:\n{stage}")  # fmt: skip
+    file = tmp_path / "bad.yaml"
+    file.write_text(text)
+    result = geogan("run", str(file))
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (
+        f"{file}:" in message and "cannot be a stage or source name" in message and "Traceback" not in message
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # nothing written, not even out/

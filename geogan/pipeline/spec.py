@@ -198,6 +198,7 @@ def load(path: str | Path, out: str | Path | None = None, scheduler: str | None 
 
     sources = {}
     for name, options in config.sources.items():
+        _check_name(name, f"{path}:{marks.get(('sources', name), '?')}: sources.{name}")
         kind = SOURCES[options.kind]
         if "path" in type(options).model_fields and options.path is not None:
             options = options.model_copy(update={"path": _resolve(options.path, base)})
@@ -223,11 +224,24 @@ def load(path: str | Path, out: str | Path | None = None, scheduler: str | None 
     return Pipeline(path, config.name or path.stem, root, config, sources, stages)
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def _check_name(name: object, where: str) -> None:
+    """Stage and source names become folder names under ``out``: letters, digits, '-' and '_'."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise PipelineError(
+            f"{where}: {name!r} cannot be a stage or source name: it names a folder under out, so it "
+            "must be 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+
+
 def _stage(
     name: str, raw: Any, earlier: list[Stage], sources: dict, file: Path, marks: dict, root: Path, base: Path
 ) -> Stage:
     prefix = ("stages", name)
     where = f"{file}:{marks.get(prefix, '?')}: stages.{name}"
+    _check_name(name, where)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
