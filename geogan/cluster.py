@@ -1,6 +1,6 @@
 """The Dask LocalCluster geogan starts when no scheduler address is given (tile, generate, run).
 
-Worker processes with one thread each and no dashboard, with two of distributed's defaults changed
+Worker processes with one thread each and no dashboard (nothing served over HTTP), with two of distributed's defaults changed
 for geogan's work (reading, compressing and writing MB-sized chips); measured by
 ``benchmarks/tiling.py``, see benchmarks/RESULTS.md:
 
@@ -39,6 +39,9 @@ def local_cluster(workers: int, threads: int = 1, preload: tuple[str, ...] = ())
         "distributed.admin.tick.interval": "1s",
         "distributed.admin.system-monitor.interval": "2s",
         "distributed.worker.memory.monitor-interval": "1s",
+        # The scheduler always starts an HTTP server (dashboard_address=None alone still served the
+        # dashboard on 127.0.0.1:8787): no routes on it, on a free port of localhost only.
+        "distributed.scheduler.http.routes": [],
     }
     with dask.config.set(settings):
         return LocalCluster(
@@ -46,5 +49,6 @@ def local_cluster(workers: int, threads: int = 1, preload: tuple[str, ...] = ())
             threads_per_worker=threads,
             processes=True,
             dashboard_address=None,
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             preload=list(preload),
         )

@@ -177,3 +177,21 @@ def test_local_cluster_workers_import_the_preloaded_task_module_as_they_start():
         assert list(client.run(imported).values()) == [True]
     with local_cluster(1) as cluster, Client(cluster) as client:
         assert list(client.run(imported).values()) == [False]
+
+
+def test_local_cluster_serves_nothing_over_http():
+    """No dashboard, on 8787 or anywhere: the scheduler's HTTP server has no routes, on localhost only."""
+    import urllib.error
+    import urllib.request
+
+    from geogan.cluster import local_cluster
+
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+        bound = [s.getsockname() for s in cluster.scheduler.http_server._sockets.values()]
+        assert bound and all(host == "127.0.0.1" and port != 8787 for host, port, *_ in bound)
+        host, port = bound[0][:2]
+        for path in ("/status", "/metrics", "/health", "/info/main/workers.html"):
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10)
+            assert answer.value.code == 404
