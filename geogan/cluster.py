@@ -1,7 +1,8 @@
 """The Dask LocalCluster geogan starts when no scheduler address is given (tile, generate, run).
 
-Worker processes with one thread each and no dashboard (nothing served over HTTP), with two of distributed's defaults changed
-for geogan's work (reading, compressing and writing MB-sized chips); measured by
+Worker processes with one thread each and no dashboard (nothing served over HTTP), with two of
+distributed's defaults changed for geogan's work (reading, compressing and writing MB-sized
+chips); measured by
 ``benchmarks/tiling.py``, see benchmarks/RESULTS.md:
 
 * ``MALLOC_TRIM_THRESHOLD_`` is not set in the workers. distributed sets it to 64 KiB so that
