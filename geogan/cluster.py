@@ -53,3 +53,13 @@ def local_cluster(workers: int, threads: int = 1, preload: tuple[str, ...] = ())
             scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             preload=list(preload),
         )
+
+
+def connect(address: str, timeout: str = "10s"):
+    """A ``distributed.Client`` of the scheduler at ``address``; ``ValueError`` naming it if unreachable."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise ValueError(f"cannot reach the Dask scheduler at {address} ({err})") from None

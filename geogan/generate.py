@@ -54,7 +54,7 @@ from geogan.labels import (
     scheme,
 )
 from geogan.tiles import chips_of
-from geogan.training import TrainedGenerator, load_generator
+from geogan.training import TrainedGenerator, check_device, load_generator
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +384,7 @@ def _load_mask_run(options: GenerateOptions, trained: TrainedGenerator) -> Train
 
 def generate(options: GenerateOptions, client=None) -> GenerateSummary:
     """Sample ``options.n`` pairs from a trained run into ``options.out``; see the module doc."""
+    options = options.model_copy(update={"device": check_device(options.device)})
     trained = load_generator(options.run, options.checkpoint, device=options.device)
     _check_run(trained)
     _check_mask_source(options, trained)
@@ -436,11 +437,11 @@ def _client(options: GenerateOptions) -> Iterator:
     """A client of the scheduler at ``options.scheduler``, else of a local cluster, closed after."""
     from distributed import Client
 
-    from geogan.cluster import local_cluster
+    from geogan.cluster import connect, local_cluster
 
     if options.scheduler:
         log.info("connecting to the Dask scheduler at %s", options.scheduler)
-        with Client(options.scheduler) as client:
+        with connect(options.scheduler) as client:
             yield client
         return
     with (

@@ -177,6 +177,7 @@ def plan(scenes: list[Scene], options: TileOptions) -> tuple[list[dict], list[di
     """Tasks of every scene that passes its checks, the failures of the others, edge drops."""
     stride = options.stride or options.size
     tasks, failures, dropped = [], [], Counter()
+    largest = (0, 0)  # of the scenes that passed their checks
     for scene in scenes:
         try:
             grid = check_scene(scene)
@@ -184,6 +185,7 @@ def plan(scenes: list[Scene], options: TileOptions) -> tuple[list[dict], list[di
             log.error("%s", err)
             failures.append({"scene": scene.scene, "path": err.path, "error": str(err)})
             continue
+        largest = max(largest, (grid["width"], grid["height"]), key=lambda wh: wh[0] * wh[1])
         rows = _offsets(grid["height"], options.size, stride, options.edge)
         cols = _offsets(grid["width"], options.size, stride, options.edge)
         if options.edge == "drop":
@@ -221,6 +223,12 @@ def plan(scenes: list[Scene], options: TileOptions) -> tuple[list[dict], list[di
                     "fingerprint": digest,
                 }
             )
+    if not tasks and largest != (0, 0):
+        n = len(scenes) - len(failures)
+        raise ValueError(
+            f"no {options.size} px chip fits in the {n} scene(s) given (the largest is {largest[0]} x "
+            f"{largest[1]} px): tile them with a smaller size, or with edge pad"
+        )
     return tasks, failures, dict(dropped)
 
 
@@ -658,11 +666,11 @@ class _Cluster:
         if self.client is None:
             from distributed import Client
 
-            from geogan.cluster import local_cluster
+            from geogan.cluster import connect, local_cluster
 
             if self.options.scheduler:
                 log.info("connecting to the Dask scheduler at %s", self.options.scheduler)
-                self.client = Client(self.options.scheduler)
+                self.client = connect(self.options.scheduler)
                 self.own = [self.client]
             else:
                 cluster = local_cluster(self.options.workers, self.options.threads, preload=PRELOAD)

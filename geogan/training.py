@@ -463,6 +463,28 @@ def fit_to_data(options: TrainOptions, data: DataInfo) -> TrainOptions:
     return options.model_copy(update=update) if update else options
 
 
+def check_device(name: str) -> str:
+    """``name`` if it is a torch device this machine has (``auto``: cuda where there is one, else cpu);
+    ``ValueError`` saying why not."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device {name!r} is not a torch device (cpu, cuda, cuda:1 ...)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {name!r}: this machine has no CUDA GPU (use device cpu)")
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"device {name!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+            )
+    elif device.type != "cpu":
+        raise ValueError(f"device {name!r}: geogan runs on cpu or cuda devices")
+    return name
+
+
 def _fabric(options: TrainOptions):
     from lightning.fabric import Fabric
 

@@ -18,6 +18,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import torch
 from procedural import make_tiles
 from rasterio.transform import Affine
 from rio_cogeo.cogeo import cog_validate
@@ -61,6 +62,24 @@ CASES = [
      ["nope"]),
     ("rasterize: no tile index",
      ["labels", "rasterize", "{tmp}/p.gpkg", "--tiles", "{tmp}", "--column", "x"], 2, ["no tile index"]),
+    ("tile: scenes smaller than a chip", ["tile", "{tiles}/../src", "--out", "{tmp}/t", "--size", "256"], 2,
+     ["no 256 px chip fits in the 4 scene(s) given (the largest is 64 x 64 px)"]),
+    ("tile: unreachable scheduler",
+     ["tile", "{tiles}/../src", "--out", "{tmp}/t", "--size", "32", "--scheduler", "tcp://127.0.0.1:1"], 2,
+     ["cannot reach the Dask scheduler at tcp://127.0.0.1:1"]),
+    ("generate: not a device",
+     ["generate", "--run", "{tmp}/nope", "-n", "2", "--out", "{tmp}/p", "--device", "foo"], 2,
+     ["device 'foo' is not a torch device"]),
+    ("evaluate: not a device",
+     ["evaluate", "--real", "{tiles}", "--synthetic", "{tiles}", "--out", "{tmp}/r", "--device", "gpu"], 2,
+     ["device 'gpu' is not a torch device"]),
+    *[(f"{stage}: cuda without a GPU", args, 2, ["device 'cuda': this machine has no CUDA GPU"])
+      for stage, args in [
+          ("generate", ["generate", "--run", "{tmp}/nope", "-n", "2", "--out", "{tmp}/p",
+                        "--device", "cuda"]),
+          ("evaluate", ["evaluate", "--real", "{tiles}", "--synthetic", "{tiles}", "--out", "{tmp}/r",
+                        "--device", "cuda"]),
+      ] if not torch.cuda.is_available()],
 ]  # fmt: skip
 
 

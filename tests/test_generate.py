@@ -299,7 +299,9 @@ def test_a_mask_run_makes_the_masks_on_the_synthetic_grid(spade_run, mask_run, c
         assert meta["tags"]["GEOGAN_MODEL"] == "mask-gan step 2 + spade step 2"
         assert meta["tags"]["GEOGAN_MASK_CHECKPOINT_SHA256"] == masks_sha
         assert "GEOGAN_SOURCE_CHIP" not in meta["tags"]
-        assert set(np.unique(mask).tolist()) <= set(IGBP.values)  # a class everywhere
+        # Classes, or nodata where the (untrained, unknown: learn) mask GAN drew unlabelled land.
+        assert set(np.unique(mask).tolist()) <= {0, *IGBP.values}
+        assert ((image == 0).all(0) == (mask[0] == 0)).all()
         assert mask_meta["transform"] == meta["transform"]
         with rasterio.open(pair_paths(out, f"syn_{i:06d}")[0]) as src:
             assert not box(*src.bounds).intersects(real)

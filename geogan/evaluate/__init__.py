@@ -33,6 +33,7 @@ from geogan.evaluate import fidelity, novelty, report, usefulness
 from geogan.evaluate.data import fingerprint, real_splits, synthetic_set
 from geogan.files import replacing, write_text
 from geogan.tiles import read_split
+from geogan.training import check_device
 
 log = logging.getLogger(__name__)
 ENCODER_BATCH = 32  # chips per step of the feature encoder
@@ -49,10 +50,6 @@ class EvaluateSummary:
     figures: dict[str, str | None] = field(default_factory=dict)
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def _encoder(out: Path, train, classes: int, options: EvaluateOptions, device: str, progress: bool):
@@ -84,6 +81,7 @@ def _encoder(out: Path, train, classes: int, options: EvaluateOptions, device: s
 
 def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary:
     """Run the evaluate stage; see the module docstring for what it writes."""
+    device = check_device(options.device)
     for path, what in ((options.real, "real tile folder"), (options.synthetic, "synthetic pairs folder")):
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: no such folder (the {what})")
@@ -91,7 +89,6 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise PermissionError(f"{out}: cannot write the report into this folder")
-    device = _device(options.device)
     scheme = labels.scheme(options.scheme)
     normalizer = Normalizer.from_stats(options.real, "s2")
     train, held, scenes = real_splits(
