@@ -29,7 +29,9 @@ import csv
 import hashlib
 import importlib
 import logging
+import pickle
 import random
+import re
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -238,7 +240,7 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({load_error(err)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a geogan checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:
@@ -249,6 +251,17 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
     if task is not None and state.get("task") != task:
         raise CheckpointError(f"{path}: a {state.get('task')!r} checkpoint, not {task!r}")
     return state
+
+
+def load_error(err: Exception) -> str:
+    """What ``torch.load(weights_only=True)`` said about a file, without its advice to load unsafely."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    kept = [line for line in lines if "weights_only" not in line and "trusted source" not in line]
+    if isinstance(err, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
+        what = f"a reference to {found.group(1)}" if found else "objects"
+        return f"it holds {what}, not only tensors and plain values; geogan loads only those"
+    return f"{type(err).__name__}: {'; '.join(kept[:3]) or 'unreadable'}"
 
 
 def _load_module(module: nn.Module, state: Mapping[str, Tensor], path: Path, what: str) -> None:

@@ -239,3 +239,31 @@ def test_pipeline_names_that_are_not_plain_folder_names_are_refused(tmp_path, wh
         f"{file}:" in message and "cannot be a stage or source name" in message and "Traceback" not in message
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # nothing written, not even out/
+
+
+class Payload:
+    """An object whose unpickling would run code."""
+
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_evaluate_with_a_corrupt_or_crafted_encoder_trains_a_new_one(spade_run, tiles, tmp_path):
+    pairs, report = tmp_path / "pairs", tmp_path / "report"
+    made = geogan("generate", "--run", str(spade_run), "-n", "4", "--out", str(pairs), "--like", str(tiles),
+                  "--workers", "1")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    args = ["evaluate", "--real", str(tiles), "--synthetic", str(pairs), "--out", str(report),
+            "--encoder-steps", "2"]  # fmt: skip
+    assert geogan(*args).returncode == 0
+    for bad in (b"not a torch file", None):
+        if bad is None:
+            torch.save({"payload": Payload()}, report / "encoder.pt")
+        else:
+            (report / "encoder.pt").write_bytes(bad)
+        again = geogan(*args)
+        message = " ".join(again.stderr.split())
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "encoder.pt: not used, trained again" in message and "code ran" not in again.stdout
+        assert "Traceback" not in again.stderr and "weights_only" not in message
+        torch.load(report / "encoder.pt", weights_only=True)  # written over with a good one

@@ -231,7 +231,7 @@ def test_corrupt_checkpoints_are_clear_errors_naming_the_file(trained_run, tmp_p
         load_checkpoint(other)
     older = tmp_path / "older.pt"
     torch.save({**torch.load(good, weights_only=True), "version": 1}, older)
-    with pytest.raises(CheckpointError, match=f"{older}: checkpoint version 1, expected 2: .* train the run"):
+    with pytest.raises(CheckpointError, match=f"{older}: checkpoint version 1, expected 3: .* train the run"):
         load_checkpoint(older)
 
 
@@ -247,7 +247,15 @@ def test_a_checkpoint_never_runs_code(tmp_path, capsys):
     torch.save(
         {"format": "geogan-checkpoint", "payload": Payload()}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL
     )
-    with pytest.raises(CheckpointError, match=f"{path}: not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match=f"{path}: not a readable checkpoint") as caught:
+        load_checkpoint(path)
+    assert "code ran" not in capsys.readouterr().out
+    # It says what the file holds, and never passes on torch's advice to load it unsafely.
+    message = str(caught.value)
+    assert "not only tensors and plain values; geogan loads only those" in message
+    assert "weights_only" not in message and "trust" not in message
+    torch.save({"format": "geogan-checkpoint", "payload": Payload()}, path)  # the default protocol
+    with pytest.raises(CheckpointError, match=r"it holds a reference to print, not only tensors"):
         load_checkpoint(path)
     assert "code ran" not in capsys.readouterr().out
 

@@ -33,7 +33,7 @@ from geogan.evaluate import fidelity, novelty, report, usefulness
 from geogan.evaluate.data import fingerprint, real_splits, synthetic_set
 from geogan.files import replacing, write_text
 from geogan.tiles import read_split
-from geogan.training import check_device
+from geogan.training import check_device, load_error
 
 log = logging.getLogger(__name__)
 ENCODER_BATCH = 32  # chips per step of the feature encoder
@@ -67,8 +67,10 @@ def _encoder(out: Path, train, classes: int, options: EvaluateOptions, device: s
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
             log.info("feature encoder taken from %s (same chips and settings)", weights)
             return model.to(device).eval(), record
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+    except FileNotFoundError:
         pass
+    except Exception as err:  # a corrupt or crafted file: trained again, and written over
+        log.warning("%s: not used, trained again (%s)", weights if saved.exists() else saved, load_error(err))
     model, record = fidelity.train_encoder(
         train.x, train.mask, classes, options.encoder_steps, batch_size=ENCODER_BATCH, seed=options.seed,
         width=options.encoder_width, device=device, progress=progress,
