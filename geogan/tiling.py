@@ -118,9 +118,16 @@ def check_scene(scene: Scene) -> dict[str, Any]:
     """Open each raster of ``scene`` and check it; return the S2 grid. Raises :class:`SceneError`."""
     grid: dict[str, Any] = {}
     for role, path in scene.paths.items():
-        try:
-            with rasterio.open(path) as src:
-                crs, bounds, count = src.crs, src.bounds, src.count
+        try:  # no PAM: the statistics of label rasters never go into an .aux.xml beside the user's file
+            with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as src:
+                crs, bounds, count, transform, dtype = (
+                    src.crs,
+                    src.bounds,
+                    src.count,
+                    src.transform,
+                    src.dtypes[0],
+                )
+                values = _label_range(src) if role == "lc" else None
                 if role == "s2":
                     grid = {"width": src.width, "height": src.height, "crs": src.crs, "bounds": bounds,
                             "block": src.block_shapes[0]}  # fmt: skip
@@ -131,12 +138,41 @@ def check_scene(scene: Scene) -> dict[str, Any]:
         expected = _expected_bands(role, count)
         if expected:
             raise SceneError(path, f": a {role} raster needs {expected}, this one has {count}")
+        if transform.b or transform.d:
+            raise SceneError(path, f": its grid is rotated or sheared ({tuple(transform)[:6]}); geogan tiles "
+                             "north-up grids: warp it first (gdalwarp)")  # fmt: skip
+        if role == "s2" and np.issubdtype(np.dtype(dtype), np.floating):
+            raise SceneError(
+                path,
+                f": S2 must be L1C digital numbers (integers, reflectance x 10000, as uint16), this one "
+                f"is {dtype}; scale reflectances by 10000 and save as UInt16",
+            )
+        if values is not None:
+            low, high = values
+            if low < 0 or high > 255:
+                raise SceneError(
+                    path,
+                    f": label values must be class values 0..255 (0: unlabelled); it holds {low:g}..{high:g}",
+                )
         if role != "s2":
             left, bottom, right, top = transform_bounds(crs, grid["crs"], *bounds)
             s2 = grid["bounds"]
             if min(right, s2.right) <= max(left, s2.left) or min(top, s2.top) <= max(bottom, s2.bottom):
                 raise SceneError(path, f" does not overlap {scene.paths['s2']}: nothing to align")
     return grid
+
+
+def _label_range(src) -> tuple[float, float] | None:
+    """(min, max) of a label raster's band 1 where its type can leave 0..255; None where it cannot.
+
+    GDAL's approximate statistics (from overviews or a sample of blocks): enough to catch a label
+    raster of another kind (a DEM, codes above 255), not a single stray pixel.
+    """
+    dtype = np.dtype(src.dtypes[0])
+    if dtype == np.uint8:
+        return None
+    stats = src.statistics(1, approx=True)
+    return float(stats.min), float(stats.max)
 
 
 def _source_stamp(path: str) -> list[Any]:

@@ -267,3 +267,54 @@ def test_evaluate_with_a_corrupt_or_crafted_encoder_trains_a_new_one(spade_run, 
         assert "encoder.pt: not used, trained again" in message and "code ran" not in again.stdout
         assert "Traceback" not in again.stderr and "weights_only" not in message
         torch.load(report / "encoder.pt", weights_only=True)  # written over with a good one
+
+
+@pytest.fixture(scope="module")
+def rasters(tmp_path_factory) -> Path:
+    """Small GeoTIFFs for the scene checks: a good S2, and S2 and label rasters each wrong one way."""
+    root = tmp_path_factory.mktemp("rasters")
+    rng = np.random.default_rng(0)
+    north_up = Affine(10.0, 0, 500_000, 0, -10.0, 5_800_000)
+    rotated = Affine(9.0, 2.0, 500_000, 2.0, -9.0, 5_800_000)
+
+    def write(name, data, transform=north_up):
+        with rasterio.open(root / name, "w", driver="GTiff", width=64, height=64, count=data.shape[0],
+                           dtype=data.dtype, crs="EPSG:32633", transform=transform) as dst:  # fmt: skip
+            dst.write(data)
+
+    s2 = rng.integers(1, 10_000, (13, 64, 64)).astype(np.uint16)
+    write("s2.tif", s2)
+    write("s2_rotated.tif", s2, rotated)
+    write("s2_float.tif", (s2 / 10_000).astype(np.float32))
+    write("labels_300.tif", rng.integers(0, 301, (1, 64, 64)).astype(np.uint16))
+    write("labels_negative.tif", rng.integers(-5, 10, (1, 64, 64)).astype(np.int16))
+    return root
+
+
+SCENE_CASES = [
+    ("rotated grid", ["s2={r}/s2_rotated.tif"], ["s2_rotated.tif: its grid is rotated or sheared"]),
+    ("float S2", ["s2={r}/s2_float.tif"], ["s2_float.tif: S2 must be L1C digital numbers", "float32"]),
+    ("labels above 255", ["s2={r}/s2.tif", "labels={r}/labels_300.tif"],
+     ["labels_300.tif: label values must be class values 0..255", "holds 0..300"]),
+    ("negative labels", ["s2={r}/s2.tif", "labels={r}/labels_negative.tif"],
+     ["labels_negative.tif: label values must be class values 0..255", "holds -5.."]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "sources", "words"), SCENE_CASES, ids=[c[0] for c in SCENE_CASES])
+def test_scenes_that_cannot_be_tiled_right_are_refused_by_name(rasters, tmp_path, name, sources, words):
+    before = snapshot(rasters)
+    result = geogan("tile", *(s.format(r=rasters) for s in sources), "--out", str(tmp_path / "t"),
+                    "--size", "32", "--workers", "1")  # fmt: skip
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert all(word in message for word in words), message[-1500:]
+    assert snapshot(rasters) == before  # no .aux.xml or anything else beside the user's rasters
+
+
+def test_one_geotiff_given_twice_is_refused(rasters, tmp_path):
+    result = geogan("tile", f"s2={rasters}/s2.tif", f"s2={rasters}/../{rasters.name}/s2.tif", "--out",
+                    str(tmp_path / "t"), "--size", "32", "--workers", "1")  # fmt: skip
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "given twice as an s2 scene" in message, result.stderr[-2000:]
+    assert not (tmp_path / "t" / "index.gpkg").exists()

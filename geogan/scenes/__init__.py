@@ -9,6 +9,7 @@ get in the SEN12MS layout: ``{folder}/{role}_{number}/{folder}_{role}_{number}_{
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,4 +61,13 @@ def find_scenes(sources: list[str]) -> list[Scene]:
     names = [s.chip_id(0, 0) for s in scenes]
     if len(set(names)) != len(names):
         raise ValueError("the sources name the same scene twice")
+    seen: dict[str, str] = {}
+    for scene in scenes:  # one file under two names (./a.tif and a.tif, a link) would be tiled twice
+        given = scene.paths["s2"]
+        real = given if given.startswith("/vsi") else os.path.realpath(given)
+        if real in seen:
+            raise ValueError(
+                f"{given}: given twice as an s2 scene (also as {seen[real]}); give each scene once"
+            )
+        seen[real] = given
     return scenes
