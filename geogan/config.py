@@ -400,7 +400,9 @@ class EvaluateOptions(StageOptions):
     synthetic: Path = Field(..., description="synthetic pairs folder written by `geogan generate`")
     out: Path = Field(..., description="report folder: report.html, PNGs beside it, metrics.json")
     scheme: str = Field("igbp", description="class scheme of the masks (igbp, dfc2020 or a YAML file)")
-    mask_role: str = Field("lc", description="real mask chips: lc (SEN12MS land cover) or mask (rasterised)")
+    mask_role: Literal["lc", "mask"] = Field(
+        "lc", description="real mask chips: lc (SEN12MS land cover) or mask (rasterised)"
+    )
     max_tiles: int = Field(500, ge=2, description="at most this many chips of each set are read (in memory)")
     seed: int = Field(0, description="seed of chip sampling, the feature encoder and the U-Nets")
     encoder_steps: int = Field(300, ge=1, description="training steps of the feature encoder")

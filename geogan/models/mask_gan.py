@@ -37,7 +37,7 @@ handled by ``unknown``:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from geogan import labels
 from geogan.config import MaskGANOptions
 from geogan.models.augment import augment
 from geogan.models.spade import _conv3, hinge_d, one_hot
@@ -201,12 +202,14 @@ def sample_masks(
     condition: bool = True,
     max_tries: int = MAX_TRIES,
     device: torch.device | str | None = None,
+    names: Sequence[str] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """``n`` masks (LongTensor (n, H, W)) with at least ``class_min`` fractions; and statistics.
 
     ``condition=False`` asks the generator for ordinary tiles and relies on rejection alone (to
     compare). The statistics: ``tries`` (rounds), ``drawn`` (masks made), ``acceptance``.
-    Raises :class:`ClassFrequencyError` when masks are still short after ``max_tries`` rounds.
+    Raises :class:`ClassFrequencyError` when masks are still short after ``max_tries`` rounds,
+    naming the classes by ``names`` (the scheme's class names) where given.
     """
     device = device or next(generator.parameters()).device
     k = generator.num_classes
@@ -216,7 +219,9 @@ def sample_masks(
     drawn = tries = 0
     while len(todo):
         if tries == max_tries:
-            need = ", ".join(f"class {c} >= {f:.0%}" for c, f in class_min.items())
+            need = ", ".join(
+                f"{repr(names[c]) if names else f'class {c}'} >= {f:.0%}" for c, f in class_min.items()
+            )
             raise ClassFrequencyError(
                 f"only {n - len(todo)} of {n} masks reached {need} after {tries} rounds "
                 f"({drawn} masks drawn, acceptance rate {(n - len(todo)) / max(drawn, 1):.2%}); this "
@@ -351,5 +356,6 @@ class MaskGANTask(TrainTask):
         """Masks the size of ``batch["image"]``; ``batch["class_min"]`` sets minimum class fractions."""
         b, _, h, w = batch["image"].shape
         generator = getattr(generator, "module", generator)
-        masks, _ = sample_masks(generator, b, h, w, batch.get("class_min"))
+        names = labels.scheme(self.options.scheme).names
+        masks, _ = sample_masks(generator, b, h, w, batch.get("class_min"), names=names)
         return {"mask": masks}
