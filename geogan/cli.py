@@ -591,7 +591,10 @@ def _train(task: str, config: Path | None, resume: bool, given: dict) -> None:
     try:
         doc: dict = {}
         if config is not None:
-            doc = yaml.safe_load(config.read_text()) or {}
+            try:
+                doc = yaml.safe_load(config.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise ValueError(f"{config}: not valid YAML ({' '.join(str(err).split())})") from None
             if not isinstance(doc, dict):
                 raise ValueError(f"{config}: expected a mapping of option: value")
         elif resume and (out / CONFIG_FILE).is_file():
@@ -600,7 +603,13 @@ def _train(task: str, config: Path | None, resume: bool, given: dict) -> None:
         options = task_class(task).options_model.model_validate(doc)
         checkpoint = train(task, options, resume=resume, console=console)
     except ValidationError as err:
-        fail(ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())))
+        given_here = {k for k, v in given.items() if v is not None}
+
+        def where(loc: tuple) -> str:  # an option from the config file names the file
+            name = ".".join(map(str, loc))
+            return f"{config}: {name}" if config is not None and loc and loc[0] not in given_here else name
+
+        fail(ValueError("; ".join(f"{where(e['loc'])}: {e['msg']}" for e in err.errors())))
     except (OSError, yaml.YAMLError, ValueError) as err:
         fail(err)
     console.print(

@@ -318,3 +318,23 @@ def test_one_geotiff_given_twice_is_refused(rasters, tmp_path):
     message = " ".join(result.stderr.split())
     assert result.returncode == 2 and "given twice as an s2 scene" in message, result.stderr[-2000:]
     assert not (tmp_path / "t" / "index.gpkg").exists()
+
+
+CONFIG_CASES = [
+    ("steps: [unclosed\n", "not valid YAML"),
+    ("channels: many\n", "channels: Input should be a valid integer"),
+    ("- a list\n", "expected a mapping of option: value"),
+]
+
+
+@pytest.mark.parametrize(("text", "words"), CONFIG_CASES)
+def test_train_config_errors_name_the_file(tiles, tmp_path, text, words):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    result = geogan(
+        "train", "spade", "--tiles", str(tiles), "--out", str(tmp_path / "run"), "--config", str(config)
+    )
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"{config}: {words}" in message, message[-1000:]
+    assert not (tmp_path / "run").exists()
