@@ -382,6 +382,27 @@ def _load_mask_run(options: GenerateOptions, trained: TrainedGenerator) -> Train
     return masks
 
 
+def _check_out(out: Path, provenance: export.Provenance) -> None:
+    """Refuse an output folder that holds pairs of another model: resuming would mix the two."""
+    images = sorted((Path(out) / "images").glob("*.tif"))[:1]
+    if not images:
+        return
+    try:
+        with rasterio.open(images[0]) as src:
+            tags = src.tags()
+    except rasterio.RasterioIOError:
+        return  # not one of ours to judge; the pair is written again if it is one
+    mine = {"GEOGAN_CHECKPOINT_SHA256": provenance.checkpoint_sha256,
+            "GEOGAN_MASK_CHECKPOINT_SHA256": provenance.mask_checkpoint_sha256 or ""}  # fmt: skip
+    for tag, sha in mine.items():
+        if tags.get(tag, "") != sha:
+            raise ValueError(
+                f"{out}: holds pairs of another model ({images[0].name}: {tag.lower()} "
+                f"{tags.get(tag, '')[:12] or 'none'}, this run {sha[:12] or 'none'}); generate into a "
+                "new folder, or empty this one first (a re-run of the same model resumes)"
+            )
+
+
 def generate(options: GenerateOptions, client=None) -> GenerateSummary:
     """Sample ``options.n`` pairs from a trained run into ``options.out``; see the module doc."""
     options = options.model_copy(update={"device": check_device(options.device)})
@@ -408,6 +429,7 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
         scheme=classes,
         mask_checkpoint_sha256=mask_model.sha256 if mask_model is not None else None,
     )
+    _check_out(options.out, provenance)
     if items:
         summary = GenerateSummary(
             out=options.out, grid=f"the grids of {len(items)} masks in {options.masks or options.like}"

@@ -338,3 +338,23 @@ def test_train_config_errors_name_the_file(tiles, tmp_path, text, words):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"{config}: {words}" in message, message[-1000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_generate_into_a_folder_of_another_models_pairs_is_refused(spade_run, tiles, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("channels: 4\nz_dim: 4\nspade_hidden: 4\nd_channels: 4\nsample_every: 100\n")
+    other = tmp_path / "other"
+    trained = geogan("train", "spade", "--tiles", str(tiles), "--out", str(other), "--steps", "1",
+                     "--batch-size", "4", "--config", str(config), "--seed", "1")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    out = tmp_path / "pairs"
+    args = ["-n", "2", "--out", str(out), "--like", str(tiles), "--workers", "1"]
+    assert geogan("generate", "--run", str(spade_run), *args).returncode == 0
+    before = snapshot(out)
+    mixed = geogan("generate", "--run", str(other), *args[:1], "3", *args[2:])
+    message = " ".join(mixed.stderr.split())
+    assert mixed.returncode == 2 and "Traceback" not in mixed.stderr, mixed.stderr[-2000:]
+    assert f"{out}: holds pairs of another model (syn_000000.tif: geogan_checkpoint_sha256" in message
+    assert snapshot(out) == before
+    again = geogan("generate", "--run", str(spade_run), *args[:1], "3", *args[2:])  # the same model resumes
+    assert again.returncode == 0 and len(list((out / "images").glob("*.tif"))) == 3, again.stderr[-2000:]
