@@ -53,6 +53,17 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _redact_urls(record: logging.LogRecord) -> bool:
+    """Log lines never show a URL's query string or credentials (HTTP clients log the URLs they retry)."""
+    from geogan.scenes.remote import redact
+
+    message = record.getMessage()
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    return True
+
+
 @app.callback()
 def main(
     version: bool = typer.Option(
@@ -60,11 +71,10 @@ def main(
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every file read and written."),
 ) -> None:
+    handler = RichHandler(console=console, show_path=False, markup=False)
+    handler.addFilter(_redact_urls)
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, markup=False)],
-        force=True,
+        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", handlers=[handler], force=True
     )
     if not verbose:  # Dask's, the GeoPackage writer's and HTTP clients' chatter only with --verbose
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read when dask is imported

@@ -78,6 +78,13 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def redact(text: str) -> str:
+    """``text`` (an error message) with every URL's query string and ``user:password@`` taken out:
+    the libraries' errors repeat the URL they failed on, secrets and signed tokens included."""
+    text = re.sub(r"\?[^\s'\")?]*=[^\s'\")]*", "?...", text)  # a query: ?key=value...
+    return re.sub(r"//[^/\s@'\"]+@", "//", text)
+
+
 def aoi_bounds(aoi: str) -> tuple[float, float, float, float]:
     """``(west, south, east, north)`` in degrees of ``"W,S,E,N"`` or of a vector file's features."""
     if Path(aoi).exists():

@@ -18,7 +18,6 @@ radiometric offset. With ``harmonize`` (the default) it is removed from items wh
 from __future__ import annotations
 
 import logging
-import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +38,7 @@ from geogan.scenes.remote import (
     parse_datetime,
     progress,
     public_url,
+    redact,
     scene_path,
     time_range,
     update_manifest,
@@ -128,11 +128,12 @@ def search(source: StacSource, bounds, start, end) -> list:
         )
         items = list(found.items())
     except APIError as err:
+        why = redact(str(err))
         raise RemoteError(
-            f"{SERVICE} API {public_url(source.url)}: search of {source.collection} failed ({err})"
+            f"{SERVICE} API {public_url(source.url)}: search of {source.collection} failed ({why})"
         ) from None
     except Exception as err:  # requests and pystac raise several types for unreachable or bad APIs
-        first_line = str(err).splitlines()[0] if str(err) else ""
+        first_line = redact(str(err).splitlines()[0]) if str(err) else ""
         raise RemoteError(
             f"{SERVICE} API {public_url(source.url)}: {type(err).__name__}: {first_line}"
         ) from None
@@ -166,9 +167,6 @@ def _failed_asset(keys: dict[str, str], item, err: Exception) -> str:
     """Which asset of ``item`` cannot be opened, and why (GDAL's errors rarely name the file)."""
     import rasterio
 
-    def clean(text: str) -> str:  # signed asset URLs carry their token in the query string
-        return re.sub(r"\?[^\s'\"]*", "?...", text)
-
     with rasterio.Env(**GDAL_HTTP):
         for band, key in keys.items():
             href = item.assets[key].href
@@ -176,8 +174,8 @@ def _failed_asset(keys: dict[str, str], item, err: Exception) -> str:
                 with rasterio.open(href):
                     pass
             except Exception as problem:
-                return f"asset {key} ({band}) at {public_url(href)}: {clean(str(problem))}"
-    return f"reading its assets failed ({type(err).__name__}: {clean(str(err))})"
+                return f"asset {key} ({band}) at {public_url(href)}: {redact(str(problem))}"
+    return f"reading its assets failed ({type(err).__name__}: {redact(str(err))})"
 
 
 def harmonize(data: np.ndarray, item) -> tuple[np.ndarray, bool]:
