@@ -92,11 +92,15 @@ def demo(
     seed: int = typer.Option(0, help="Seed of the procedural scenes."),
 ) -> None:
     """Make procedural SEN12MS-like scenes (or take --input) and run every stage on them."""
+    from pydantic import ValidationError
+
     from geogan.demo import run_demo
 
-    options = DemoOptions(out=out, input=input, scenes=scenes, seed=seed)
     try:
+        options = DemoOptions(out=out, input=input, scenes=scenes, seed=seed)
         written = run_demo(options, console)
+    except ValidationError as err:
+        fail(option_errors(err))
     except (OSError, ValueError, RuntimeError) as err:
         fail(err)
     table = Table(title="geogan demo wrote")

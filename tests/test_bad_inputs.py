@@ -62,6 +62,8 @@ CASES = [
      ["nope"]),
     ("rasterize: no tile index",
      ["labels", "rasterize", "{tmp}/p.gpkg", "--tiles", "{tmp}", "--column", "x"], 2, ["no tile index"]),
+    ("demo: no scenes", ["demo", "--out", "{tmp}/demo", "--scenes", "0"], 2,
+     ["--scenes", "greater than or equal to 1"]),
     ("tile: scenes smaller than a chip", ["tile", "{tiles}/../src", "--out", "{tmp}/t", "--size", "256"], 2,
      ["no 256 px chip fits in the 4 scene(s) given (the largest is 64 x 64 px)"]),
     ("tile: unreachable scheduler",
@@ -363,8 +365,8 @@ def test_generate_into_a_folder_of_another_models_pairs_is_refused(spade_run, ti
 def test_fetch_stac_never_prints_the_token_of_its_url(tmp_path):
     token = "tok-5e3cret-91"
     result = geogan("fetch", "stac", "--url", f"http://127.0.0.1:1/stac?token={token}",
-                    "--collection", "sentinel-2-l1c", "--aoi", "13.0,52.0,13.01,52.01", "--start", "2024-06-01",
-                    "--end", "2024-06-30", "--out", str(tmp_path / "scenes"))  # fmt: skip
+                    "--collection", "sentinel-2-l1c", "--aoi", "13.0,52.0,13.01,52.01",
+                    "--start", "2024-06-01", "--end", "2024-06-30", "--out", str(tmp_path / "scenes"))  # fmt: skip
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "http://127.0.0.1:1/stac" in " ".join(result.stderr.split())
     assert token not in result.stderr + result.stdout
