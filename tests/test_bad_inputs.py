@@ -366,7 +366,8 @@ def test_fetch_stac_never_prints_the_token_of_its_url(tmp_path):
     token = "tok-5e3cret-91"
     result = geogan("fetch", "stac", "--url", f"http://127.0.0.1:1/stac?token={token}",
                     "--collection", "sentinel-2-l1c", "--aoi", "13.0,52.0,13.01,52.01",
-                    "--start", "2024-06-01", "--end", "2024-06-30", "--out", str(tmp_path / "scenes"))  # fmt: skip
+                    "--start", "2024-06-01", "--end", "2024-06-30",
+                    "--out", str(tmp_path / "scenes"))  # fmt: skip
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "http://127.0.0.1:1/stac" in " ".join(result.stderr.split())
     assert token not in result.stderr + result.stdout
