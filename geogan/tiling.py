@@ -379,7 +379,10 @@ def run_task(task: dict, out: str, options: dict) -> dict:
         return {"key": task["key"], "disk_full": str(err)}
     except Exception as err:  # any error of this scene's rasters is this scene's failure
         bad = next((p for p in scene.paths.values() if p in str(err)), scene.paths["s2"])
-        return {"key": task["key"], "scene": scene.scene, "error": f"{bad}: {err}", "path": bad}
+        text = str(err).replace(f"{bad}: ", "").replace(" See previous exception for details.", "")
+        if any(k in text for k in ("Read failed", "IReadBlock", "TIFFRead", "truncated")):
+            text += " (the file is truncated or damaged: its pixel data cannot be read)"
+        return {"key": task["key"], "scene": scene.scene, "error": f"{bad}: {text}", "path": bad}
     record = {"key": task["key"], "scene": scene.scene, "fingerprint": task["fingerprint"], "chips": chips,
               "stats": {role: _stats_json(acc.result()) for role, acc in stats.items()}}  # fmt: skip
     state = Path(out) / STATE / "tasks" / f"{task['key']}.json"

@@ -290,11 +290,20 @@ def rasters(tmp_path_factory) -> Path:
     write("s2_float.tif", (s2 / 10_000).astype(np.float32))
     write("labels_300.tif", rng.integers(0, 301, (1, 64, 64)).astype(np.uint16))
     write("labels_negative.tif", rng.integers(-5, 10, (1, 64, 64)).astype(np.int16))
+    with rasterio.open(root / "s2_whole.tif", "w", driver="GTiff", width=256, height=256, count=13,
+                       dtype="uint16", crs="EPSG:32633", transform=north_up, tiled=True,
+                       compress="zstd") as dst:  # fmt: skip
+        dst.write(rng.integers(1, 10_000, (13, 256, 256)).astype(np.uint16))
+    whole = (root / "s2_whole.tif").read_bytes()
+    (root / "s2_truncated.tif").write_bytes(whole[: len(whole) // 2])
+    (root / "s2_whole.tif").unlink()
     return root
 
 
 SCENE_CASES = [
     ("rotated grid", ["s2={r}/s2_rotated.tif"], ["s2_rotated.tif: its grid is rotated or sheared"]),
+    ("truncated file", ["s2={r}/s2_truncated.tif"], ["s2_truncated.tif: cannot read window",
+                                                      "the file is truncated or damaged"]),
     ("float S2", ["s2={r}/s2_float.tif"], ["s2_float.tif: S2 must be L1C digital numbers", "float32"]),
     ("labels above 255", ["s2={r}/s2.tif", "labels={r}/labels_300.tif"],
      ["labels_300.tif: label values must be class values 0..255", "holds 0..300"]),
