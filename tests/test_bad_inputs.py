@@ -380,3 +380,17 @@ def test_fetch_stac_never_prints_the_token_of_its_url(tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "http://127.0.0.1:1/stac" in " ".join(result.stderr.split())
     assert token not in result.stderr + result.stdout
+
+
+def test_evaluate_of_pairs_of_another_size_than_the_chips_says_both_sizes(spade_run, tiles, tmp_path):
+    pairs, small = tmp_path / "pairs", tmp_path / "tiles16"
+    made = geogan("generate", "--run", str(spade_run), "-n", "2", "--out", str(pairs), "--like", str(tiles),
+                  "--workers", "1")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    tiled = geogan("tile", str(tiles.parent / "src"), "--out", str(small), "--size", "16", "--min-valid", "0",
+                   "--workers", "1")  # fmt: skip
+    assert tiled.returncode == 0, tiled.stderr
+    result = geogan("evaluate", "--real", str(small), "--synthetic", str(pairs), "--out", str(tmp_path / "r"))
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"{pairs}: the pairs are 32 x 32 px, the real chips of {small} 16 x 16 px" in message

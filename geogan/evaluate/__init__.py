@@ -98,6 +98,12 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
     )  # fmt: skip
     syn = synthetic_set(options.synthetic, scheme, normalizer, options.max_tiles, options.seed, progress)
     log.info("read %d training, %d held-out and %d synthetic chips", len(train), len(held), len(syn))
+    if syn.x.shape[-2:] != train.x.shape[-2:]:
+        (h, w), (rh, rw) = syn.x.shape[-2:], train.x.shape[-2:]
+        raise ValueError(
+            f"{options.synthetic}: the pairs are {w} x {h} px, the real chips of {options.real} {rw} x {rh} "
+            "px; compare pairs generated at the tiles' size"
+        )
 
     encoder, record = _encoder(out, train, len(scheme), options, device, progress)
     feats = {s.name: fidelity.encoder_features(encoder, s.x) for s in (train, held, syn)}
