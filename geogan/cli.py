@@ -115,7 +115,9 @@ def demo(
 @app.command()
 def tile(
     sources: list[str] = typer.Argument(
-        ..., help="SEN12MS folders, or s2=PATH s1=PATH labels=PATH per scene (globs, VRTs, /vsicurl/ work)."
+        ...,
+        help="SEN12MS folders, or s2=PATH s1=PATH labels=PATH per scene (globs, VRTs, /vsicurl/ work), "
+        "or @FILE: the sources listed in FILE, one a line (geogan fetch writes sources.txt so).",
     ),
     out: Path = typer.Option(..., "--out", help="Folder for the chips, index.gpkg and stats.json."),
     size: int = typer.Option(256, help="Chip size in pixels."),
@@ -462,7 +464,7 @@ def _fetched(summary, what: str) -> None:
     for item, why in summary.dropped.items():
         console.print(f"  dropped {item}: {why}")
     console.print(
-        f"tile them: geogan tile $(cat {summary.out / 'sources.txt'}) --out TILES; "
+        f"tile them: geogan tile '@{summary.out / 'sources.txt'}' --out TILES; "
         f"open {summary.out}/s2/*.tif in QGIS"
     )
 

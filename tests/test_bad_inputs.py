@@ -394,3 +394,18 @@ def test_evaluate_of_pairs_of_another_size_than_the_chips_says_both_sizes(spade_
     message = " ".join(result.stderr.split())
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"{pairs}: the pairs are 32 x 32 px, the real chips of {small} 16 x 16 px" in message
+
+
+def test_tile_reads_a_list_of_sources_with_spaces_in_their_paths(rasters, tmp_path):
+    folder = tmp_path / "my scenes"
+    folder.mkdir()
+    (folder / "s2 scene.tif").write_bytes((rasters / "s2.tif").read_bytes())
+    listing = tmp_path / "sources.txt"
+    listing.write_text(f"# fetched\ns2={folder / 's2 scene.tif'}\n\n")
+    out = tmp_path / "tiles"
+    result = geogan("tile", f"@{listing}", "--out", str(out), "--size", "32", "--workers", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (gpd.read_file(out / "index.gpkg", layer="tiles")["role"] == "s2").sum() == 4
+    missing = geogan("tile", f"@{tmp_path / 'nope.txt'}", "--out", str(out), "--workers", "1")
+    message = " ".join(missing.stderr.split())
+    assert missing.returncode == 2 and "nope.txt: cannot read this list of sources" in message

@@ -39,6 +39,23 @@ class Scene:
         return f"{self.folder}/{role}_{self.number}/{name}"
 
 
+def expand(sources: list[str]) -> list[str]:
+    """``sources`` with each ``@FILE`` replaced by the lines of FILE (one source a line, paths with
+    spaces kept whole; blank lines and ``#`` comments skipped)."""
+    out = []
+    for source in sources:
+        if not source.startswith("@"):
+            out.append(source)
+            continue
+        path = Path(source[1:])
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as err:
+            raise ValueError(f"{path}: cannot read this list of sources ({err.strerror or err})") from None
+        out += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return out
+
+
 def find_scenes(sources: list[str]) -> list[Scene]:
     """Scenes of the command-line sources: SEN12MS folders (plain paths) and ``role=PATH`` items.
 
@@ -48,7 +65,7 @@ def find_scenes(sources: list[str]) -> list[Scene]:
 
     scenes: list[Scene] = []
     tagged: list[str] = []
-    for source in sources:
+    for source in expand(sources):
         if "=" in source.split("/")[0]:
             tagged.append(source)
         elif Path(source).is_dir():
