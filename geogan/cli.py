@@ -123,6 +123,12 @@ def tile(
     size: int = typer.Option(256, help="Chip size in pixels."),
     stride: int | None = typer.Option(None, help="Pixels between chip origins \\[default: size]."),
     edge: str = typer.Option("drop", help="Chips crossing the scene edge: drop, or pad with nodata."),
+    existing: str = typer.Option(
+        "refuse",
+        "--existing",
+        help="A folder tiled before from other scenes or at another size: refuse, add (the new scenes "
+        "beside the earlier ones) or replace (geogan's chips there are removed first).",
+    ),
     min_valid: float = typer.Option(
         0.9, "--min-valid", help="Drop chips whose imagery (S2, S1) has a smaller valid fraction."
     ),
@@ -158,7 +164,8 @@ def tile(
 
     try:
         options = TileOptions(
-            sources=sources, out=out, size=size, stride=stride, edge=edge, min_valid=min_valid,
+            sources=sources, out=out, size=size, stride=stride, edge=edge, existing=existing,
+            min_valid=min_valid,
             min_labelled=min_labelled, split=split, split_fractions=split_fractions, split_block=split_block,
             split_seed=split_seed, zstd_level=zstd_level, workers=workers, threads=threads,
             scheduler=scheduler,
@@ -186,8 +193,12 @@ def tile(
         counts = " / ".join(str(n) for n in split["counts"].values())
         table.add_row(f"split by {split['method']}: train / val / test / gap", counts)
     Console().print(table)
-    console.print(f"{summary.seconds:.1f} s; open {out / 'index.gpkg'} (layer tiles) in QGIS")
-    if summary.failures:
+    if summary.chips:
+        console.print(f"{summary.seconds:.1f} s; open {out / 'index.gpkg'} (layer tiles) in QGIS")
+    else:
+        kept = "index.gpkg, stats.json and split.json"
+        console.print(f"[bold red]no chips kept[/]: {kept} in {out} stay as they were")
+    if summary.failures or not summary.chips:
         console.print(f"[bold red]{len(summary.failures)} failure(s)[/], listed in {out / 'failures.json'}:")
         for failure in summary.failures:
             console.print(f"  {failure['error']}")

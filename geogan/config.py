@@ -41,6 +41,11 @@ class TileOptions(StageOptions):
     edge: Literal["drop", "pad"] = Field(
         "drop", description="chips that would cross the scene edge: drop them, or pad with nodata"
     )
+    existing: Literal["refuse", "add", "replace"] = Field(
+        "refuse",
+        description="a folder tiled before from other scenes or at another size: refuse (say what differs), "
+        "add (tile the new scenes beside the earlier ones) or replace (remove geogan's chips there first)",
+    )
     min_valid: float = Field(
         0.9, ge=0.0, le=1.0, description="drop chips whose imagery (S2, S1) has a smaller valid fraction"
     )

@@ -56,6 +56,7 @@ MIN_CHIPS, MAX_CHIPS = 8, 64
 SEASONS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")
 STATE = ".geogan"  # task records live in DIR/.geogan/tasks
 LOCK = "lock"  # DIR/.geogan/lock, held while a run writes the folder
+FOLDER = "folder.json"  # DIR/.geogan/folder.json: the chip size and the scenes the folder holds
 RESAMPLING = {"s1": Resampling.bilinear, "lc": Resampling.nearest}
 PRELOAD = (__name__,)  # what the workers of the LocalCluster `geogan tile` starts import as they start
 # Percentiles of each task (0.1 % steps in the tails, 1 % between), merged into p01 / p99.
@@ -733,6 +734,85 @@ def _check_output(out: Path) -> None:
         raise SceneError(str(out), f": the output folder is not writable ({err.strerror or err})") from None
 
 
+def _shape(options: TileOptions) -> dict[str, Any]:
+    """The options that decide which chips a folder holds and how they are named."""
+    return {"size": options.size, "stride": options.stride or options.size, "edge": options.edge}
+
+
+def _records(out: Path) -> list[dict]:
+    """Every task record in the folder (of this run's scenes and of earlier runs')."""
+    found = []
+    for path in sorted((out / STATE / "tasks").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if "chips" in record and "stats" in record:
+            found.append(record)
+    return found
+
+
+def _remove_chips(out: Path, paths: set[str]) -> None:
+    for rel in sorted(paths):
+        path = out / rel
+        if path.resolve().is_relative_to(out.resolve()):
+            path.unlink(missing_ok=True)
+            Path(f"{path}.aux.xml").unlink(missing_ok=True)
+
+
+def _kept_paths(records: list[dict]) -> set[str]:
+    return {rel for r in records for c in r["chips"] if not c["dropped"] for rel in c["roles"].values()}
+
+
+def _reconcile(out: Path, scenes: list[Scene], options: TileOptions) -> list[dict]:
+    """Decide what a run into a folder tiled before does (``options.existing``); return the
+    records of earlier scenes that stay in the folder (``add``). ``.geogan/folder.json`` (written at
+    the end of a run) says what the folder holds: the chip size and the scenes tiled into it."""
+    record = out / STATE / FOLDER
+    try:
+        held = json.loads(record.read_text())
+    except (OSError, ValueError):
+        held = None
+    names = sorted({s.scene for s in scenes})
+    earlier: list[dict] = []
+    if held is not None:
+        shape_changed = held.get("shape") != _shape(options)
+        others = sorted(set(held.get("scenes", [])) - set(names))
+        if shape_changed or others:
+            what = []
+            if shape_changed:
+                what.append(f"chips of {held.get('shape')} (this run: {_shape(options)})")
+            if others:
+                more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+                what.append(f"scenes this run does not name ({', '.join(others[:3])}{more})")
+            if options.existing == "refuse" or (options.existing == "add" and shape_changed):
+                hint = "existing replace (or a new folder)" if shape_changed else "existing add or replace"
+                raise ValueError(f"{out}: holds {' and '.join(what)}; tile with {hint}, or into a new folder")
+            if options.existing == "replace":
+                index = out / "index.gpkg"
+                listed = set()
+                if index.exists():
+                    from geogan.labels import read_tile_index
+
+                    listed = set(read_tile_index(out)["path"])
+                log.info("replacing what %s held: %s", out, "; ".join(what))
+                _remove_chips(out, _kept_paths(_records(out)) | listed)
+                for path in (out / STATE / "tasks").glob("*.json"):
+                    path.unlink()
+                held = None
+            else:
+                earlier = [r for r in _records(out) if r["scene"] in others]
+                missing = [
+                    r["scene"] for r in earlier if not all((out / p).exists() for p in _kept_paths([r]))
+                ]
+                if missing:
+                    named = ", ".join(sorted(set(missing))[:3])
+                    raise ValueError(
+                        f"{out}: chips of earlier scenes are missing ({named}); tile with existing replace"
+                    )
+    return earlier
+
+
 def _done(out: Path, task: dict) -> dict | None:
     """The record of ``task`` from an earlier run, if its fingerprint matches and its chips exist."""
     path = out / STATE / "tasks" / f"{task['key']}.json"
@@ -798,8 +878,9 @@ def _tile(options: TileOptions, out: Path, client, progress: bool) -> TileSummar
     (out / STATE / "tasks").mkdir(parents=True, exist_ok=True)
     scenes = find_scenes(options.sources)
     tasks, failures, dropped = plan(scenes, options)
+    earlier = _reconcile(out, scenes, options)
     summary = TileSummary(dropped=Counter(dropped), failures=failures, out=out)
-    records, todo = [], []
+    records, todo, stale = list(earlier), [], set()
     for task in tasks:
         record = _done(out, task)
         if record:
@@ -807,6 +888,12 @@ def _tile(options: TileOptions, out: Path, client, progress: bool) -> TileSummar
             summary.skipped += sum(1 for c in record["chips"] if not c["dropped"])
         else:
             todo.append(task)
+            try:  # the chips an earlier run of this task kept: removed below unless kept again
+                stale |= _kept_paths(
+                    [json.loads((out / STATE / "tasks" / f"{task['key']}.json").read_text())]
+                )
+            except (OSError, ValueError, KeyError):
+                pass
     log.info("%d tasks: %d done before, %d to run", len(tasks), len(records), len(todo))
     cluster = _Cluster(options, client)
     try:
@@ -821,8 +908,12 @@ def _tile(options: TileOptions, out: Path, client, progress: bool) -> TileSummar
                     summary.written += sum(1 for c in record["chips"] if not c["dropped"])
                     records.append(record)
         records.sort(key=lambda r: r["key"])  # merged statistics must not depend on completion order
+        _remove_chips(out, stale - _kept_paths(records))
         chips = _collect(records, scenes, failures, summary)
-        _outputs(out, chips, records, options)
+        if chips:  # a run that kept nothing leaves the folder's index, statistics and split as they were
+            _outputs(out, chips, records, options)
+            held = sorted({c["scene"] for c in chips})
+            write_text(out / STATE / FOLDER, json.dumps({"shape": _shape(options), "scenes": held}, indent=1))
     finally:
         cluster.close()
     if failures:
@@ -847,6 +938,8 @@ def _collect(
             by_scene.setdefault(record["scene"], []).append(c)
     paths = {s.scene: s.paths for s in scenes}
     for name, chips in by_scene.items():
+        if name not in paths:  # a scene of an earlier run (existing add): checked when it was tiled
+            continue
         for role in chips[0]["valid"]:
             if name not in failed and all(c["valid"][role] == 0 for c in chips):
                 path = paths[name][role]

@@ -9,6 +9,7 @@ cover faults that need more set-up: a full disk, a second run into a folder, tem
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -409,3 +410,72 @@ def test_tile_reads_a_list_of_sources_with_spaces_in_their_paths(rasters, tmp_pa
     missing = geogan("tile", f"@{tmp_path / 'nope.txt'}", "--out", str(out), "--workers", "1")
     message = " ".join(missing.stderr.split())
     assert missing.returncode == 2 and "nope.txt: cannot read this list of sources" in message
+
+
+def _consistent(out: Path) -> set[str]:
+    """The scenes of the folder's index, once its files, index and statistics are checked to agree."""
+    index = gpd.read_file(out / "index.gpkg", layer="tiles")
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*.tif") if ".geogan" not in p.parts}
+    assert set(index["path"]) == on_disk
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["roles"]["s2"]["count"][0] > 0
+    return set(index["scene"])
+
+
+def test_a_second_run_into_a_used_folder_refuses_adds_or_replaces_explicitly(rasters, tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.tif").write_bytes((rasters / "s2.tif").read_bytes())
+    out = tmp_path / "tiles"
+
+    def run(*args):
+        return geogan("tile", *args, "--out", str(out), "--size", "32", "--workers", "1")
+
+    assert run(f"s2={tmp_path / 'a.tif'}").returncode == 0
+    first = _consistent(out)
+    before = snapshot(out)
+    refused = run(f"s2={tmp_path / 'b.tif'}")
+    message = " ".join(refused.stderr.split())
+    assert refused.returncode == 2 and "scenes this run does not name (a)" in message, refused.stderr[-2000:]
+    assert "existing add or replace" in message and snapshot(out) == before
+    resized = geogan("tile", f"s2={tmp_path / 'a.tif'}", "--out", str(out), "--size", "16", "--workers", "1")
+    assert resized.returncode == 2 and "'size': 32" in " ".join(resized.stderr.split())
+    added = run(f"s2={tmp_path / 'b.tif'}", "--existing", "add")
+    assert added.returncode == 0, added.stderr[-2000:]
+    assert _consistent(out) == first | {"b"} and len(first) == 1
+    replaced = run(f"s2={tmp_path / 'b.tif'}", "--existing", "replace")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert _consistent(out) == {"b"}
+
+
+def test_a_rerun_that_keeps_nothing_leaves_the_folder_as_it_was(rasters, tmp_path):
+    scene = tmp_path / "a.tif"
+    scene.write_bytes((rasters / "s2.tif").read_bytes())
+    out = tmp_path / "tiles"
+    args = ["tile", f"s2={scene}", "--out", str(out), "--size", "32", "--workers", "1"]
+    assert geogan(*args).returncode == 0
+    outputs = {n: (out / n).read_bytes() for n in ("index.gpkg", "stats.json", "split.json")}
+    scene.write_bytes(scene.read_bytes()[:2000])  # the scene is now broken
+    failed = geogan(*args)
+    assert failed.returncode == 1 and "no chips kept" in " ".join(failed.stderr.split()), failed.stderr[
+        -2000:
+    ]
+    assert {n: (out / n).read_bytes() for n in outputs} == outputs
+
+
+def test_a_rerun_that_drops_chips_removes_their_files(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 10_000, (13, 64, 64)).astype(np.uint16)
+    data[:, :32, :32] = 0  # one chip of four is all nodata
+    data[:, 32:, :32][:, :, :16] = 0  # one chip half nodata
+    profile = dict(driver="GTiff", width=64, height=64, count=13, dtype="uint16", crs="EPSG:32633", nodata=0)
+    transform = Affine(10, 0, 5e5, 0, -10, 5.8e6)
+    with rasterio.open(tmp_path / "a.tif", "w", transform=transform, **profile) as dst:
+        dst.write(data)
+    out = tmp_path / "tiles"
+    args = ["tile", f"s2={tmp_path / 'a.tif'}", "--out", str(out), "--size", "32", "--workers", "1"]
+    assert geogan(*args, "--min-valid", "0.4").returncode == 0
+    assert len(list(out.rglob("*_s2_*.tif"))) == 3
+    _consistent(out)
+    assert geogan(*args, "--min-valid", "0.9").returncode == 0
+    assert len(list(out.rglob("*_s2_*.tif"))) == 2
+    _consistent(out)
