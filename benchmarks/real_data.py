@@ -114,9 +114,9 @@ def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         generate(GenerateOptions(run=root / "spade", like=tiles, n=args.n, out=root / "pairs-like"))
         evaluate(
-            EvaluateOptions(real=tiles, synthetic=root / "pairs-like", out=root / "report-like", scheme=scheme,
-                            usefulness=True, seeds=args.seeds, steps=args.unet_steps, device="cpu",
-                            encoder_steps=args.encoder_steps),
+            EvaluateOptions(real=tiles, synthetic=root / "pairs-like", out=root / "report-like",
+                            scheme=scheme, usefulness=True, seeds=args.seeds, steps=args.unet_steps,
+                            device="cpu", encoder_steps=args.encoder_steps),
             progress=False,
         )  # fmt: skip
         seconds["like generate + evaluate"] = time.perf_counter() - start
@@ -156,19 +156,54 @@ def _side_by_side(report: Path, path: Path) -> None:
     mpimg.imsave(path, np.concatenate(pad, axis=0))
 
 
-def table(name: str, result: dict) -> str:
-    use = result["usefulness"]
-    lines = [f"### {name}: split {result['split']['counts']}, seconds {result['seconds']}", "",
-             "| config | mIoU | 95 % interval | minority IoU |", "|---|---|---|---|"]  # fmt: skip
-    for key, row in use["configs"].items():
+def _useful_rows(label: str, use: dict, keys: tuple[str, ...]) -> list[str]:
+    rows = []
+    for key in keys:
+        row = use["configs"][key]
         m, mi = row["miou"], row["minority_iou"]
-        lines.append(
-            f"| {key} | {m['mean']:.3f} | {m['ci_low']:.3f} .. {m['ci_high']:.3f} | {mi['mean']:.3f} |"
-        )
-    per_class = {k: round(v["mean"], 3) for k, v in use["configs"]["c"]["per_class"].items()}
-    per_class_b = {k: round(v["mean"], 3) for k, v in use["configs"]["b"]["per_class"].items()}
-    lines += ["", f"IoU per class (b): {per_class_b}", f"IoU per class (c): {per_class}", "",
-              use["c_vs_b"]["sentence"]]  # fmt: skip
+        per = {k: round(v["mean"], 3) for k, v in row["per_class"].items()}
+        rows.append(f"| {label} {key} | {m['mean']:.3f} | {m['ci_low']:.3f} .. {m['ci_high']:.3f} | "
+                    f"{mi['mean']:.3f} | {per} |")  # fmt: skip
+    return rows
+
+
+def _fidelity_row(label: str, f: dict) -> str:
+    def get(k):
+        v = f.get(k)
+        v = v.get("mean") if isinstance(v, dict) else v  # the SWD: its mean over pyramid levels
+        return f"{v:.3f}" if isinstance(v, float) else "-"
+
+    return (f"| {label} | {get('band_wasserstein_mean')} | {get('swd')} | {get('frechet_distance')} | "
+            f"{get('precision')} | {get('recall')} |")  # fmt: skip
+
+
+def table(name: str, result: dict) -> str:
+    """The set's figures as the Markdown tables of benchmarks/RESULTS.md."""
+    lines = [f"### {name}: split {result['split']['counts']}, seconds {result['seconds']}", "",
+             "| U-Net trained on | mIoU | 95 % interval | minority IoU | IoU per class |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    use = result["usefulness"]
+    lines += _useful_rows("mask-GAN pairs:", use, tuple(use["configs"]))
+    sentences = [f"mask-GAN pairs: {use['c_vs_b']['sentence']}"]
+    like = result.get("like", {}).get("usefulness")
+    if like:
+        lines += _useful_rows("training-mask pairs:", like, ("c", "d"))
+        sentences.append(f"training-mask pairs: {like['c_vs_b']['sentence']}")
+    lines += ["", *sentences, "", "| set | band W1 (mean) | SWD | Frechet (encoder) | precision | recall |",
+              "|---|---|---|---|---|---|",
+              _fidelity_row("held-out real (floor)", result["fidelity"]["held_out"]),
+              _fidelity_row("dual GAN, mask-GAN masks", result["fidelity"]["synthetic"])]  # fmt: skip
+    if "like" in result:
+        lines.append(_fidelity_row("dual GAN, training masks", result["like"]["fidelity"]["synthetic"]))
+    if "msg-stylegan" in result:
+        lines.append(_fidelity_row("MSG-StyleGAN", result["msg-stylegan"]["fidelity"]["synthetic"]))
+    novel = [(k, r["novelty"]["summary"], r["copies"]) for k, r in
+             [("dual GAN, mask-GAN masks", result), ("dual GAN, training masks", result.get("like")),
+              ("MSG-StyleGAN", result.get("msg-stylegan"))] if r]  # fmt: skip
+    lines += ["", "| set | nearest-training distance, median (held-out real) | copies |", "|---|---|---|"]
+    lines += [
+        f"| {k} | {n['synthetic_median']:.3f} ({n['held_out_median']:.3f}) | {c} |" for k, n, c in novel
+    ]
     return "\n".join(lines)
 
 
