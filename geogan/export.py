@@ -319,8 +319,9 @@ def pair_written(out: str | Path, pair_id: str) -> bool:
 def write_pair(out: str | Path, pair: Pair, provenance: Provenance) -> bool:
     """Write one pair's mask (if any) and then its image; False (nothing written) if it exists.
 
-    Pixels where the mask is nodata are nodata (0) in the image too; elsewhere image values of
-    0 become 1, since 0 is the image's nodata.
+    The image is written whole, under the mask's unlabelled (nodata) pixels too: the model drew land
+    there, as real scenes have land where an analyst drew no polygon. Image values of 0 become 1,
+    since 0 is the image's nodata.
     """
     image_path, mask_path = pair_paths(out, pair.id)
     if pair_written(out, pair.id):
@@ -330,7 +331,6 @@ def write_pair(out: str | Path, pair: Pair, provenance: Provenance) -> bool:
     tags = _provenance_tags(provenance, pair, datetime.now(UTC).isoformat(timespec="seconds"))
     image = np.maximum(pair.image, 1)
     if pair.mask is not None:
-        image = np.where(pair.mask[None] == NODATA, 0, image)
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         write_mask(mask_path, pair.mask, pair.crs, pair.transform, provenance.scheme, tags)
     write_image(image_path, image, pair.crs, pair.transform, provenance.sensor, tags)
