@@ -813,18 +813,20 @@ def _reconcile(out: Path, scenes: list[Scene], options: TileOptions) -> list[dic
     return earlier
 
 
-def _done(out: Path, task: dict) -> dict | None:
-    """The record of ``task`` from an earlier run, if its fingerprint matches and its chips exist."""
-    path = out / STATE / "tasks" / f"{task['key']}.json"
+def _earlier(out: Path, task: dict) -> dict | None:
+    """The record an earlier run left for ``task``'s key, whatever its fingerprint (None if none)."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads((out / STATE / "tasks" / f"{task['key']}.json").read_text())
     except (OSError, ValueError):
         return None
-    if record.get("fingerprint") != task["fingerprint"] or "stats" not in record:
-        return None
-    if not all((out / rel).exists() for c in record["chips"] for rel in c["roles"].values()):
-        return None
-    return record
+    return record if "chips" in record else None
+
+
+def _done(out: Path, task: dict, record: dict | None) -> bool:
+    """Whether ``record`` (see :func:`_earlier`) is ``task`` done: same fingerprint, its chips exist."""
+    if record is None or record.get("fingerprint") != task["fingerprint"] or "stats" not in record:
+        return False
+    return all((out / rel).exists() for c in record["chips"] for rel in c["roles"].values())
 
 
 def _run(tasks: list[dict], out: Path, options: TileOptions, cluster: _Cluster, progress: bool) -> list[dict]:
@@ -882,18 +884,14 @@ def _tile(options: TileOptions, out: Path, client, progress: bool) -> TileSummar
     summary = TileSummary(dropped=Counter(dropped), failures=failures, out=out)
     records, todo, stale = list(earlier), [], set()
     for task in tasks:
-        record = _done(out, task)
-        if record:
+        record = _earlier(out, task)
+        if _done(out, task, record):
             records.append(record)
             summary.skipped += sum(1 for c in record["chips"] if not c["dropped"])
         else:
             todo.append(task)
-            try:  # the chips an earlier run of this task kept: removed below unless kept again
-                stale |= _kept_paths(
-                    [json.loads((out / STATE / "tasks" / f"{task['key']}.json").read_text())]
-                )
-            except (OSError, ValueError, KeyError):
-                pass
+            if record is not None:  # the chips it kept before: removed below unless kept again
+                stale |= _kept_paths([record])
     log.info("%d tasks: %d done before, %d to run", len(tasks), len(records), len(todo))
     cluster = _Cluster(options, client)
     try:

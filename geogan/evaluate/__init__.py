@@ -142,10 +142,6 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
                 f"usefulness needs masks: {options.synthetic} has none"
                 if syn.mask is None else f"{options.real}: no {options.mask_role} mask chips"
             )  # fmt: skip
-        if syn.x.shape[-2:] != train.x.shape[-2:]:
-            raise ValueError(
-                f"usefulness needs one chip size: real {train.x.shape[-2:]}, synthetic {syn.x.shape[-2:]}"
-            )
         setup = usefulness.UsefulnessSetup(
             n_real=options.n_real, seeds=options.seeds, steps=options.steps, batch_size=options.batch_size,
             lr=options.lr, encoder=options.unet_encoder, minority_share=options.minority_share,
