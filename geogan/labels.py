@@ -19,6 +19,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
+import rasterio.errors
 import rasterio.features
 import shapely
 import shapely.validation
@@ -353,7 +354,7 @@ def _write_mask(path: Path, data: np.ndarray, grid: dict, target: ClassScheme, t
         dst.write(data, 1)
         dst.write_colormap(1, target.colormap())
         dst.set_band_description(1, f"class ({target.name})")
-        dst.update_tags(GEOGAN_ROLE=MASK_ROLE, GEOGAN_SCHEME=target.name, **tags)
+        dst.update_tags(**{"GEOGAN_ROLE": MASK_ROLE, "GEOGAN_SCHEME": target.name, **tags})
 
 
 def rasterize(
@@ -454,6 +455,71 @@ def rasterize(
         polygons, len(rows), report.written, report.up_to_date, report.burned, len(report.outside),
         len(report.unknown), len(report.invalid),
     )  # fmt: skip
+    return report
+
+
+def rasterize_scene(
+    polygons: str | Path,
+    like: str | Path,
+    out: str | Path,
+    column: str,
+    scheme: str | Path | ClassScheme = "igbp",
+    background: str | int | None = None,
+    all_touched: bool = False,
+    tags: dict[str, str] | None = None,
+) -> RasterizeReport:
+    """Burn a polygon layer onto a whole scene's grid: one label raster, ``labels=`` for `geogan tile`.
+
+    The grid (CRS, transform, size) is ``like``'s, e.g. the S2 scene the labels belong to; the
+    rules are those of :func:`rasterize` (pixel centres, later polygons win, ``background`` or 0 =
+    unlabelled elsewhere). ``out`` is written whole or not at all. A label raster already burned
+    from the same polygons, classes and options onto the same grid is left as it is.
+    """
+    polygons, like, out = Path(polygons), Path(like), Path(out)
+    target = scheme if isinstance(scheme, ClassScheme) else _scheme(scheme)
+    fill = NODATA
+    if background is not None:
+        fill = class_value(background, target)
+        if fill is None:
+            raise ValueError(f"background {background!r} is not a class of scheme {target.name!r}")
+    report = RasterizeReport()
+    shapes = _polygons(polygons, column, target, report)
+    if shapes.empty:
+        raise ValueError(
+            f"{polygons}: no polygon with a class of scheme {target.name!r} in column {column!r}"
+        )
+    try:
+        with rasterio.open(like) as src:
+            grid = {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height}
+            bounds = shapely.box(*src.bounds)
+    except rasterio.errors.RasterioIOError as err:
+        raise ValueError(f"{like}: not a raster GDAL can read ({err})") from None
+    if grid["crs"] is None:
+        raise ValueError(f"{like}: the raster has no CRS, so the polygons cannot be placed on it")
+    local = shapes.to_crs(grid["crs"])
+    hits = local.iloc[sorted(local.sindex.query(bounds, predicate="intersects"))]
+    fingerprint = _fingerprint(shapes, target, fill, all_touched)
+    fingerprint += (
+        f"/{grid['width']}x{grid['height']}/{tuple(grid['transform'])[:6]}/{grid['crs'].to_string()}"
+    )
+    report.burned = len(hits)
+    report.outside = sorted(set(int(f) for f in shapes.index) - set(int(f) for f in hits.index))
+    if out.exists() and _tag(out, "GEOGAN_LABELS") == fingerprint:
+        report.up_to_date = 1
+        return report
+    data = rasterio.features.rasterize(
+        zip(hits.geometry, hits["value"], strict=True),
+        out_shape=(grid["height"], grid["width"]),
+        transform=grid["transform"],
+        fill=fill,
+        all_touched=all_touched,
+        dtype="uint8",
+    )
+    written = {"GEOGAN_ROLE": "labels", "GEOGAN_LABELS": fingerprint, "GEOGAN_SOURCE": str(polygons)}
+    _write_mask(out, data, grid, target, {**written, **(tags or {})})
+    report.written = 1
+    log.info("rasterised %s onto %s: %d polygons burned, %.1f %% of the pixels labelled",
+             polygons, out, len(hits), 100 * float((data != NODATA).mean()))  # fmt: skip
     return report
 
 

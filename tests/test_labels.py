@@ -225,3 +225,50 @@ def test_custom_scheme_runs_through_train_generate_and_evaluate(setup, tmp_path)
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["synthetic"] == {"chips": 4, "masks": True}
     assert metrics["inputs"]["scheme"] == str(setup[2])
+
+
+def test_polygons_onto_a_scene_grid_give_a_label_raster_for_tile(setup, tmp_path):
+    """``geogan labels rasterize --like SCENE --out LABELS.tif``: the scene's grid, classes under the
+    polygons, 0 elsewhere; a re-run leaves it; then ``geogan tile s2=SCENE labels=LABELS.tif``."""
+    _, polygons, peat = setup
+    scene = tmp_path / "scene.tif"
+    transform = rasterio.transform.from_origin(440_000, 6_490_000, 10, 10)
+    data = np.full((13, 64, 64), 1000, dtype=np.uint16)
+    with rasterio.open(scene, "w", driver="GTiff", width=64, height=64, count=13, dtype="uint16",
+                       crs="EPSG:32630", transform=transform, nodata=0) as dst:  # fmt: skip
+        dst.write(data)
+    out = tmp_path / "labels" / "labels.tif"
+    runner = CliRunner()
+    args = [
+        "labels",
+        "rasterize",
+        str(polygons),
+        "--like",
+        str(scene),
+        "--out",
+        str(out),
+        "--scheme",
+        str(peat),
+    ]
+    result = runner.invoke(app, [*args, "--column", "landcover"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as src:
+        assert (src.crs, src.transform, src.shape) == (rasterio.crs.CRS.from_epsg(32630), transform, (64, 64))
+        labels, tags = src.read(1), src.tags()
+        assert src.colormap(1)[1][:3] == (0x7A, 0x4B, 0x2A)  # the scheme's colour for peat
+    assert (labels[11:29, 11:29] == 1).all()  # under polygon A (peat): rows / cols 10..30
+    assert labels[40:, :].max() == 0 and labels[:10, :10].max() == 0  # outside every polygon: unlabelled
+    assert set(np.unique(labels)) <= {0, 1, 3}  # C ("swamp") is no class of the scheme: not burned
+    assert tags["GEOGAN_ROLE"] == "labels" and tags["GEOGAN_SCHEME"] == "peat"
+    stamp = out.stat().st_mtime_ns
+    again = runner.invoke(app, [*args, "--column", "landcover"])
+    assert again.exit_code == 0 and "up to date" in again.output and out.stat().st_mtime_ns == stamp
+    tiles = tmp_path / "tiles"
+    result = runner.invoke(app, ["tile", f"s2={scene}", f"labels={out}", "--out", str(tiles), "--size", "32"])
+    assert result.exit_code == 0, result.output
+    index = read_tile_index(tiles)
+    assert set(index["role"]) == {"s2", "lc"} and len(index) == 8
+    both = runner.invoke(app, [*args, "--column", "landcover", "--tiles", str(tiles)])
+    assert both.exit_code == 2 and "not both" in both.output
+    neither = runner.invoke(app, ["labels", "rasterize", str(polygons), "--column", "landcover"])
+    assert neither.exit_code == 2 and "--like SCENE.tif with --out" in " ".join(neither.output.split())
