@@ -29,7 +29,7 @@ import torch
 from geogan import labels
 from geogan.config import EvaluateOptions
 from geogan.datasets import Normalizer
-from geogan.evaluate import fidelity, novelty, report, usefulness
+from geogan.evaluate import fidelity, novelty, pairs, report, usefulness
 from geogan.evaluate.data import fingerprint, real_splits, synthetic_set
 from geogan.files import replacing, write_text
 from geogan.tiles import read_split
@@ -129,6 +129,8 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
     }
     found = novelty.novelty(syn.x, syn.ids, train.x, train.ids, held.x, options.novelty_size, progress)
     metrics["novelty"] = found.to_dict()
+    if syn.mask is not None and train.mask is not None:
+        metrics["pairs"] = pairs.pairs(train.dn, train.mask, syn.dn, syn.mask, list(scheme.names))
     copies = [c["id"] for c in found.copies]
 
     figures = _figures(out, train, held, syn, scheme, metrics, options)
