@@ -54,7 +54,8 @@ from geogan.files import replacing
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "geogan-checkpoint"
-CHECKPOINT_VERSION = 3  # 2: MSG-StyleGAN skip generator; 3: SPADE group norm + border, mask GAN unknown
+CHECKPOINT_VERSION = 4  # 2: MSG-StyleGAN skip generator; 3: SPADE group norm + border, mask GAN unknown;
+# 4: SPADE noise inputs, class-mean base, bilinear upsampling
 CONFIG_FILE = "config.yaml"
 STATS_FILE = "stats.json"
 # Options a resumed run may change: they steer the schedule and the outputs, not the training.

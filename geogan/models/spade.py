@@ -93,14 +93,34 @@ class SPADE(nn.Module):
         return self.norm(x) * (1 + self.gamma(a)) + self.beta(a)
 
 
+class Noise(nn.Module):
+    """Per-pixel Gaussian noise, scaled per channel by a learned weight (StyleGAN's noise inputs).
+
+    Where a mask is one class, or unknown, over a large area, the condition is constant there and
+    a convolutional generator can only paint it flat; the noise gives it the spatial variation to
+    shape into texture (fields, stands of trees, ripples). The weights start at zero, so an
+    untrained generator is the noise-free one. Drawn from torch's global generator: a seeded run
+    (``geogan generate --seed``) draws the same noise.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+        return x + self.weight * noise
+
+
 class SPADEResBlock(nn.Module):
-    """SPADE -> LeakyReLU -> conv, twice, with a learned (SPADE + 1x1 conv) shortcut when needed."""
+    """SPADE -> LeakyReLU -> conv (+ noise), twice, with a learned (SPADE + 1x1 conv) shortcut when needed."""
 
     def __init__(self, fin: int, fout: int, cond_channels: int, hidden: int = 64) -> None:
         super().__init__()
         fmid = min(fin, fout)
         self.conv_0 = _sn(_conv3(fin, fmid))
         self.conv_1 = _sn(_conv3(fmid, fout))
+        self.noise_0, self.noise_1 = Noise(fmid), Noise(fout)
         self.norm_0 = SPADE(fin, cond_channels, hidden)
         self.norm_1 = SPADE(fmid, cond_channels, hidden)
         self.learned_shortcut = fin != fout
@@ -110,8 +130,8 @@ class SPADEResBlock(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         shortcut = self.conv_s(self.norm_s(x, cond)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, cond), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, cond), 0.2))
+        dx = self.noise_0(self.conv_0(F.leaky_relu(self.norm_0(x, cond), 0.2)))
+        dx = self.noise_1(self.conv_1(F.leaky_relu(self.norm_1(dx, cond), 0.2)))
         return shortcut + dx
 
 
@@ -119,7 +139,16 @@ class SpadeGenerator(nn.Module):
     """Mask (+ style vector) -> image in [-1, 1], pixel-aligned with the mask.
 
     The first feature map comes from the mask and noise downsampled by ``2**num_up``; each of the
-    ``num_up`` levels doubles the resolution with a SPADE residual block.
+    ``num_up`` levels doubles the resolution (bilinear: nearest upsampling left axis-aligned streaks
+    in the images of short runs) with a SPADE residual block.
+
+    The network draws *around each class's mean spectrum*: the generator keeps the running mean of
+    every band under every class of the real training chips (and under unknown pixels), buffers
+    that travel with the EMA and the checkpoints, and the last layer adds its output to that mean
+    (before the tanh). An untrained generator paints each class in its mean spectrum; training
+    adds the texture, the variation and the edges. On small data, where a short run has not yet
+    separated dark classes (forest, wetland, water) from one another, this keeps each class's
+    colour where the real chips have it.
     """
 
     def __init__(
@@ -141,6 +170,27 @@ class SpadeGenerator(nn.Module):
             + [SPADEResBlock(widths[i], widths[i + 1], cond, spade_hidden) for i in range(num_up)]
         )
         self.out = _conv3(widths[-1], bands)
+        # Running mean of each band under each class (row K: unknown), in [-1, 1], and pixels seen.
+        self.register_buffer("class_mean", torch.zeros(num_classes + 1, bands))
+        self.register_buffer("class_pixels", torch.zeros(num_classes + 1))
+
+    @torch.no_grad()
+    def remember(self, image: Tensor, mask: Tensor) -> None:
+        """Add a real batch (image (B, bands, H, W) in [-1, 1], mask (B, H, W), -1 unknown) to the means."""
+        k = self.num_classes
+        index = torch.where(mask >= 0, mask, torch.full_like(mask, k)).reshape(-1)
+        pixels = image.detach().float().permute(0, 2, 3, 1).reshape(-1, image.shape[1])
+        sums = torch.zeros_like(self.class_mean).index_add_(0, index, pixels)
+        counts = torch.bincount(index, minlength=k + 1).to(self.class_pixels.dtype)
+        total = self.class_pixels + counts
+        seen = counts > 0
+        self.class_mean[seen] += (sums[seen] - counts[seen, None] * self.class_mean[seen]) / total[seen, None]
+        self.class_pixels.copy_(total)
+
+    def base(self, mask: Tensor) -> Tensor:
+        """(B, bands, H, W): each pixel's class mean, as the tanh's input that gives it."""
+        index = torch.where(mask >= 0, mask, torch.full_like(mask, self.num_classes))
+        return torch.atanh(self.class_mean.clamp(-0.95, 0.95))[index].permute(0, 3, 1, 2)
 
     def check_size(self, height: int, width: int) -> None:
         step = 2**self.num_up
@@ -166,8 +216,8 @@ class SpadeGenerator(nn.Module):
         levels.append(cond)
         x = self.blocks[0](x, levels[0])
         for block, level in zip(self.blocks[1:], levels[1:], strict=True):
-            x = block(F.interpolate(x, scale_factor=2, mode="nearest"), level)
-        return torch.tanh(self.out(F.leaky_relu(x, 0.2)))
+            x = block(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False), level)
+        return torch.tanh(self.out(F.leaky_relu(x, 0.2)) + self.base(mask).to(x.dtype))
 
 
 class ImageEncoder(nn.Module):
@@ -362,6 +412,8 @@ class SpadeTask(TrainTask):
         opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
         real, mask = batch["image"], batch["mask"].long()
         onehot = one_hot(mask, self.data.num_classes)
+        generator = getattr(g, "module", g)
+        generator.remember(real, mask)
 
         # Discriminator.
         d.requires_grad_(True)
