@@ -50,7 +50,7 @@ from shapely.geometry import box, mapping, shape
 
 import geogan
 from geogan.bands import S2, Sensor
-from geogan.files import MARK, DiskFullError, reads_back, replacing, temporary_name, write_text
+from geogan.files import COPYRIGHT, MARK, DiskFullError, reads_back, replacing, temporary_name, write_text
 from geogan.labels import NODATA, ClassScheme
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class Provenance:
     scheme: ClassScheme
     sensor: Sensor = S2
     mask_checkpoint_sha256: str | None = None  # the mask model's, when one made the masks
+    attribution: tuple[str, ...] = ()  # of the training data (tiles' stats.json), kept in every file
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,8 @@ def _provenance_tags(provenance: Provenance, pair: Pair, created: str) -> dict[s
     }
     if provenance.mask_checkpoint_sha256:
         tags["GEOGAN_MASK_CHECKPOINT_SHA256"] = provenance.mask_checkpoint_sha256
+    if provenance.attribution:
+        tags[COPYRIGHT] = "; ".join(provenance.attribution)
     if pair.source_chip:
         tags["GEOGAN_SOURCE_CHIP"] = pair.source_chip
     return tags
@@ -744,7 +747,8 @@ def write_stac(out: str | Path, records: Sequence[PairRecord], provenance: Prove
     catalog = pystac.Catalog(
         "geogan-synthetic",
         f"Synthetic {provenance.sensor.role.upper()} image + {provenance.scheme.name} mask pairs "
-        f"made by geogan {geogan.__version__} ({provenance.model})",
+        f"made by geogan {geogan.__version__} ({provenance.model})"
+        + "".join(f". {a}" for a in provenance.attribution),
         title="geogan synthetic pairs",
     )
     for r in records:

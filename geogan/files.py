@@ -179,3 +179,8 @@ def folder_lock(path: Path, what: str) -> Iterator[Path]:
         os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+#: The GDAL metadata item (a TIFF tag) holding a raster's attribution, e.g. "Contains modified
+#: Copernicus Sentinel data 2017": tiling copies a source's into its chips and ``stats.json``,
+#: generate writes the training tiles' into every pair (QGIS shows it under Layer Properties).
+COPYRIGHT = "TIFFTAG_COPYRIGHT"

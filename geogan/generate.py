@@ -27,6 +27,7 @@ options writes exactly what an uninterrupted run would have.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -403,6 +404,14 @@ def _check_out(out: Path, provenance: export.Provenance) -> None:
             )
 
 
+def _attribution(tiles: Path | None) -> tuple[str, ...]:
+    """The training data's attribution, as its tile folder's ``stats.json`` records it."""
+    try:
+        return tuple(json.loads((Path(tiles) / "stats.json").read_text()).get("attribution", ()))
+    except (TypeError, OSError, ValueError):  # no tile folder, or one from before attributions
+        return ()
+
+
 def generate(options: GenerateOptions, client=None) -> GenerateSummary:
     """Sample ``options.n`` pairs from a trained run into ``options.out``; see the module doc."""
     options = options.model_copy(update={"device": check_device(options.device)})
@@ -428,6 +437,7 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
         checkpoint_sha256=trained.sha256,
         scheme=classes,
         mask_checkpoint_sha256=mask_model.sha256 if mask_model is not None else None,
+        attribution=_attribution(options.tiles or trained.options.tiles),
     )
     _check_out(options.out, provenance)
     if items:

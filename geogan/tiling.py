@@ -42,7 +42,7 @@ from rasterio.windows import Window
 import geogan
 from geogan.bands import SENSORS
 from geogan.config import TileOptions
-from geogan.files import DiskFullError, folder_lock, replacing, sweep, temporary_name, write_text
+from geogan.files import COPYRIGHT, DiskFullError, folder_lock, replacing, sweep, temporary_name, write_text
 from geogan.scenes import Scene, find_scenes
 
 log = logging.getLogger(__name__)
@@ -448,6 +448,9 @@ def _chip(
             "GEOGAN_SOURCE": scene.paths[role],
             "GEOGAN_WINDOW": f"{row},{col},{size}",
         }
+        credit = getattr(src, "src_dataset", src).tags().get(COPYRIGHT)  # attribution travels with chips
+        if credit:
+            tags[COPYRIGHT] = credit
         write_chip(
             out / rel,
             data[role],
@@ -955,6 +958,21 @@ def _collect(
     return sorted(kept, key=lambda c: c["chip"])
 
 
+def attribution(out: Path, chips: list[dict]) -> list[str]:
+    """The sources' attributions (their ``TIFFTAG_COPYRIGHT``), read from one chip per scene and role."""
+    first: dict[tuple[str, str], str] = {}
+    for c in chips:
+        for role, rel in c["roles"].items():
+            first.setdefault((c["scene"], role), rel)
+    found = set()
+    for rel in first.values():
+        with rasterio.open(out / rel) as src:
+            credit = src.tags().get(COPYRIGHT)
+        if credit:
+            found.add(credit)
+    return sorted(found)
+
+
 def _outputs(out: Path, chips: list[dict], records: list[dict], options: TileOptions) -> None:
     from geogan import tiles  # geopandas: not in the workers, which import this module as they start
 
@@ -998,5 +1016,6 @@ def _outputs(out: Path, chips: list[dict], records: list[dict], options: TileOpt
         "percentile_method": PERCENTILE_METHOD,
         "fingerprint": fingerprint,
         "roles": roles,
+        "attribution": attribution(out, chips),
     }
     write_text(stats_path, json.dumps(stats, indent=2))
