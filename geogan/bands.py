@@ -119,11 +119,14 @@ def composite(
     bands: tuple[str, str, str] = TRUE_COLOUR,
     role: str = "s2",
     percentiles: tuple[float, float] = (2.0, 98.0),
+    limits: np.ndarray | None = None,
 ) -> np.ndarray:
     """An 8-bit RGB picture (H, W, 3) of three named bands with a per-band percentile stretch.
 
     ``image`` is ``(bands, H, W)`` in the role's band order (any numeric dtype). Nodata (0 for
-    S2, NaN for S1) is left black and ignored by the stretch.
+    S2, NaN for S1) is left black and ignored by the stretch. ``limits`` ((3, 2): low and high
+    value of each of the three bands, e.g. from :func:`stretch_limits` over a set of chips) puts
+    several pictures on one stretch, as QGIS shows a layer, instead of each on its own.
     """
     s = sensor(role)
     if image.ndim != 3 or image.shape[0] != s.count:
@@ -136,7 +139,25 @@ def composite(
             valid &= band != s.nodata
         if not valid.any():
             continue
-        lo, hi = np.percentile(band[valid], percentiles)
+        lo, hi = np.percentile(band[valid], percentiles) if limits is None else limits[i]
         scaled = np.clip((band - lo) / max(hi - lo, 1e-9), 0, 1) * 255
         out[..., i] = np.where(valid, scaled, 0).astype(np.uint8)
+    return out
+
+
+def stretch_limits(
+    images: np.ndarray,
+    bands: tuple[str, str, str] = TRUE_COLOUR,
+    role: str = "s2",
+    percentiles: tuple[float, float] = (2.0, 98.0),
+) -> np.ndarray:
+    """(3, 2) low / high percentiles of three bands over a stack ``(N, bands, H, W)``, nodata left out."""
+    s = sensor(role)
+    out = np.zeros((3, 2))
+    for i, name in enumerate(bands):
+        band = images[:, s.index(name)].astype(np.float64)
+        valid = np.isfinite(band)
+        if s.nodata is not None and not np.isnan(s.nodata):
+            valid &= band != s.nodata
+        out[i] = np.percentile(band[valid], percentiles) if valid.any() else (0, 1)
     return out

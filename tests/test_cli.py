@@ -52,7 +52,7 @@ def test_demo_runs_every_stage_and_says_how_to_open_them(demo_run):
 def test_demo_again_does_nothing(demo_run):
     out, _ = demo_run
     before = {p: p.stat().st_mtime_ns for p in (out / "generate").rglob("*.tif")}
-    result = runner.invoke(app, ["demo", "--out", str(out)])
+    result = runner.invoke(app, ["demo", "--procedural", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert {p: p.stat().st_mtime_ns for p in (out / "generate").rglob("*.tif")} == before
     log = [json.loads(line) for line in (out / ".geogan-pipeline" / "log.jsonl").read_text().splitlines()]

@@ -8,8 +8,8 @@ from nbclient import NotebookClient
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "quickstart.ipynb"
 
 
-def test_quickstart_notebook_runs_and_draws(tmp_path, monkeypatch, demo_run):
-    out, _ = demo_run  # the notebook's run_demo finds it done and only reads it
+def test_quickstart_notebook_runs_and_draws(tmp_path, monkeypatch, real_demo_run):
+    out, _, _ = real_demo_run  # the notebook's run_demo (the real scene) finds it done and only reads it
     monkeypatch.setenv("GEOGAN_NOTEBOOK_OUT", str(out))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -19,6 +19,7 @@ def test_quickstart_notebook_runs_and_draws(tmp_path, monkeypatch, demo_run):
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     pictures = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(pictures) >= 3  # the composites, the spectra and the synthetic pairs
+    assert len(pictures) >= 4  # the scene and labels, the spectra, the split, the synthetic pairs
     text = "".join(o.get("text", "") for o in outputs)
-    assert "generate" in text and "mean band Wasserstein-1" in text
+    assert "generate" in text and "mean band Wasserstein-1" in text and "EPSG:32633" in text
+    assert "labelled: 31" in text and "band means within" in text

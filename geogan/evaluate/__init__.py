@@ -50,8 +50,6 @@ class EvaluateSummary:
     figures: dict[str, str | None] = field(default_factory=dict)
 
 
-
-
 def _encoder(out: Path, train, classes: int, options: EvaluateOptions, device: str, progress: bool):
     """The feature encoder: the one in ``out/encoder.pt`` when it was trained on the same chips with
     the same settings (recorded in ``out/.encoder.json``), else a newly trained one, saved there."""
@@ -170,11 +168,23 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
     )
 
 
+def picture(
+    tiles: Path, synthetic: Path, scheme_name: str, path: Path, mask_role: str = "lc", n: int = 8
+) -> Path:
+    """``path``: real training chips of ``tiles`` above synthetic pairs of ``synthetic`` (see
+    :func:`report.real_and_synthetic`), for a README or a first look."""
+    scheme = labels.scheme(scheme_name)
+    normalizer = Normalizer.from_stats(tiles, "s2")
+    train, _, _ = real_splits(tiles, scheme, mask_role, normalizer, None, 0, False)
+    syn = synthetic_set(synthetic, scheme, normalizer, None, 0, False)
+    return report.real_and_synthetic(train, syn, scheme, path, n)
+
+
 def _figures(out, train, held, syn, scheme, metrics, options) -> dict[str, str | None]:
     """Every figure but the usefulness chart (drawn before --drop-copies moves any file)."""
     figs: dict[str, str | None] = {
         "samples_real": report.sample_grid(train, scheme, out / "samples_real.png"),
-        "samples_synthetic": report.sample_grid(syn, scheme, out / "samples_synthetic.png"),
+        "samples_synthetic": report.sample_grid(syn, scheme, out / "samples_synthetic.png", like=train),
         "bands": report.band_histograms(train, held, syn, out / "band_histograms.png"),
     }
     dists = {
@@ -193,4 +203,4 @@ def _figures(out, train, held, syn, scheme, metrics, options) -> dict[str, str |
     return figs
 
 
-__all__ = ["EvaluateSummary", "evaluate"]
+__all__ = ["EvaluateSummary", "evaluate", "picture"]
