@@ -13,17 +13,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from geogan.bands import FALSE_COLOUR, S2, TRUE_COLOUR, composite, stretch_limits  # noqa: E402
-from geogan.evaluate.data import ChipSet  # noqa: E402
-from geogan.evaluate.fidelity import INDICES, _pixels, valid_pixels  # noqa: E402
+from geogan.bands import FALSE_COLOUR, S2, TRUE_COLOUR, composite, stretch_limits
+from geogan.evaluate.data import ChipSet
+from geogan.evaluate.fidelity import INDICES, _pixels, valid_pixels
 from geogan.files import replacing, write_text
-from geogan.labels import ClassScheme  # noqa: E402
+from geogan.labels import ClassScheme
 
 REAL, SYN, HELD = "#1f77b4", "#d62728", "#7f7f7f"
 
@@ -47,10 +45,15 @@ def write_json(path: Path, doc: dict) -> Path:
     return write_text(path, json.dumps(_clean(doc), indent=2, allow_nan=False))
 
 
+def _subplots(*args, figsize: tuple[float, float], squeeze: bool = True):
+    """A figure and its axes without pyplot: drawing a report never changes the caller's backend."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, squeeze=squeeze)
+
+
 def _save(fig, path: Path) -> str:
     with replacing(path) as tmp:
         fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return path.name
 
 
@@ -69,7 +72,7 @@ def sample_grid(
     ref = (like or chips).dn
     limits = {bands: stretch_limits(ref, bands) for bands in (TRUE_COLOUR, FALSE_COLOUR)}
     rows = 3 if chips.mask is not None else 2
-    fig, axes = plt.subplots(rows, n, figsize=(1.6 * n, 1.7 * rows), squeeze=False)
+    fig, axes = _subplots(rows, n, figsize=(1.6 * n, 1.7 * rows), squeeze=False)
     for i in range(n):
         axes[0, i].imshow(composite(chips.dn[i], TRUE_COLOUR, limits=limits[TRUE_COLOUR]))
         axes[1, i].imshow(composite(chips.dn[i], FALSE_COLOUR, limits=limits[FALSE_COLOUR]))
@@ -96,7 +99,7 @@ def real_and_synthetic(train: ChipSet, syn: ChipSet, scheme: ClassScheme, path: 
         labelled = (chips.mask >= 0).mean((1, 2)) if chips.mask is not None else np.ones(len(chips))
         picked.append(chips.subset(np.argsort(-labelled, kind="stable")[:n]))
     n = max(len(c) for c in picked)
-    fig, axes = plt.subplots(6, n, figsize=(1.6 * n, 10.4), squeeze=False)
+    fig, axes = _subplots(6, n, figsize=(1.6 * n, 10.4), squeeze=False)
     for block, chips in enumerate(picked):
         for i in range(len(chips)):
             r = 3 * block
@@ -115,8 +118,8 @@ def real_and_synthetic(train: ChipSet, syn: ChipSet, scheme: ClassScheme, path: 
         for spine in ax.spines.values():
             spine.set_linewidth(0.3)
     present = [c for c in scheme.classes]
-    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(c.rgb) / 255) for c in present]
-    fig.legend([*handles, plt.Rectangle((0, 0), 1, 1, fc="white", ec="grey")],
+    handles = [Rectangle((0, 0), 1, 1, color=np.array(c.rgb) / 255) for c in present]
+    fig.legend([*handles, Rectangle((0, 0), 1, 1, fc="white", ec="grey")],
                [*(c.name for c in present), "unlabelled"], loc="lower center", ncol=min(len(present) + 1, 9),
                fontsize=7, frameon=False)  # fmt: skip
     fig.suptitle(
@@ -127,7 +130,6 @@ def real_and_synthetic(train: ChipSet, syn: ChipSet, scheme: ClassScheme, path: 
     fig.subplots_adjust(bottom=0.06, top=0.95, hspace=0.08, wspace=0.05)
     with replacing(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -137,7 +139,7 @@ def band_histograms(train: ChipSet, held: ChipSet, syn: ChipSet, path: Path, pix
         (_pixels(s.x, valid_pixels(s.dn), pixels, rng), s.name, c)
         for s, c in ((train, REAL), (held, HELD), (syn, SYN))
     ]
-    fig, axes = plt.subplots(3, 5, figsize=(14, 7.5))
+    fig, axes = _subplots(3, 5, figsize=(14, 7.5))
     bins = np.linspace(-1, 1, 41)
     for b, ax in enumerate(axes.ravel()):
         if b >= S2.count:
@@ -153,7 +155,7 @@ def band_histograms(train: ChipSet, held: ChipSet, syn: ChipSet, path: Path, pix
 
 
 def index_histograms(dists: dict[str, dict[str, np.ndarray]], path: Path) -> str:
-    fig, axes = plt.subplots(1, len(INDICES), figsize=(12, 3.2))
+    fig, axes = _subplots(1, len(INDICES), figsize=(12, 3.2))
     bins = np.linspace(-1, 1, 61)
     colours = {0: REAL, 1: HELD, 2: SYN}
     for ax, name in zip(axes, INDICES, strict=True):
@@ -166,7 +168,7 @@ def index_histograms(dists: dict[str, dict[str, np.ndarray]], path: Path) -> str
 
 
 def correlation_figure(real: np.ndarray, syn: np.ndarray, path: Path) -> str:
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    fig, axes = _subplots(1, 3, figsize=(13, 4))
     for ax, m, title, cmap, lim in (
         (axes[0], real, "real training chips", "viridis", (-1, 1)),
         (axes[1], syn, "synthetic chips", "viridis", (-1, 1)),
@@ -181,7 +183,7 @@ def correlation_figure(real: np.ndarray, syn: np.ndarray, path: Path) -> str:
 
 
 def novelty_figure(result: dict, path: Path) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = _subplots(figsize=(7, 3.5))
     syn, held = np.asarray(result["synthetic"]), np.asarray(result["held_out"])
     top = max(syn.max(), held.max())
     bins = np.linspace(0, top * 1.05 + 1e-9, 41)
@@ -197,7 +199,7 @@ def copies_figure(syn: ChipSet, train: ChipSet, copies: list[dict], path: Path, 
     copies = [c for c in copies if c["id"] in syn.ids][:n]
     if not copies:
         return None
-    fig, axes = plt.subplots(2, len(copies), figsize=(1.8 * len(copies), 4), squeeze=False)
+    fig, axes = _subplots(2, len(copies), figsize=(1.8 * len(copies), 4), squeeze=False)
     for i, c in enumerate(copies):
         axes[0, i].imshow(composite(syn.dn[syn.ids.index(c["id"])]))
         axes[0, i].set_title(f"{c['id']}\nd={c['distance']:.3f}", fontsize=6)
@@ -212,7 +214,7 @@ def copies_figure(syn: ChipSet, train: ChipSet, copies: list[dict], path: Path, 
 
 
 def encoder_figure(record: dict, path: Path) -> str:
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = _subplots(figsize=(5, 3))
     steps, loss = zip(*record["curve"], strict=True) if record["curve"] else ((), ())
     ax.plot(steps, loss)
     ax.set_xlabel("step")
@@ -223,7 +225,7 @@ def encoder_figure(record: dict, path: Path) -> str:
 
 
 def usefulness_figure(table: dict, path: Path) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = _subplots(figsize=(7, 3.5))
     keys = list(table["configs"])
     for i, k in enumerate(keys):
         for j, metric in enumerate(("miou", "minority_iou")):
