@@ -42,41 +42,40 @@ OSM_CLASSES = [
 ]  # fmt: skip
 SCHEME_FILE = "osm_landuse.yaml"
 
-# The dual GAN in miniature: the options of each stage, exactly as the stage's command takes them.
-_TINY = {"batch_size": 8, "sample_every": 50, "checkpoint_every": 50, "log_every": 10, "ema_images": 200,
-         "lr_g": 1e-3, "lr_d": 2e-3}  # fmt: skip
-PROCEDURAL_STAGES: dict[str, dict] = {
-    "tile": {"size": CHIP, "min_valid": 0.5},
-    "masks": {
-        "stage": "train", "model": "mask-gan", "steps": 100, "resolution": CHIP, "z_dim": 8, "num_up": 3,
-        "channels": 16, "d_channels": 16, "d_layers": 3, **_TINY,
-    },
-    "images": {
-        "stage": "train", "model": "spade", "steps": 150, "channels": 8, "z_dim": 8, "num_up": 3,
-        "spade_hidden": 16, "d_channels": 16, "d_layers": 3, "num_d": 2, **_TINY,
-    },
-    "generate": {"n": 16, "batch_size": 8, "seed": 0, "mask_run": "masks"},
-    "evaluate": {"max_tiles": 64, "encoder_steps": 20, "encoder_width": 8, "pixels": 2000, "swd_patches": 8,
-                 "device": "cpu"},
-}  # fmt: skip
+def _dual_gan(tile: dict, schedule: dict, masks: dict, images: dict, generate: dict, evaluate: dict) -> dict:
+    """The demo's stages (tile, mask GAN, SPADE, generate, evaluate), options as the commands take them."""
+    common = {"num_up": 3, "d_layers": 3, **schedule}
+    return {
+        "tile": tile,
+        "masks": {"stage": "train", "model": "mask-gan", "resolution": CHIP, **common, **masks},
+        "images": {"stage": "train", "model": "spade", "num_d": 2, **common, **images},
+        "generate": {"seed": 0, "mask_run": "masks", "batch_size": schedule["batch_size"], **generate},
+        "evaluate": {"device": "cpu", **evaluate},
+    }
 
-# The real scene: 1152 chips of 32 px; sized so that both GANs train in a few minutes on 2 cores.
-_REAL = {"batch_size": 16, "sample_every": 200, "checkpoint_every": 200, "log_every": 20, "ema_images": 2000,
-         "lr_g": 5e-4, "lr_d": 1e-3, "mask_role": "lc"}  # fmt: skip
-REAL_STAGES: dict[str, dict] = {
-    "tile": {"size": CHIP, "split": "auto"},
-    "masks": {
-        "stage": "train", "model": "mask-gan", "steps": 800, "resolution": CHIP, "z_dim": 16, "num_up": 3,
-        "channels": 16, "d_channels": 32, "d_layers": 3, **_REAL,
-    },
-    "images": {
-        "stage": "train", "model": "spade", "steps": 500, "channels": 16, "z_dim": 16, "num_up": 3,
-        "spade_hidden": 32, "d_channels": 32, "d_layers": 3, "num_d": 2, **_REAL,
-    },
-    "generate": {"n": 128, "batch_size": 16, "seed": 0, "mask_run": "masks"},
-    "evaluate": {"max_tiles": 800, "encoder_steps": 100, "encoder_width": 16, "pixels": 20000,
-                 "swd_patches": 16, "device": "cpu"},
-}  # fmt: skip
+
+# The dual GAN in miniature, on procedural scenes: for seeing every stage work in under a minute.
+PROCEDURAL_STAGES = _dual_gan(
+    tile={"size": CHIP, "min_valid": 0.5},
+    schedule={"batch_size": 8, "sample_every": 50, "checkpoint_every": 50, "log_every": 10, "ema_images": 200,
+              "lr_g": 1e-3, "lr_d": 2e-3},
+    masks={"steps": 100, "z_dim": 8, "channels": 16, "d_channels": 16},
+    images={"steps": 150, "channels": 8, "z_dim": 8, "spade_hidden": 16, "d_channels": 16},
+    generate={"n": 16},
+    evaluate={"max_tiles": 64, "encoder_steps": 20, "encoder_width": 8, "pixels": 2000, "swd_patches": 8},
+)  # fmt: skip
+
+# The real scene: 1152 chips of 32 px; sized so that both GANs train in about four minutes on 2 cores.
+REAL_STAGES = _dual_gan(
+    tile={"size": CHIP, "split": "auto"},
+    schedule={"batch_size": 16, "sample_every": 200, "checkpoint_every": 200, "log_every": 20,
+              "ema_images": 2000, "lr_g": 5e-4, "lr_d": 1e-3, "mask_role": "lc"},
+    masks={"steps": 800, "z_dim": 16, "channels": 16, "d_channels": 32},
+    images={"steps": 500, "channels": 16, "z_dim": 16, "spade_hidden": 32, "d_channels": 32},
+    generate={"n": 128},
+    evaluate={"max_tiles": 800, "encoder_steps": 100, "encoder_width": 16, "pixels": 20000,
+              "swd_patches": 16},
+)  # fmt: skip
 STAGES = REAL_STAGES
 
 

@@ -357,6 +357,37 @@ def _write_mask(path: Path, data: np.ndarray, grid: dict, target: ClassScheme, t
         dst.update_tags(**{"GEOGAN_ROLE": MASK_ROLE, "GEOGAN_SCHEME": target.name, **tags})
 
 
+def _target(scheme: str | Path | ClassScheme, background: str | int | None) -> tuple[ClassScheme, int]:
+    """The scheme to burn in and the value of pixels outside every polygon."""
+    target = scheme if isinstance(scheme, ClassScheme) else _scheme(scheme)
+    if background is None:
+        return target, NODATA
+    fill = class_value(background, target)
+    if fill is None:
+        raise ValueError(f"background {background!r} is not a class of scheme {target.name!r}")
+    return target, fill
+
+
+def _usable_polygons(
+    path: Path, column: str, target: ClassScheme, report: RasterizeReport
+) -> gpd.GeoDataFrame:
+    shapes = _polygons(path, column, target, report)
+    if shapes.empty:
+        raise ValueError(f"{path}: no polygon with a class of scheme {target.name!r} in column {column!r}")
+    return shapes
+
+
+def _burn(hits: gpd.GeoDataFrame, grid: dict, fill: int, all_touched: bool) -> np.ndarray:
+    return rasterio.features.rasterize(
+        zip(hits.geometry, hits["value"], strict=True),
+        out_shape=(grid["height"], grid["width"]),
+        transform=grid["transform"],
+        fill=fill,
+        all_touched=all_touched,
+        dtype="uint8",
+    )
+
+
 def rasterize(
     polygons: str | Path,
     tiles: str | Path,
@@ -384,19 +415,10 @@ def rasterize(
     are listed in the returned report and in ``tiles/rasterize_report.json``.
     """
     polygons, tiles = Path(polygons), Path(tiles)
-    target = scheme if isinstance(scheme, ClassScheme) else _scheme(scheme)
-    fill = NODATA
-    if background is not None:
-        fill = class_value(background, target)
-        if fill is None:
-            raise ValueError(f"background {background!r} is not a class of scheme {target.name!r}")
+    target, fill = _target(scheme, background)
     index = read_tile_index(tiles)
     report = RasterizeReport()
-    shapes = _polygons(polygons, column, target, report)
-    if shapes.empty:
-        raise ValueError(
-            f"{polygons}: no polygon with a class of scheme {target.name!r} in column {column!r}"
-        )
+    shapes = _usable_polygons(polygons, column, target, report)
     fingerprint = _fingerprint(shapes, target, fill, all_touched)
     tags = {"GEOGAN_LABELS": fingerprint, "GEOGAN_SOURCE": str(polygons)}
 
@@ -428,14 +450,7 @@ def rasterize(
                 data = src.read(1)
             log.debug("up to date: %s", path)
         else:
-            data = rasterio.features.rasterize(
-                zip(hits.geometry, hits["value"], strict=True),
-                out_shape=(grid["height"], grid["width"]),
-                transform=grid["transform"],
-                fill=fill,
-                all_touched=all_touched,
-                dtype="uint8",
-            )
+            data = _burn(hits, grid, fill, all_touched)
             _write_mask(path, data, grid, target, tags)
             report.written += 1
             log.debug("wrote %s (%d polygons)", path, len(hits))
@@ -476,18 +491,9 @@ def rasterize_scene(
     from the same polygons, classes and options onto the same grid is left as it is.
     """
     polygons, like, out = Path(polygons), Path(like), Path(out)
-    target = scheme if isinstance(scheme, ClassScheme) else _scheme(scheme)
-    fill = NODATA
-    if background is not None:
-        fill = class_value(background, target)
-        if fill is None:
-            raise ValueError(f"background {background!r} is not a class of scheme {target.name!r}")
+    target, fill = _target(scheme, background)
     report = RasterizeReport()
-    shapes = _polygons(polygons, column, target, report)
-    if shapes.empty:
-        raise ValueError(
-            f"{polygons}: no polygon with a class of scheme {target.name!r} in column {column!r}"
-        )
+    shapes = _usable_polygons(polygons, column, target, report)
     try:
         with rasterio.open(like) as src:
             grid = {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height}
@@ -507,14 +513,7 @@ def rasterize_scene(
     if out.exists() and _tag(out, "GEOGAN_LABELS") == fingerprint:
         report.up_to_date = 1
         return report
-    data = rasterio.features.rasterize(
-        zip(hits.geometry, hits["value"], strict=True),
-        out_shape=(grid["height"], grid["width"]),
-        transform=grid["transform"],
-        fill=fill,
-        all_touched=all_touched,
-        dtype="uint8",
-    )
+    data = _burn(hits, grid, fill, all_touched)
     written = {"GEOGAN_ROLE": "labels", "GEOGAN_LABELS": fingerprint, "GEOGAN_SOURCE": str(polygons)}
     _write_mask(out, data, grid, target, {**written, **(tags or {})})
     report.written = 1
