@@ -114,6 +114,14 @@ def sensor(role: str) -> Sensor:
         raise KeyError(f"unknown role {role!r}; roles are {', '.join(SENSORS)}") from None
 
 
+def _valid(band: np.ndarray, s: Sensor) -> np.ndarray:
+    """Pixels of ``band`` that hold a value: finite and not the sensor's nodata."""
+    valid = np.isfinite(band)
+    if s.nodata is not None and not np.isnan(s.nodata):
+        valid &= band != s.nodata
+    return valid
+
+
 def composite(
     image: np.ndarray,
     bands: tuple[str, str, str] = TRUE_COLOUR,
@@ -134,9 +142,7 @@ def composite(
     out = np.zeros((*image.shape[1:], 3), dtype=np.uint8)
     for i, name in enumerate(bands):
         band = image[s.index(name)].astype(np.float64)
-        valid = np.isfinite(band)
-        if s.nodata is not None and not np.isnan(s.nodata):
-            valid &= band != s.nodata
+        valid = _valid(band, s)
         if not valid.any():
             continue
         lo, hi = np.percentile(band[valid], percentiles) if limits is None else limits[i]
@@ -156,8 +162,6 @@ def stretch_limits(
     out = np.zeros((3, 2))
     for i, name in enumerate(bands):
         band = images[:, s.index(name)].astype(np.float64)
-        valid = np.isfinite(band)
-        if s.nodata is not None and not np.isnan(s.nodata):
-            valid &= band != s.nodata
+        valid = _valid(band, s)
         out[i] = np.percentile(band[valid], percentiles) if valid.any() else (0, 1)
     return out

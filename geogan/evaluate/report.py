@@ -60,6 +60,25 @@ def _save(fig, path: Path) -> str:
 # -- figures --------------------------------------------------------------------------------------------
 
 
+def _limits(ref: ChipSet) -> dict[tuple[str, str, str], np.ndarray]:
+    """One colour stretch for every picture drawn on ``ref``'s chips (as QGIS shows one layer)."""
+    return {bands: stretch_limits(ref.dn, bands) for bands in (TRUE_COLOUR, FALSE_COLOUR)}
+
+
+def _draw_chips(axes, chips: ChipSet, scheme: ClassScheme, limits: dict) -> None:
+    """True colour, false colour and (where there are masks) mask of each chip down ``axes``'s columns."""
+    for i in range(len(chips)):
+        axes[0, i].imshow(composite(chips.dn[i], TRUE_COLOUR, limits=limits[TRUE_COLOUR]))
+        axes[1, i].imshow(composite(chips.dn[i], FALSE_COLOUR, limits=limits[FALSE_COLOUR]))
+        if chips.mask is not None:
+            shown = scheme.colourise(scheme.to_value(chips.mask[i]))
+            shown[chips.mask[i] < 0] = 255  # unlabelled: white
+            axes[2, i].imshow(shown, interpolation="nearest")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
 def sample_grid(
     chips: ChipSet, scheme: ClassScheme, path: Path, n: int = 8, like: ChipSet | None = None
 ) -> str:
@@ -68,24 +87,14 @@ def sample_grid(
     The colours are stretched over ``like``'s chips (default: these), one stretch for all, so
     that grids of real and synthetic chips drawn with the same ``like`` compare as QGIS shows them.
     """
-    n = min(n, len(chips))
-    ref = (like or chips).dn
-    limits = {bands: stretch_limits(ref, bands) for bands in (TRUE_COLOUR, FALSE_COLOUR)}
+    shown = chips.subset(np.arange(min(n, len(chips))))
     rows = 3 if chips.mask is not None else 2
-    fig, axes = _subplots(rows, n, figsize=(1.6 * n, 1.7 * rows), squeeze=False)
-    for i in range(n):
-        axes[0, i].imshow(composite(chips.dn[i], TRUE_COLOUR, limits=limits[TRUE_COLOUR]))
-        axes[1, i].imshow(composite(chips.dn[i], FALSE_COLOUR, limits=limits[FALSE_COLOUR]))
-        if chips.mask is not None:
-            shown = scheme.colourise(scheme.to_value(chips.mask[i]))
-            shown[chips.mask[i] < 0] = 255
-            axes[2, i].imshow(shown, interpolation="nearest")
-        axes[0, i].set_title(chips.ids[i][-18:], fontsize=6)
+    fig, axes = _subplots(rows, len(shown), figsize=(1.6 * len(shown), 1.7 * rows), squeeze=False)
+    _draw_chips(axes, shown, scheme, _limits(like if like is not None else chips))
+    for i, name in enumerate(shown.ids):
+        axes[0, i].set_title(name[-18:], fontsize=6)
     for r, label in enumerate(["true colour", "false colour (B08 B04 B03)", "mask"][:rows]):
         axes[r, 0].set_ylabel(label, fontsize=7)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
     fig.suptitle(chips.name, fontsize=9)
     return _save(fig, path)
 
@@ -93,43 +102,32 @@ def sample_grid(
 def real_and_synthetic(train: ChipSet, syn: ChipSet, scheme: ClassScheme, path: Path, n: int = 8) -> Path:
     """One picture: ``n`` real training chips above ``n`` synthetic pairs (true colour, false colour,
     mask; unlabelled in white), each set's most-labelled chips, all on the real chips' stretch."""
-    limits = {bands: stretch_limits(train.dn, bands) for bands in (TRUE_COLOUR, FALSE_COLOUR)}
     picked = []
     for chips in (train, syn):
         labelled = (chips.mask >= 0).mean((1, 2)) if chips.mask is not None else np.ones(len(chips))
         picked.append(chips.subset(np.argsort(-labelled, kind="stable")[:n]))
     n = max(len(c) for c in picked)
     fig, axes = _subplots(6, n, figsize=(1.6 * n, 10.4), squeeze=False)
+    limits = _limits(train)
     for block, chips in enumerate(picked):
-        for i in range(len(chips)):
-            r = 3 * block
-            axes[r, i].imshow(composite(chips.dn[i], TRUE_COLOUR, limits=limits[TRUE_COLOUR]))
-            axes[r + 1, i].imshow(composite(chips.dn[i], FALSE_COLOUR, limits=limits[FALSE_COLOUR]))
-            if chips.mask is not None:
-                shown = scheme.colourise(scheme.to_value(chips.mask[i]))
-                shown[chips.mask[i] < 0] = 255
-                axes[r + 2, i].imshow(shown, interpolation="nearest")
+        _draw_chips(axes[3 * block : 3 * block + 3], chips, scheme, limits)
         name = "real" if block == 0 else "synthetic"
         for r, label in enumerate(["true colour", "false colour", "mask"]):
             axes[3 * block + r, 0].set_ylabel(f"{name}\n{label}", fontsize=7)
     for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_linewidth(0.3)
-    present = [c for c in scheme.classes]
-    handles = [Rectangle((0, 0), 1, 1, color=np.array(c.rgb) / 255) for c in present]
+    handles = [Rectangle((0, 0), 1, 1, color=np.array(c.rgb) / 255) for c in scheme.classes]
     fig.legend([*handles, Rectangle((0, 0), 1, 1, fc="white", ec="grey")],
-               [*(c.name for c in present), "unlabelled"], loc="lower center", ncol=min(len(present) + 1, 9),
-               fontsize=7, frameon=False)  # fmt: skip
+               [*(c.name for c in scheme.classes), "unlabelled"], loc="lower center",
+               ncol=min(len(scheme.classes) + 1, 9), fontsize=7, frameon=False)  # fmt: skip
     fig.suptitle(
         f"{train.name} chips (top) and synthetic pairs (bottom), the most-labelled {n} of each; "
         "one colour stretch (the real chips' 2-98 %)",
         fontsize=8,
     )
     fig.subplots_adjust(bottom=0.06, top=0.95, hspace=0.08, wspace=0.05)
-    with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
+    _save(fig, path)
     return path
 
 
