@@ -39,7 +39,7 @@ from rasterio.windows import Window
 from geogan.bands import S2
 from geogan.config import TileOptions
 from geogan.sample import CRS_DEMO, scene_transform
-from geogan.tiling import PRELOAD, tile
+from geogan.tiling import tile
 
 CHIP = 256
 
@@ -108,7 +108,7 @@ def geogan_run(scene: Path, out: Path, workers: int, level: int) -> tuple[float,
 
     options = TileOptions(sources=[f"s2={scene}"], out=out, size=CHIP, workers=workers, min_valid=0.0,
                           zstd_level=level)  # fmt: skip
-    with local_cluster(workers, preload=PRELOAD) as cluster:  # as `geogan tile` starts it
+    with local_cluster(workers) as cluster:  # as `geogan tile` starts it
         with Client(cluster) as client:
             first = tile(options, client=client, progress=False)
             assert first.ok and first.written > 0, first

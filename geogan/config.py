@@ -37,7 +37,10 @@ class TileOptions(StageOptions):
     """``geogan tile``: cut scenes into chips in the SEN12MS layout, with an index and band stats."""
 
     sources: list[str] = Field(
-        ..., min_length=1, description="SEN12MS folders, or s2=PATH / s1=PATH / labels=PATH (globs allowed)"
+        ...,
+        min_length=1,
+        description="SEN12MS folders, or s2=PATH s1=PATH labels=PATH per scene (globs, VRTs, /vsicurl/ "
+        "work), or @FILE: the sources listed in FILE, one a line (geogan fetch writes sources.txt so)",
     )
     out: Path = Field(..., description="folder the chips, index.gpkg and stats.json are written into")
     size: int = Field(256, ge=16, le=4096, description="chip width and height in pixels")
@@ -86,7 +89,9 @@ class TileOptions(StageOptions):
     )
     workers: int = Field(2, ge=1, description="Dask worker processes of the local cluster")
     threads: int = Field(1, ge=1, description="threads per Dask worker")
-    scheduler: str | None = Field(None, description="address of an existing Dask scheduler to use instead")
+    scheduler: str | None = Field(
+        None, description="address (or scheduler file .json) of a running Dask scheduler to use instead"
+    )
 
 
 class TrainOptions(StageOptions):
@@ -195,7 +200,9 @@ class GenerateOptions(StageOptions):
     checkpoint: Path | None = Field(None, description="checkpoint to use (default: the run's newest)")
     device: str = Field("cpu", description="torch device of the model: cpu, cuda, cuda:1 ...")
     workers: int = Field(2, ge=1, description="Dask worker processes that write the files")
-    scheduler: str | None = Field(None, description="address of an existing Dask scheduler to use instead")
+    scheduler: str | None = Field(
+        None, description="address (or scheduler file .json) of a running Dask scheduler to use instead"
+    )
     masks: Path | None = Field(
         None, description="folder of mask GeoTIFFs (real mask chips, rasterised polygons) to condition on"
     )
@@ -205,7 +212,9 @@ class GenerateOptions(StageOptions):
     )
     mask_run: Path | None = Field(None, description="mask-GAN run folder (stage I) that makes the masks")
     min_class: dict[str, float] = Field(
-        {}, description="minimum class fractions of the masks, {class name or id: fraction}"
+        {},
+        description="minimum class fractions of the masks, NAME=FRACTION (class name or id; repeatable)",
+        json_schema_extra={"example": "Forest=0.3"},
     )
 
     @field_validator("min_class", mode="before")
@@ -403,7 +412,9 @@ class StacSource(_RemoteSource):
     collection: str = Field("sentinel-2-l1c", description="collection to search")
     assets: dict[str, str] = Field(
         default_factory=dict,
-        description="band -> asset key where the collection names its assets in its own way (B8A: nir08)",
+        description="BAND=KEY: a band's asset key where the collection names its assets in its own way "
+        "(repeatable)",
+        json_schema_extra={"example": "B8A=nir08"},
     )
     harmonize: bool = Field(
         True,
@@ -415,6 +426,26 @@ class StacSource(_RemoteSource):
     @classmethod
     def _plain_url(cls, value: str) -> str:
         return _no_userinfo(value, "url")
+
+
+class QgisInstallOptions(StageOptions):
+    """``geogan qgis install``: the QGIS plugin into a QGIS profile, enabled."""
+
+    config_dir: Path | None = Field(
+        None,
+        description="QGIS settings folder (default: $QGIS_CUSTOM_CONFIG_PATH, else "
+        "~/.local/share/QGIS/QGIS3)",
+    )
+    profile: str = Field("default", description="QGIS user profile to install into")
+    enable: bool = Field(
+        True, description="enable the plugin there (through qgis_process, where QGIS is found)"
+    )
+
+
+class QgisPackageOptions(StageOptions):
+    """``geogan qgis package``: the QGIS plugin as a zip for QGIS's plugin manager."""
+
+    out: Path = Field(Path("geogan_processing.zip"), description="zip file to write")
 
 
 class EvaluateOptions(StageOptions):
@@ -491,7 +522,9 @@ Source = Annotated[
 class ClusterOptions(StageOptions):
     """The Dask cluster the pipeline's Dask stages (tile, generate) share."""
 
-    scheduler: str | None = Field(None, description="address of a running Dask scheduler (tcp://host:8786)")
+    scheduler: str | None = Field(
+        None, description="a running Dask scheduler: its address (tcp://host:8786) or scheduler file (.json)"
+    )
     workers: int = Field(2, ge=1, description="worker processes of the local cluster made otherwise")
     threads: int = Field(1, ge=1, description="threads per local worker")
 

@@ -42,6 +42,7 @@ OSM_CLASSES = [
 ]  # fmt: skip
 SCHEME_FILE = "osm_landuse.yaml"
 
+
 def _dual_gan(tile: dict, schedule: dict, masks: dict, images: dict, generate: dict, evaluate: dict) -> dict:
     """The demo's stages (tile, mask GAN, SPADE, generate, evaluate), options as the commands take them."""
     common = {"num_up": 3, "d_layers": 3, **schedule}

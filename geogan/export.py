@@ -43,7 +43,6 @@ from rasterio.enums import ColorInterp
 from rasterio.io import MemoryFile
 from rasterio.transform import Affine, array_bounds
 from rasterio.warp import transform_geom
-from rich.progress import Progress
 from rio_cogeo.cogeo import cog_translate, cog_validate
 from rio_cogeo.profiles import cog_profiles
 from shapely.geometry import box, mapping, shape
@@ -52,6 +51,7 @@ import geogan
 from geogan.bands import S2, Sensor
 from geogan.files import COPYRIGHT, MARK, DiskFullError, reads_back, replacing, temporary_name, write_text
 from geogan.labels import NODATA, ClassScheme
+from geogan.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -22,20 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from geogan.errors import DiskFullError, LockError
+
 MARK = ".geogan-tmp"
 LOW_SPACE = 1 << 20  # bytes: a failed write with less free space than this is taken as disk full
-
-
-class LockError(RuntimeError):
-    """Another geogan run holds the lock of the folder this one writes."""
-
-
-class DiskFullError(OSError):
-    """The disk ran out of space while geogan wrote a file; what was there before is kept."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.errno = errno.ENOSPC
 
 
 def temporary_name(path: Path) -> Path:
@@ -179,6 +169,7 @@ def folder_lock(path: Path, what: str) -> Iterator[Path]:
         os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
 
 #: The GDAL metadata item (a TIFF tag) holding a raster's attribution, e.g. "Contains modified
 #: Copernicus Sentinel data 2017": tiling copies a source's into its chips and ``stats.json``,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +40,7 @@ import torch
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
-from geogan import export
+from geogan import cluster, export
 from geogan.bands import LC, S2
 from geogan.config import GenerateOptions
 from geogan.datasets import mask_scheme
@@ -457,27 +457,8 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
     options.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if client is None:
-            client = stack.enter_context(_client(options))
+            client = stack.enter_context(cluster.client(options.scheduler, options.workers))
         summary.written = export.write_pairs(options.out, batches, provenance, client, total=options.n)
     log.info("wrote %d pairs, skipped %d already on disk", summary.written, summary.skipped)
     summary.collections = export.write_collections(options.out, provenance)
     return summary
-
-
-@contextmanager
-def _client(options: GenerateOptions) -> Iterator:
-    """A client of the scheduler at ``options.scheduler``, else of a local cluster, closed after."""
-    from distributed import Client
-
-    from geogan.cluster import connect, local_cluster
-
-    if options.scheduler:
-        log.info("connecting to the Dask scheduler at %s", options.scheduler)
-        with connect(options.scheduler) as client:
-            yield client
-        return
-    with (
-        local_cluster(options.workers) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client

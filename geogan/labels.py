@@ -24,9 +24,9 @@ import rasterio.features
 import shapely
 import shapely.validation
 import yaml
-from rich.progress import track
 
 from geogan.files import replacing
+from geogan.progress import track
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import Affine
-from rich.progress import track
 from scipy.ndimage import gaussian_filter
 
 from geogan.bands import LC, S1, S2, Sensor
 from geogan.files import replacing
+from geogan.progress import track
 
 CRS_DEMO = CRS.from_epsg(32630)
 ORIGIN = (440_000.0, 6_490_000.0)  # upper-left corner of scene 1 (Flow Country, UTM 30N)

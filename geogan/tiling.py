@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from rasterio.windows import Window
 import geogan
 from geogan.bands import SENSORS
 from geogan.config import TileOptions
+from geogan.errors import InputError, NotWritable
 from geogan.files import COPYRIGHT, DiskFullError, folder_lock, replacing, sweep, temporary_name, write_text
 from geogan.scenes import Scene, find_scenes
 
@@ -58,7 +60,6 @@ STATE = ".geogan"  # task records live in DIR/.geogan/tasks
 LOCK = "lock"  # DIR/.geogan/lock, held while a run writes the folder
 FOLDER = "folder.json"  # DIR/.geogan/folder.json: the chip size and the scenes the folder holds
 RESAMPLING = {"s1": Resampling.bilinear, "lc": Resampling.nearest}
-PRELOAD = (__name__,)  # what the workers of the LocalCluster `geogan tile` starts import as they start
 # Percentiles of each task (0.1 % steps in the tails, 1 % between), merged into p01 / p99.
 QS = np.unique(np.concatenate([np.linspace(0, 5, 51), np.linspace(5, 95, 91), np.linspace(95, 100, 51)]))
 PERCENTILE_METHOD = (
@@ -69,7 +70,7 @@ PERCENTILE_METHOD = (
 )
 
 
-class SceneError(ValueError):
+class SceneError(InputError):
     """A scene cannot be tiled; the message names the file (``path``) and the problem."""
 
     def __init__(self, path: str, problem: str):
@@ -700,31 +701,23 @@ def write_lists(out: Path, chips: list[dict], split: dict[str, str]) -> None:
 
 
 class _Cluster:
-    """The Dask client of a run: the one given, else one made (by address or local) when first needed."""
+    """The Dask client of a run: the one given, else one of :func:`geogan.cluster.client` made when
+    first needed (no scene to tile, no cluster started) and closed with the run."""
 
     def __init__(self, options: TileOptions, client=None):
-        self.options, self.client, self.own = options, client, []
+        self.options, self.client, self.own = options, client, ExitStack()
 
     def get(self):
         if self.client is None:
-            from distributed import Client
+            from geogan.cluster import client
 
-            from geogan.cluster import connect, local_cluster
-
-            if self.options.scheduler:
-                log.info("connecting to the Dask scheduler at %s", self.options.scheduler)
-                self.client = connect(self.options.scheduler)
-                self.own = [self.client]
-            else:
-                cluster = local_cluster(self.options.workers, self.options.threads, preload=PRELOAD)
-                self.client = Client(cluster)
-                self.own = [self.client, cluster]
-            log.info("Dask: %s", self.client)
+            self.client = self.own.enter_context(
+                client(self.options.scheduler, self.options.workers, self.options.threads)
+            )
         return self.client
 
     def close(self) -> None:
-        for thing in self.own:
-            thing.close()
+        self.own.close()
 
 
 def _check_output(out: Path) -> None:
@@ -734,7 +727,7 @@ def _check_output(out: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise SceneError(str(out), f": the output folder is not writable ({err.strerror or err})") from None
+        raise NotWritable(out, err.strerror or str(err)) from None
 
 
 def _shape(options: TileOptions) -> dict[str, Any]:
@@ -835,7 +828,9 @@ def _done(out: Path, task: dict, record: dict | None) -> bool:
 def _run(tasks: list[dict], out: Path, options: TileOptions, cluster: _Cluster, progress: bool) -> list[dict]:
     from distributed import as_completed
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+
+    from geogan.progress import Progress
 
     client = cluster.get()
     opts = {"size": options.size, "min_valid": options.min_valid, "min_labelled": options.min_labelled,

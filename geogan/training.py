@@ -43,13 +43,15 @@ import numpy as np
 import torch
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geogan.bands import FALSE_COLOUR, S2, TRUE_COLOUR, composite
 from geogan.config import TrainOptions
+from geogan.errors import InputError
 from geogan.files import replacing
+from geogan.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ RESUMABLE = frozenset(
 EMA_RAMPUP = 0.05  # early on, the EMA half-life is at most this fraction of the images seen
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be read or does not fit the model; the message names the file."""
 
 
@@ -732,7 +734,7 @@ def train(
         del state
     try:
         with progress:
-            bar = progress.add_task("train", total=options.steps, completed=start, metrics="")
+            bar = progress.add_task(f"train {task}", total=options.steps, completed=start, metrics="")
             for step, batch in enumerate(loader, start=start):
                 for module in modules.values():
                     module.train()

@@ -479,3 +479,39 @@ def test_a_rerun_that_drops_chips_removes_their_files(tmp_path):
     assert geogan(*args, "--min-valid", "0.9").returncode == 0
     assert len(list(out.rglob("*_s2_*.tif"))) == 2
     _consistent(out)
+
+
+@pytest.fixture(scope="module")
+def read_only(tmp_path_factory):
+    """A read-only tmpfs (needs root: root may write anywhere else); skipped, with why, where it cannot be."""
+    mount = tmp_path_factory.mktemp("read-only")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({done.stderr.decode().strip() or 'mount failed'})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+PIPELINE = Path(__file__).parents[1] / "pipeline" / "demo.yaml"
+READ_ONLY = [  # (command, its arguments with {ro}, {tiles} and {run}): each told to write into {ro}
+    ("run", ["run", str(PIPELINE), "--out", "{ro}"]),
+    ("run, a new folder", ["run", str(PIPELINE), "--out", "{ro}/new"]),
+    ("tile", ["tile", "{tiles}/../src", "--out", "{ro}/t", "--size", "32", "--workers", "1"]),
+    ("train", ["train", "spade", "--tiles", "{tiles}", "--out", "{ro}/r", "--steps", "1"]),
+    ("generate", ["generate", "--run", "{run}", "-n", "2", "--out", "{ro}/g", "--like", "{tiles}",
+                  "--workers", "1"]),
+    ("evaluate", ["evaluate", "--real", "{tiles}", "--synthetic", "{tiles}", "--out", "{ro}/e"]),
+    ("demo", ["demo", "--procedural", "--out", "{ro}/d"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "args"), READ_ONLY, ids=[c[0] for c in READ_ONLY])
+def test_a_read_only_output_folder_is_a_clear_error(name, args, read_only, tiles, spade_run):
+    """Every command told to write where it may not: exit 2 naming the folder, no traceback."""
+    before = snapshot(tiles)
+    result = geogan(*(a.format(ro=read_only, tiles=tiles, run=spade_run) for a in args))
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2, f"{name}: {result.stderr[-2000:]}"
+    assert "Traceback" not in result.stderr
+    assert f"{read_only}" in message and "cannot write here (Read-only file system)" in message, message[-800:]
+    assert snapshot(tiles) == before and not list(read_only.iterdir())

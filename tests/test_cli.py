@@ -1,15 +1,29 @@
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 import rasterio
+import typer
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
 import geogan
-from geogan.cli import app, option_errors
-from geogan.config import GenerateOptions, TileOptions
+from geogan.cli import app
+from geogan.config import (
+    DemoOptions,
+    EvaluateOptions,
+    GenerateOptions,
+    MaskGANOptions,
+    MSGStyleGANOptions,
+    RasterizeOptions,
+    SentinelHubSource,
+    SpadeOptions,
+    StacSource,
+    TileOptions,
+)
+from geogan.errors import option_errors
 
 runner = CliRunner()
 
@@ -82,10 +96,63 @@ def test_option_errors_name_the_dashed_option_and_give_errors_of_options_togethe
     )
 
 
-def test_option_help_shows_defaults_written_in_brackets():
-    """Rich reads "[default: size]" as markup and drops it; the help escapes it."""
-    result = runner.invoke(app, ["tile", "--help"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0
-    assert "Pixels between chip origins [default: size]." in result.output
-    result = runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "200"})
-    assert "Checkpoint [default: the newest]." in result.output
+# Each command and the options model it is made from (geogan.flags), with the flags named otherwise.
+MODELS = {
+    "demo": (DemoOptions, {}),
+    "tile": (TileOptions, {"sources": "SOURCES"}),
+    "labels rasterize": (RasterizeOptions, {"polygons": "POLYGONS"}),
+    "train msg-stylegan": (MSGStyleGANOptions, {}),
+    "train spade": (SpadeOptions, {}),
+    "train mask-gan": (MaskGANOptions, {}),
+    "generate": (GenerateOptions, {"n": "-n"}),
+    "evaluate": (EvaluateOptions, {}),
+    "fetch sentinelhub": (SentinelHubSource, {"sensors": "--sensor", "kind": None}),
+    "fetch stac": (StacSource, {"assets": "--asset", "kind": None}),
+}
+NOT_MODELLED = {"run", "schedule"}  # they take a pipeline file, whose stages have the models
+
+
+def _commands(group, prefix: str = "") -> list[str]:
+    found = []
+    for name, cmd in group.commands.items():
+        found += _commands(cmd, f"{prefix}{name} ") if hasattr(cmd, "commands") else [prefix + name]
+    return found
+
+
+def test_every_command_is_made_from_an_options_model():
+    assert set(_commands(typer.main.get_command(app))) == set(MODELS) | NOT_MODELLED
+
+
+@pytest.mark.parametrize("command", sorted(MODELS))
+def test_help_lists_every_field_of_the_commands_model_with_its_default(command):
+    model, names = MODELS[command]
+    result = runner.invoke(app, [*command.split(), "--help"], env={"COLUMNS": "320"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name, field in model.model_fields.items():
+        shown = names.get(name, "--" + name.replace("_", "-"))
+        if shown is None:  # a field the command sets itself (a source's kind)
+            continue
+        [line] = [line for line in lines if re.match(rf"^[│ *]*{re.escape(shown)}[ /]", line)]
+        assert field.description and field.description[1:] in line, (name, line)
+        default = field.get_default(call_default_factory=True)
+        if not field.is_required() and default not in (None, {}, ()) and not isinstance(default, bool | tuple):
+            assert f"[default: {default}]" in line, (name, line)
+        if field.is_required():
+            assert "[required]" in line, (name, line)
+    assert any("--config" in line for line in lines)
+
+
+def test_flags_win_over_the_config_file_and_its_errors_name_it(tmp_path):
+    config = tmp_path / "tile.yaml"
+    config.write_text("size: 32\nmin_valid: 3\nsplit_block: 2\n")
+    result = runner.invoke(app, ["tile", "s2=a.tif", "--out", str(tmp_path / "t"), "--config", str(config)])
+    assert result.exit_code == 2
+    assert f"{config}: min_valid: Input should be less than or equal to 1" in " ".join(result.output.split())
+    result = runner.invoke(app, ["tile", "s2=a.tif", "--out", str(tmp_path / "t"), "--config", str(config),
+                                 "--min-valid", "5"])  # fmt: skip
+    assert "--min-valid: Input should be less than or equal to 1" in " ".join(result.output.split())
+    config.write_text("sise: 32\n")
+    result = runner.invoke(app, ["tile", "s2=a.tif", "--out", str(tmp_path / "t"), "--config", str(config)])
+    assert result.exit_code == 2 and f"{config}: sise: unknown field" in " ".join(result.output.split())
+    assert not (tmp_path / "t").exists()

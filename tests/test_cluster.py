@@ -165,18 +165,45 @@ def test_geogans_local_cluster_keeps_adaptive_malloc_and_has_no_profiler():
     assert housekeeping == (1000, 2000, 1000)
 
 
-def test_local_cluster_workers_import_the_preloaded_task_module_as_they_start():
-    """`geogan tile`'s workers start with geogan.tiling imported, so no task waits for it."""
+def test_local_cluster_workers_import_the_task_modules_as_they_start():
+    """The local workers start with the stages' task modules imported, so no task waits for them."""
     from geogan.cluster import local_cluster
-    from geogan.tiling import PRELOAD
 
     def imported():
-        return "geogan.tiling" in sys.modules
+        return [m in sys.modules for m in ("geogan.tiling", "geogan.export")]
 
-    with local_cluster(1, preload=PRELOAD) as cluster, Client(cluster) as client:
-        assert list(client.run(imported).values()) == [True]
     with local_cluster(1) as cluster, Client(cluster) as client:
-        assert list(client.run(imported).values()) == [False]
+        assert list(client.run(imported).values()) == [[True, True]]
+
+
+def test_local_workers_log_no_traceback_for_a_heartbeat_to_a_closing_scheduler():
+    """Under load a worker's last heartbeat can meet the scheduler closing; that is no error of the
+    user's run, so the local workers drop that one log record (and keep every other)."""
+    from geogan.cluster import HEARTBEAT_FAILED, local_cluster
+
+    def kept(message):
+        import logging
+
+        record = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, message, None, None)
+        return logging.getLogger("distributed.worker").filter(record)
+
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        assert list(client.run(kept, HEARTBEAT_FAILED + ".").values()) == [False]
+        assert list(client.run(kept, "Compute Failed").values()) == [True]
+
+
+def test_one_client_maker_connects_by_address_or_scheduler_file(cluster):
+    """cluster.client takes an address or a scheduler file (for every stage) and leaves that cluster
+    running."""
+    from geogan.cluster import client
+
+    address, _, scheduler_file = cluster
+    for given in (address, str(scheduler_file)):
+        with client(given) as connected:
+            assert connected.scheduler.address == address
+            assert connected.submit(sum, [1, 2]).result() == 3
+    with client(address) as again:  # still there
+        assert again.submit(sum, [2, 2]).result() == 4
 
 
 def test_local_cluster_serves_nothing_over_http():

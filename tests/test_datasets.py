@@ -33,7 +33,10 @@ from geogan.tiles import split_scenes
 def tiles(tmp_path_factory) -> Path:
     """A tile folder of 4 scenes, 64 chips with s2, s1 and lc (read-only)."""
     return make_tiles(
-        tmp_path_factory.mktemp("datasets"), scenes=4, split="scene", split_fractions=(0.5, 0.25, 0.25),
+        tmp_path_factory.mktemp("datasets"),
+        scenes=4,
+        split="scene",
+        split_fractions=(0.5, 0.25, 0.25),
         split_seed=3,
     )
 
@@ -120,9 +123,7 @@ def test_chip_dataset_samples_are_the_normalised_chips_and_their_classes(tiles):
 
 
 def test_splits_are_by_scene_disjoint_complete_and_seeded(tiles):
-    parts = {
-        s: ChipDataset(tiles, split=s) for s in ("train", "val", "test")
-    }
+    parts = {s: ChipDataset(tiles, split=s) for s in ("train", "val", "test")}
     scenes = {s: set(d.scenes) for s, d in parts.items()}
     chips = {s: set(d.chips) for s, d in parts.items()}
     assert all(scenes.values())

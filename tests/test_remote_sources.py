@@ -514,4 +514,4 @@ def test_cli_fetch_stac(stac_server, tmp_path):
         expected = world_grid("B04", STAC_ITEMS[2].seed, src.transform, src.width, src.height, 10)
         np.testing.assert_array_equal(src.read(4), expected)
     bad = CliRunner().invoke(cli_app, [*args, "--out", str(out), "--asset", "B8A"])
-    assert bad.exit_code == 2 and "--asset: give BAND=KEY" in bad.output
+    assert bad.exit_code == 2 and "--asset: give KEY=VALUE, e.g. --asset B8A=nir08" in bad.output

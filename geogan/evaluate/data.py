@@ -23,12 +23,12 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import rasterio
-from rich.progress import track
 
 from geogan.bands import S2
 from geogan.datasets import ChipDataset, Normalizer, mask_converter
 from geogan.export import INDEX
 from geogan.labels import MASK_ROLE, ClassScheme, read_tile_index
+from geogan.progress import track
 from geogan.tiles import SPLIT_FILE, read_split
 
 log = logging.getLogger(__name__)

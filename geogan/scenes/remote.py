@@ -31,6 +31,7 @@ from rasterio.transform import Affine
 from rasterio.warp import transform_bounds
 
 from geogan.bands import SENSORS
+from geogan.errors import GeoganError
 from geogan.files import write_text
 from geogan.sample import write_raster
 
@@ -40,7 +41,7 @@ MANIFEST = "scenes.json"
 SOURCES = "sources.txt"
 
 
-class RemoteError(RuntimeError):
+class RemoteError(GeoganError, RuntimeError):
     """A remote source failed; the message names the service, the item (if any) and the problem."""
 
 
@@ -213,7 +214,8 @@ def progress(items: Iterable, description: str, enabled: bool, total: int) -> It
         yield from items
         return
     from rich.console import Console
-    from rich.progress import track
+
+    from geogan.progress import track
 
     yield from track(items, description=description, total=total, console=Console(stderr=True))
 
