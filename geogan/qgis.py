@@ -218,10 +218,10 @@ def _params(function, command: tuple[str, ...], main: set[str]) -> list[dict]:
     kinds = {**PATHS, **COMMAND_PATHS.get(command, {})}
     params: list[dict] = []
     if command == ("tile",):  # the sources: layers of the project, or SEN12MS folders and more
-        for role, text in (
-            ("s2", "Sentinel-2 L1C scene"),
-            ("s1", "Sentinel-1 scene (onto the S2 grid)"),
-            ("labels", "Land-cover raster (onto the S2 grid)"),
+        for role, text, what in (
+            ("s2", "Sentinel-2 L1C scene", "13 bands, uint16 digital numbers"),
+            ("s1", "Sentinel-1 scene (onto the S2 grid)", "VV, VH in dB, warped onto the S2 grid"),
+            ("labels", "Land-cover raster (onto the S2 grid)", "class ids of the scheme, onto the S2 grid"),
         ):
             params.append(
                 {
@@ -231,7 +231,7 @@ def _params(function, command: tuple[str, ...], main: set[str]) -> list[dict]:
                     "flag": f"{role}=",
                     "positional": True,
                     "optional": True,
-                    "description": f"{text}: the {role}= source",
+                    "description": f"{what} (geogan tile {role}=PATH)",
                 }
             )
     for name, field in model.model_fields.items():

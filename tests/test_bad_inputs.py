@@ -485,7 +485,9 @@ def test_a_rerun_that_drops_chips_removes_their_files(tmp_path):
 def read_only(tmp_path_factory):
     """A read-only tmpfs (needs root: root may write anywhere else); skipped, with why, where it cannot be."""
     mount = tmp_path_factory.mktemp("read-only")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode:
         pytest.skip(f"cannot mount a read-only tmpfs here ({done.stderr.decode().strip() or 'mount failed'})")
     yield mount
@@ -513,5 +515,7 @@ def test_a_read_only_output_folder_is_a_clear_error(name, args, read_only, tiles
     message = " ".join(result.stderr.split())
     assert result.returncode == 2, f"{name}: {result.stderr[-2000:]}"
     assert "Traceback" not in result.stderr
-    assert f"{read_only}" in message and "cannot write here (Read-only file system)" in message, message[-800:]
+    assert f"{read_only}" in message and "cannot write here (Read-only file system)" in message, message[
+        -800:
+    ]
     assert snapshot(tiles) == before and not list(read_only.iterdir())

@@ -136,7 +136,11 @@ def test_help_lists_every_field_of_the_commands_model_with_its_default(command):
         [line] = [line for line in lines if re.match(rf"^[│ *]*{re.escape(shown)}[ /]", line)]
         assert field.description and field.description[1:] in line, (name, line)
         default = field.get_default(call_default_factory=True)
-        if not field.is_required() and default not in (None, {}, ()) and not isinstance(default, bool | tuple):
+        if (
+            not field.is_required()
+            and default not in (None, {}, ())
+            and not isinstance(default, bool | tuple)
+        ):
             assert f"[default: {default}]" in line, (name, line)
         if field.is_required():
             assert "[required]" in line, (name, line)

@@ -50,12 +50,35 @@ def _imports(folder: Path) -> set[str]:
 
     found = set()
     for path in folder.rglob("*.py"):
+        if "qgis_plugin" in path.parts:  # runs in QGIS's own Python (qgis, processing), never in geogan's
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
     return found - set(sys.stdlib_module_names) - {"geogan"}
+
+
+def test_the_qgis_plugin_imports_nothing_but_qgis_and_the_standard_library():
+    """The plugin runs in QGIS's Python, which has no geogan and none of its dependencies."""
+    import ast
+    import sys
+
+    for path in (ROOT / "geogan" / "qgis_plugin").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else (
+                    [node.module]
+                    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                    else []
+                )
+            )
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or top in ("qgis", "processing"), (path, name)
 
 
 def test_every_package_geogan_imports_is_declared():
