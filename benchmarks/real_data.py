@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import torch
-from distributed import Client, LocalCluster
 
+from geogan import cluster
 from geogan.config import (
     EvaluateOptions,
     GenerateOptions,
@@ -69,9 +69,8 @@ def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
     root = out / name
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        with Client(cluster) as client:
-            tile(TileOptions(sources=sources, out=root / "tiles", size=64), client=client, progress=False)
+    with cluster.client(workers=2) as client:
+        tile(TileOptions(sources=sources, out=root / "tiles", size=64), client=client, progress=False)
     seconds["tile"] = time.perf_counter() - start
     tiles = root / "tiles"
     common = dict(tiles=tiles, scheme=scheme, steps=args.steps, **COMMON)

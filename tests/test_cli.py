@@ -17,6 +17,8 @@ from geogan.config import (
     GenerateOptions,
     MaskGANOptions,
     MSGStyleGANOptions,
+    QgisInstallOptions,
+    QgisPackageOptions,
     RasterizeOptions,
     SentinelHubSource,
     SpadeOptions,
@@ -108,6 +110,8 @@ MODELS = {
     "evaluate": (EvaluateOptions, {}),
     "fetch sentinelhub": (SentinelHubSource, {"sensors": "--sensor", "kind": None}),
     "fetch stac": (StacSource, {"assets": "--asset", "kind": None}),
+    "qgis install": (QgisInstallOptions, {}),
+    "qgis package": (QgisPackageOptions, {}),
 }
 NOT_MODELLED = {"run", "schedule"}  # they take a pipeline file, whose stages have the models
 
