@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= geogan-demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install  # about 7 min here: leaves out whole pipelines and long training (CI runs `make test`)
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check geogan tests benchmarks

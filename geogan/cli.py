@@ -281,6 +281,7 @@ def train_mask_gan(options: MaskGANOptions, resume: bool) -> None:
 @flags.command(GenerateOptions, names={"n": ("-n",)})
 def generate(options: GenerateOptions) -> None:
     """Sample a trained run into COG image (+ mask) pairs with index.gpkg, VRT mosaics and STAC."""
+    from geogan.export import INDEX
     from geogan.generate import generate as run_generate
 
     summary = run_generate(options)
@@ -293,7 +294,7 @@ def generate(options: GenerateOptions) -> None:
     table.add_row(str(out / "masks"), "each .tif (classes styled by the .qml beside it)")
     for path in summary.collections.get("mosaics", []):
         table.add_row(str(path), "the mosaic of one grid")
-    table.add_row(str(out / "index.gpkg"), "layer pairs: footprints and provenance")
+    table.add_row(str(out / INDEX), "layer pairs: footprints and provenance")
     table.add_row(str(out / "stac" / "catalog.json"), "STAC catalogue (or any STAC browser)")
     Console().print(table)
 

@@ -37,12 +37,11 @@ from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
 from geogan import labels
 from geogan.bands import LC, TRUE_COLOUR, sensor
-from geogan.labels import IGBP, MASK_ROLE, ClassScheme, read_tile_index
-from geogan.tiles import SPLITS, chips_of
+from geogan.labels import IGBP, ClassScheme
+from geogan.tiles import MASK_ROLE, SPLITS, STATS_FILE, chips_of, read_tile_index
 
 log = logging.getLogger(__name__)
 
-STATS = "stats.json"
 Array = np.ndarray | torch.Tensor
 
 
@@ -79,7 +78,7 @@ class Normalizer:
         """
         path = Path(path)
         if path.is_dir():
-            path = path / STATS
+            path = path / STATS_FILE
         try:
             stats = json.loads(path.read_text())["roles"]
         except (OSError, ValueError, KeyError, TypeError) as err:

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from geogan.config import DemoOptions
 from geogan.files import replacing, write_text
+from geogan.tiles import INDEX_FILE
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def run_demo(options: DemoOptions, console: Console) -> list[Written]:
                    "Add Raster Layer: ROIs*/s2_*/*.tif (bands 4/3/2), lc_*/*.tif")]  # fmt: skip
     return [
         *scenes,
-        ("tile", out / "tile" / "index.gpkg", "Add Vector Layer: layer 'tiles' (chip footprints, classes)"),
+        ("tile", out / "tile" / INDEX_FILE, "Add Vector Layer: layer 'tiles' (chip footprints, classes)"),
         ("train", out / "images" / "samples", "PNG sample grids: mask | true colour | false colour"),
         (
             "generate",

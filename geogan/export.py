@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -95,79 +94,6 @@ class Pair:
                 f"pair {self.id}: image {self.image.shape} and mask {self.mask.shape} "
                 "must be (bands, H, W) and (H, W)"
             )
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Where unconditional samples go: one square chip per transform, all in ``crs``."""
-
-    crs: CRS
-    size: int
-    transforms: tuple[Affine, ...]
-
-
-# --- grids ---------------------------------------------------------------------------------------
-
-
-def synthetic_grid(
-    n: int, size: int, resolution: float, crs: CRS, real_bounds: Sequence[float], gap_chips: int = 4
-) -> Grid:
-    """``n`` chips in rows, east of the real chips' extent with a gap of ``gap_chips`` chips.
-
-    The grid is aligned to whole chips, so it can never overlap a real chip: it starts at least
-    ``gap_chips`` chip widths beyond the real extent's eastern edge, level with its top.
-    """
-    if n < 1:
-        raise ValueError(f"asked for {n} chips; need at least 1")
-    step = size * resolution
-    minx, miny, maxx, maxy = real_bounds
-    x0 = math.ceil(maxx / step) * step + gap_chips * step
-    y0 = math.ceil(maxy / step) * step
-    cols = math.ceil(math.sqrt(n))
-    transforms = tuple(
-        Affine(resolution, 0.0, x0 + (i % cols) * step, 0.0, -resolution, y0 - (i // cols) * step)
-        for i in range(n)
-    )
-    return Grid(CRS.from_user_input(crs), size, transforms)
-
-
-def aoi_grid(aoi: str | Path, n: int, size: int, resolution: float, crs: str | CRS | None = None) -> Grid:
-    """``n`` chips in rows (west to east, north to south) over the polygons of an AOI file.
-
-    ``crs`` defaults to the AOI's own CRS, which must then be projected (metres, not degrees).
-    Chips touching the AOI are kept; too small an AOI for ``n`` chips is an error.
-    """
-    aoi = Path(aoi)
-    try:
-        frame = gpd.read_file(aoi)
-    except Exception as err:
-        raise ValueError(f"{aoi}: cannot read the AOI ({err})") from err
-    if frame.empty:
-        raise ValueError(f"{aoi}: the AOI holds no features")
-    if frame.crs is None:
-        raise ValueError(f"{aoi}: the AOI has no CRS")
-    target = CRS.from_user_input(crs) if crs is not None else CRS.from_user_input(frame.crs.to_wkt())
-    if target.is_geographic:
-        raise ValueError(
-            f"{aoi}: chips need a projected CRS in metres, not {target.to_string()}; pass one, "
-            "e.g. --crs EPSG:32630"
-        )
-    area = frame.to_crs(target.to_wkt()).union_all()
-    step = size * resolution
-    minx, miny, maxx, maxy = area.bounds
-    x0, y0 = math.floor(minx / step) * step, math.ceil(maxy / step) * step
-    cols, rows = math.ceil((maxx - x0) / step), math.ceil((y0 - miny) / step)
-    transforms = []
-    for r in range(rows):
-        for c in range(cols):
-            x, y = x0 + c * step, y0 - r * step
-            if area.intersects(box(x, y - step, x + step, y)):
-                transforms.append(Affine(resolution, 0.0, x, 0.0, -resolution, y))
-            if len(transforms) == n:
-                return Grid(target, size, tuple(transforms))
-    raise ValueError(
-        f"{aoi}: the AOI holds {len(transforms)} chips of {size} px at {resolution:g} m; asked for {n}"
-    )
 
 
 # --- one pair ------------------------------------------------------------------------------------

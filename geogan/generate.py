@@ -40,21 +40,12 @@ import torch
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
-from geogan import cluster, export
+from geogan import cluster, export, geo
 from geogan.bands import LC, S2
 from geogan.config import GenerateOptions
 from geogan.datasets import mask_scheme
-from geogan.labels import (
-    CHIP_NAME,
-    MASK_ROLE,
-    NODATA,
-    ClassScheme,
-    class_value,
-    convert,
-    read_tile_index,
-    scheme,
-)
-from geogan.tiles import chips_of
+from geogan.labels import NODATA, ClassScheme, class_value, convert, scheme
+from geogan.tiles import CHIP_NAME, INDEX_FILE, MASK_ROLE, STATS_FILE, chips_of, read_tile_index
 from geogan.training import TrainedGenerator, check_device, load_generator
 
 log = logging.getLogger(__name__)
@@ -97,19 +88,19 @@ def real_chips(tiles: Path) -> tuple[CRS, tuple[float, float, float, float], flo
     return crs, (float(bounds[0]), float(bounds[1]), float(bounds[2]), float(bounds[3])), resolution
 
 
-def plan_grid(options: GenerateOptions, size: int, tiles: Path | None) -> export.Grid:
+def plan_grid(options: GenerateOptions, size: int, tiles: Path | None) -> geo.ChipGrid:
     """Where the samples go: over ``options.grid`` (an AOI), else beside the real chips."""
-    known = tiles is not None and (tiles / "index.gpkg").is_file()
+    known = tiles is not None and (tiles / INDEX_FILE).is_file()
     if options.grid is not None:
         resolution = real_chips(tiles)[2] if known else DEFAULT_RESOLUTION
-        return export.aoi_grid(options.grid, options.n, size, resolution, options.crs)
+        return geo.aoi_chips(options.grid, options.n, size, resolution, options.crs)
     if not known:
         raise FileNotFoundError(
             f"{tiles}/index.gpkg: the training tiles are needed to place samples beside them; "
             "pass --tiles DIR, or --grid AOI.gpkg --crs EPSG:XXXX"
         )
     crs, bounds, resolution = real_chips(tiles)
-    return export.synthetic_grid(options.n, size, resolution, crs, bounds)
+    return geo.chips_beside(options.n, size, resolution, crs, bounds)
 
 
 def _run_folder(trained: TrainedGenerator) -> Path:
@@ -303,7 +294,7 @@ def _pending(options: GenerateOptions, summary: GenerateSummary) -> Iterator[tup
 
 def sample_batches(
     trained: TrainedGenerator,
-    grid: export.Grid,
+    grid: geo.ChipGrid,
     options: GenerateOptions,
     summary: GenerateSummary,
     mask_model: TrainedGenerator | None = None,
@@ -407,7 +398,7 @@ def _check_out(out: Path, provenance: export.Provenance) -> None:
 def _attribution(tiles: Path | None) -> tuple[str, ...]:
     """The training data's attribution, as its tile folder's ``stats.json`` records it."""
     try:
-        return tuple(json.loads((Path(tiles) / "stats.json").read_text()).get("attribution", ()))
+        return tuple(json.loads((Path(tiles) / STATS_FILE).read_text()).get("attribution", ()))
     except (TypeError, OSError, ValueError):  # no tile folder, or one from before attributions
         return ()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import yaml
 
 from geogan.files import replacing
 from geogan.progress import track
+from geogan.tiles import INDEX_FILE, MASK_ROLE, read_tile_index, twin_path
 
 log = logging.getLogger(__name__)
 
@@ -229,45 +229,6 @@ def class_value(label: object, scheme: ClassScheme) -> int | None:
     return None
 
 
-# -- Tile layout --------------------------------------------------------------------------------
-
-#: ``{ROI}_{season}_{role}_{scene}_{patch}.tif``, e.g. ``ROIs1158_spring_s2_1_p30.tif``.
-CHIP_NAME = re.compile(r"^(?P<season>.+)_(?P<role>[a-z0-9]+)_(?P<scene>[^_]+)_(?P<patch>[^_]+)\.tif$")
-
-MASK_ROLE = "mask"
-
-
-def twin_path(path: str | Path, role: str) -> Path:
-    """The path of a chip's twin of another role in the tile layout.
-
-    ``DIR/ROIs1158_spring/s2_1/ROIs1158_spring_s2_1_p30.tif`` with role ``mask`` is
-    ``DIR/ROIs1158_spring/mask_1/ROIs1158_spring_mask_1_p30.tif``.
-    """
-    path = Path(path)
-    match = CHIP_NAME.match(path.name)
-    if match is None:
-        raise ValueError(
-            f"{path}: not a chip name of the tile layout ({{folder}}_{{role}}_{{scene}}_{{patch}}.tif)"
-        )
-    season, scene, patch = match["season"], match["scene"], match["patch"]
-    return path.parent.parent / f"{role}_{scene}" / f"{season}_{role}_{scene}_{patch}.tif"
-
-
-def read_tile_index(tiles: str | Path) -> gpd.GeoDataFrame:
-    """The ``tiles`` layer of ``DIR/index.gpkg`` written by ``geogan tile``."""
-    path = Path(tiles) / "index.gpkg"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no tile index (run `geogan tile ... --out {tiles}` first)")
-    try:
-        index = gpd.read_file(path, layer="tiles")
-    except Exception as err:  # pyogrio raises several error types for unreadable files
-        raise ValueError(f"{path}: cannot read layer 'tiles' ({err})") from err
-    missing = {"path", "role", "scene", "chip"} - set(index.columns)
-    if missing:
-        raise ValueError(f"{path}: layer 'tiles' lacks the columns {sorted(missing)}")
-    return index
-
-
 # -- Labels from vectors --------------------------------------------------------------------------
 
 
@@ -462,7 +423,7 @@ def rasterize(
     report.burned = len(touched)
     report.outside = sorted(set(int(f) for f in shapes.index) - touched)
     masks = gpd.GeoDataFrame(rows, geometry="geometry", crs=index.crs)
-    _replace_rows(tiles / "index.gpkg", index[index["role"] != MASK_ROLE], masks)
+    _replace_rows(tiles / INDEX_FILE, index[index["role"] != MASK_ROLE], masks)
     (tiles / "rasterize_report.json").write_text(report.to_json())
     log.info(
         "rasterised %s onto %d chips (%d written, %d up to date): %d polygons burned, %d touch no chip, "

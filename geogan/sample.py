@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 from scipy.ndimage import gaussian_filter
 
-from geogan.bands import LC, S1, S2, Sensor
-from geogan.files import replacing
+from geogan.bands import LC, S1, S2
+from geogan.geo import write_raster
 from geogan.progress import track
 
 CRS_DEMO = CRS.from_epsg(32630)
@@ -166,48 +165,6 @@ def scene_transform(scene: int, size: int) -> Affine:
     return Affine(RESOLUTION, 0.0, x0, 0.0, -RESOLUTION, ORIGIN[1])
 
 
-def write_raster(
-    path: str | Path,
-    data: np.ndarray,
-    sensor: Sensor,
-    transform: Affine,
-    crs: CRS = CRS_DEMO,
-    tags: dict[str, str] | None = None,
-) -> Path:
-    """Write a (bands, H, W) array as a tiled, compressed GeoTIFF, atomically (temp + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profile = {
-        "driver": "GTiff",
-        "width": data.shape[2],
-        "height": data.shape[1],
-        "count": data.shape[0],
-        "dtype": sensor.dtype,
-        "crs": crs,
-        "transform": transform,
-        "nodata": sensor.nodata,
-        "tiled": True,
-        "blockxsize": min(256, _block(data.shape[2])),
-        "blockysize": min(256, _block(data.shape[1])),
-        "compress": "deflate",
-        "predictor": 3 if sensor.dtype.startswith("float") else 2,
-    }
-    with replacing(path, data.nbytes) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(data.astype(sensor.dtype))
-        dst.descriptions = sensor.band_names
-        dst.update_tags(
-            GEOGAN_ROLE=sensor.role,
-            GEOGAN_UNITS=sensor.units,
-            **(tags or {}),
-        )
-    return path
-
-
-def _block(n: int) -> int:
-    """The largest multiple of 16 not above ``n`` (GeoTIFF tiles are multiples of 16)."""
-    return max(16, (n // 16) * 16)
-
-
 def write_sen12ms(
     root: str | Path,
     scenes: int = 3,
@@ -248,7 +205,7 @@ def write_sen12ms(
             for sensor, data in ((S2, arrays.s2), (S1, arrays.s1), (LC, arrays.lc)):
                 name = f"{season}_{sensor.role}_{scene}_p{p + 1}.tif"
                 path = root / season / f"{sensor.role}_{scene}" / name
-                write_raster(path, data[:, rows, cols], sensor, transform, tags=tags)
+                write_raster(path, data[:, rows, cols], sensor, transform, CRS_DEMO, tags=tags)
                 if sensor is S2:
                     written.append(path)
     return written
@@ -261,6 +218,8 @@ def write_scene(out_dir: str | Path, size: int = 1024, seed: int = 0) -> dict[st
     transform = scene_transform(1, size)
     tags = {"GEOGAN_SOURCE": "geogan.sample (procedural)", "GEOGAN_SEED": str(seed)}
     return {
-        sensor.role: write_raster(out_dir / f"{sensor.role}.tif", data, sensor, transform, tags=tags)
+        sensor.role: write_raster(
+            out_dir / f"{sensor.role}.tif", data, sensor, transform, CRS_DEMO, tags=tags
+        )
         for sensor, data in ((S2, arrays.s2), (S1, arrays.s1), (LC, arrays.lc))
     }

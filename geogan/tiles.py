@@ -1,4 +1,13 @@
-"""The tile folder's split: train / val / test of every chip, decided once by ``geogan tile``.
+"""The tile folder: the contract between ``geogan tile`` and every stage after it.
+
+Its files and names live here: chip names (:data:`CHIP_NAME`) and their twins of other roles
+(:func:`twin_path`), ``index.gpkg`` (:data:`INDEX_FILE`, layer ``tiles``, read by
+:func:`read_tile_index`; written by :func:`geogan.tiling.write_index` from the chips it wrote),
+``stats.json`` (:data:`STATS_FILE`), ``split.json`` (:data:`SPLIT_FILE`) and the SEN12MS lists
+(:func:`write_lists`). geopandas is imported where it is used: tile's Dask workers import this
+module as they start.
+
+The split: train / val / test of every chip, decided once by ``geogan tile``.
 
 Every stage after ``tile`` reads the split from the folder (:func:`read_split`), never restates
 fractions or seeds. ``DIR/split.json`` holds the method, its settings, the count per split and
@@ -26,21 +35,88 @@ import hashlib
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
 import numpy as np
-from shapely.geometry import box
 
 from geogan.files import write_text
 
+if TYPE_CHECKING:  # geopandas is imported where it is used: tile's workers import this module
+    import geopandas as gpd
+
 log = logging.getLogger(__name__)
 
+# --- the tile folder's files and names --------------------------------------------------------------
+
+INDEX_FILE = "index.gpkg"  # layer INDEX_LAYER: a row per chip file (footprint, role, scene, fractions, split)
+INDEX_LAYER = "tiles"
+STATS_FILE = "stats.json"  # band statistics per role, attribution
+SPLIT_FILE = "split.json"
+SEASONS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")  # SEN12MS folders
 SPLITS = ("train", "val", "test")
 GAP = "gap"
-SPLIT_FILE = "split.json"
+
+#: ``{ROI}_{season}_{role}_{scene}_{patch}.tif``, e.g. ``ROIs1158_spring_s2_1_p30.tif``.
+CHIP_NAME = re.compile(r"^(?P<season>.+)_(?P<role>[a-z0-9]+)_(?P<scene>[^_]+)_(?P<patch>[^_]+)\.tif$")
+
+MASK_ROLE = "mask"
+
+
+def twin_path(path: str | Path, role: str) -> Path:
+    """The path of a chip's twin of another role in the tile layout.
+
+    ``DIR/ROIs1158_spring/s2_1/ROIs1158_spring_s2_1_p30.tif`` with role ``mask`` is
+    ``DIR/ROIs1158_spring/mask_1/ROIs1158_spring_mask_1_p30.tif``.
+    """
+    path = Path(path)
+    match = CHIP_NAME.match(path.name)
+    if match is None:
+        raise ValueError(
+            f"{path}: not a chip name of the tile layout ({{folder}}_{{role}}_{{scene}}_{{patch}}.tif)"
+        )
+    season, scene, patch = match["season"], match["scene"], match["patch"]
+    return path.parent.parent / f"{role}_{scene}" / f"{season}_{role}_{scene}_{patch}.tif"
+
+
+def read_tile_index(tiles: str | Path) -> gpd.GeoDataFrame:
+    """The ``tiles`` layer of ``DIR/index.gpkg`` written by ``geogan tile``."""
+    path = Path(tiles) / INDEX_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no tile index (run `geogan tile ... --out {tiles}` first)")
+    import geopandas as gpd
+
+    try:
+        index = gpd.read_file(path, layer=INDEX_LAYER)
+    except Exception as err:  # pyogrio raises several error types for unreadable files
+        raise ValueError(f"{path}: cannot read layer 'tiles' ({err})") from err
+    missing = {"path", "role", "scene", "chip"} - set(index.columns)
+    if missing:
+        raise ValueError(f"{path}: layer 'tiles' lacks the columns {sorted(missing)}")
+    return index
+
+
+def write_lists(out: Path, chips: list[dict], split: dict[str, str]) -> None:
+    """``train_list.txt`` / ``test_list.txt``: S2 chip names of the train and test splits (val and
+    gap chips are in ``split.json`` and ``index.gpkg`` only), and the folders torchgeo checks.
+
+    Every chip with an S2 raster is listed, whatever its layout. torchgeo's own SEN12MS class loads
+    s1 and lc twins for every name, so it reads folders whose chips have all three roles;
+    :mod:`geogan.datasets` reads any.
+    """
+    for season in SEASONS:
+        (out / season).mkdir(exist_ok=True)
+    lists: dict[str, list[str]] = {"train": [], "test": []}
+    for c in chips:
+        if "s2" in c["roles"] and split[c["chip"]] in lists:
+            lists[split[c["chip"]]].append(Path(c["roles"]["s2"]).name)
+    for name, items in lists.items():
+        write_text(out / f"{name}_list.txt", "".join(f"{i}\n" for i in sorted(items)))
+
+
+# --- the split ---------------------------------------------------------------------------------------
 
 
 def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
@@ -66,6 +142,8 @@ def _deal(units: list[list[str]], sizes: list[int], fractions: np.ndarray, seed:
 
 def scene_groups(index: gpd.GeoDataFrame) -> list[list[str]]:
     """Scenes grouped so that scenes whose footprints overlap share a group (sorted, stable)."""
+    import geopandas as gpd
+
     footprints = index[["scene", "geometry"]].dissolve("scene").reset_index()
     parent = {s: s for s in footprints["scene"]}
 
@@ -139,6 +217,9 @@ def split_blocks(
     for unit, i in zip(units, dealt, strict=True):
         split[unit] = SPLITS[i]
     # Gaps: a chip touching a chip of a split dealt before it (test, then val) leaves its split.
+    import geopandas as gpd
+    from shapely.geometry import box
+
     eps = width * 1e-6
     grown = [box(x0_ - eps, y0_ - eps, x1 + eps, y1 + eps) for x0_, y0_, x1, y1 in bounds.to_numpy()]
     tree = gpd.GeoSeries(grown).sindex

@@ -46,6 +46,7 @@ from geogan.config import TileOptions
 from geogan.errors import InputError, NotWritable
 from geogan.files import COPYRIGHT, DiskFullError, folder_lock, replacing, sweep, temporary_name, write_text
 from geogan.scenes import Scene, find_scenes
+from geogan.tiles import INDEX_FILE, INDEX_LAYER, STATS_FILE, read_tile_index, write_lists
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 # 512 px blocks of 256 px chips, not one): 6 % faster with 2 workers, the scheduler's CPU in the
 # client's process 0.20 s instead of 0.32 s on a 4096 px scene (benchmarks/RESULTS.md).
 MIN_CHIPS, MAX_CHIPS = 8, 64
-SEASONS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")
 STATE = ".geogan"  # task records live in DIR/.geogan/tasks
 LOCK = "lock"  # DIR/.geogan/lock, held while a run writes the folder
 FOLDER = "folder.json"  # DIR/.geogan/folder.json: the chip size and the scenes the folder holds
@@ -673,28 +673,10 @@ def write_index(out: Path, chips: list[dict], split: dict[str, str]) -> Path:
     for v in classes:
         frame[f"class_{v}"] = frame[f"class_{v}"].astype("Int64")
     gdf = gpd.GeoDataFrame(frame, geometry="geometry", crs=shapes.crs)
-    path = out / "index.gpkg"
+    path = out / INDEX_FILE
     with replacing(path) as tmp:
-        gdf.to_file(tmp, layer="tiles", driver="GPKG")
+        gdf.to_file(tmp, layer=INDEX_LAYER, driver="GPKG")
     return path
-
-
-def write_lists(out: Path, chips: list[dict], split: dict[str, str]) -> None:
-    """``train_list.txt`` / ``test_list.txt``: S2 chip names of the train and test splits (val and
-    gap chips are in ``split.json`` and ``index.gpkg`` only), and the folders torchgeo checks.
-
-    Every chip with an S2 raster is listed, whatever its layout. torchgeo's own SEN12MS class loads
-    s1 and lc twins for every name, so it reads folders whose chips have all three roles;
-    :mod:`geogan.datasets` reads any.
-    """
-    for season in SEASONS:
-        (out / season).mkdir(exist_ok=True)
-    lists: dict[str, list[str]] = {"train": [], "test": []}
-    for c in chips:
-        if "s2" in c["roles"] and split[c["chip"]] in lists:
-            lists[split[c["chip"]]].append(Path(c["roles"]["s2"]).name)
-    for name, items in lists.items():
-        write_text(out / f"{name}_list.txt", "".join(f"{i}\n" for i in sorted(items)))
 
 
 # --- the stage ---------------------------------------------------------------------------------
@@ -785,11 +767,9 @@ def _reconcile(out: Path, scenes: list[Scene], options: TileOptions) -> list[dic
                 hint = "existing replace (or a new folder)" if shape_changed else "existing add or replace"
                 raise ValueError(f"{out}: holds {' and '.join(what)}; tile with {hint}, or into a new folder")
             if options.existing == "replace":
-                index = out / "index.gpkg"
+                index = out / INDEX_FILE
                 listed = set()
                 if index.exists():
-                    from geogan.labels import read_tile_index
-
                     listed = set(read_tile_index(out)["path"])
                 log.info("replacing what %s held: %s", out, "; ".join(what))
                 _remove_chips(out, _kept_paths(_records(out)) | listed)
@@ -985,7 +965,7 @@ def _outputs(out: Path, chips: list[dict], records: list[dict], options: TileOpt
     fingerprint = hashlib.sha256(
         json.dumps(sorted((r["key"], r["fingerprint"]) for r in records)).encode()
     ).hexdigest()
-    stats_path = out / "stats.json"
+    stats_path = out / STATS_FILE
     try:
         if json.loads(stats_path.read_text()).get("fingerprint") == fingerprint:
             log.info("stats.json is up to date")

@@ -52,6 +52,7 @@ from geogan.config import TrainOptions
 from geogan.errors import InputError
 from geogan.files import replacing
 from geogan.progress import Progress
+from geogan.tiles import STATS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,6 @@ CHECKPOINT_FORMAT = "geogan-checkpoint"
 CHECKPOINT_VERSION = 4  # 2: MSG-StyleGAN skip generator; 3: SPADE group norm + border, mask GAN unknown;
 # 4: SPADE noise inputs, class-mean base, bilinear upsampling
 CONFIG_FILE = "config.yaml"
-STATS_FILE = "stats.json"
 # Options a resumed run may change: they steer the schedule and the outputs, not the training.
 RESUMABLE = frozenset(
     {"tiles", "out", "steps", "sample_every", "checkpoint_every", "keep_checkpoints", "log_every", "workers"}

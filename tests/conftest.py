@@ -86,3 +86,16 @@ def dual_gan_tiles(tmp_path_factory) -> Path:
     from procedural import make_tiles
 
     return make_tiles(tmp_path_factory.mktemp("dual_gan"), scenes=2, seed=5, patch_size=128)
+
+
+# The fast lane (`make test-fast`: pytest -m "not slow") leaves out what runs whole pipelines or
+# long training: tests marked slow, tests of these fixtures and of these modules. The README's
+# test command, which CI runs, is the whole suite.
+SLOW_FIXTURES = {"demo_run", "real_demo_run", "trained_run", "sparse_tiles", "dual_gan_tiles"}
+SLOW_MODULES = {"test_real_data", "test_notebook", "test_demo", "test_pipeline_faults", "test_schedule"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

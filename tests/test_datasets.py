@@ -25,8 +25,8 @@ from geogan.datasets import (
     geo_dataset,
     geo_loader,
 )
-from geogan.labels import DFC2020, IGBP, igbp_to_dfc2020, read_tile_index
-from geogan.tiles import split_scenes
+from geogan.labels import DFC2020, IGBP, igbp_to_dfc2020
+from geogan.tiles import read_tile_index, split_scenes
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from shapely.geometry import box
 from torchgeo.datasets import RasterDataset
 
 import geogan
-from geogan import export
+from geogan import export, geo
 from geogan.bands import S2
 from geogan.files import temporary_name
 from geogan.labels import IGBP
@@ -56,7 +56,7 @@ def client():
 def exported(tmp_path_factory, client):
     """Four pairs on the default synthetic grid (UTM 30N) and one conditional pair in UTM 29N."""
     out = tmp_path_factory.mktemp("export")
-    grid = export.synthetic_grid(4, SIZE, 10.0, UTM30, REAL_BOUNDS)
+    grid = geo.chips_beside(4, SIZE, 10.0, UTM30, REAL_BOUNDS)
     pairs = [make_pair(i, grid.crs, t) for i, t in enumerate(grid.transforms)]
     pairs.append(
         make_pair(4, UTM29, Affine(10.0, 0, 500_000.0, 0, -10.0, 6_400_000.0), "ROIs1158_spring_lc_1_p1")
@@ -145,7 +145,7 @@ def test_rerun_skips_written_pairs_and_replaces_leftovers(exported, client):
     assert export.write_pairs(out, [pairs], PROVENANCE, client) == 0
     assert image_path.stat().st_mtime_ns == before
     # A crash mid-write leaves only a temporary file, which does not count as written.
-    extra = make_pair(9, UTM30, export.synthetic_grid(1, SIZE, 10.0, UTM30, REAL_BOUNDS).transforms[0])
+    extra = make_pair(9, UTM30, geo.chips_beside(1, SIZE, 10.0, UTM30, REAL_BOUNDS).transforms[0])
     new_image, _ = export.pair_paths(out / "rerun", extra.id)
     new_image.parent.mkdir(parents=True)
     temporary_name(new_image).write_bytes(b"half a file")
@@ -163,7 +163,7 @@ def test_bad_mask_values_are_refused_before_anything_is_written(tmp_path):
 
 def test_image_only_samples_export_without_masks(tmp_path):
     """MSG-StyleGAN samples have no mask: images, index, mosaic and STAC still come out."""
-    grid = export.synthetic_grid(2, SIZE, 10.0, UTM30, REAL_BOUNDS)
+    grid = geo.chips_beside(2, SIZE, 10.0, UTM30, REAL_BOUNDS)
     for i, t in enumerate(grid.transforms):
         pair = make_pair(i, UTM30, t)
         assert export.write_pair(
@@ -183,7 +183,7 @@ def test_image_only_samples_export_without_masks(tmp_path):
 
 
 def test_synthetic_grid_lies_clear_of_the_real_chips():
-    grid = export.synthetic_grid(5, 256, 10.0, UTM30, REAL_BOUNDS)
+    grid = geo.chips_beside(5, 256, 10.0, UTM30, REAL_BOUNDS)
     real = box(*REAL_BOUNDS)
     footprints = [box(*array_bounds(256, 256, t)) for t in grid.transforms]
     assert all(not f.intersects(real) for f in footprints)
@@ -196,7 +196,7 @@ def test_synthetic_grid_lies_clear_of_the_real_chips():
 def test_aoi_grid_lays_chips_in_rows_over_the_aoi(tmp_path):
     aoi = tmp_path / "aoi.gpkg"
     gpd.GeoDataFrame(geometry=[box(-3.5, 58.40, -3.45, 58.42)], crs="EPSG:4326").to_file(aoi)
-    grid = export.aoi_grid(aoi, n=6, size=64, resolution=10.0, crs="EPSG:32630")
+    grid = geo.aoi_chips(aoi, n=6, size=64, resolution=10.0, crs="EPSG:32630")
     assert grid.crs == UTM30 and len(grid.transforms) == 6
     area = gpd.read_file(aoi).to_crs(32630).union_all()
     for t in grid.transforms:
@@ -206,11 +206,11 @@ def test_aoi_grid_lays_chips_in_rows_over_the_aoi(tmp_path):
     with pytest.raises(
         ValueError, match="aoi.gpkg: the AOI holds .* chips of 64 px at 10 m; asked for 100000"
     ):
-        export.aoi_grid(aoi, n=100_000, size=64, resolution=10.0, crs="EPSG:32630")
+        geo.aoi_chips(aoi, n=100_000, size=64, resolution=10.0, crs="EPSG:32630")
     with pytest.raises(ValueError, match="aoi.gpkg: chips need a projected CRS"):
-        export.aoi_grid(aoi, n=1, size=64, resolution=10.0)
-    with pytest.raises(ValueError, match="missing.gpkg: cannot read the AOI"):
-        export.aoi_grid(tmp_path / "missing.gpkg", n=1, size=64, resolution=10.0, crs="EPSG:32630")
+        geo.aoi_chips(aoi, n=1, size=64, resolution=10.0)
+    with pytest.raises(ValueError, match="missing.gpkg: not a vector file GDAL can read"):
+        geo.aoi_chips(tmp_path / "missing.gpkg", n=1, size=64, resolution=10.0, crs="EPSG:32630")
 
 
 def test_index_lists_every_pair_with_its_footprint(exported):

@@ -24,7 +24,8 @@ from geogan.cli import app
 from geogan.config import GenerateOptions, MaskGANOptions, MSGStyleGANOptions, SpadeOptions, TileOptions
 from geogan.export import pair_paths, validate_stac
 from geogan.generate import batch_seed, generate
-from geogan.labels import IGBP, rasterize, read_tile_index
+from geogan.labels import IGBP, rasterize
+from geogan.tiles import read_tile_index
 from geogan.tiling import tile
 from geogan.training import load_generator, train
 

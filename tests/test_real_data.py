@@ -24,8 +24,7 @@ from geogan.config import (
     SpadeOptions,
     TileOptions,
 )
-from geogan.labels import read_tile_index
-from geogan.tiles import read_split
+from geogan.tiles import read_split, read_tile_index
 from geogan.tiling import tile
 from geogan.training import train
 

@@ -305,7 +305,7 @@ def test_aoi_from_a_vector_file_and_too_large_aois(tmp_path):
     import geopandas as gpd
     from shapely.geometry import box
 
-    from geogan.scenes.remote import aoi_bounds
+    from geogan.geo import aoi_bounds
 
     frame = gpd.GeoDataFrame(geometry=[box(655000, 5096000, 655500, 5096400)], crs=UTM32)
     frame.to_file(tmp_path / "aoi.gpkg")

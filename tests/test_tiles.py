@@ -14,8 +14,7 @@ from shapely.geometry import box
 
 from geogan.config import TileOptions
 from geogan.datasets import ChipDataset
-from geogan.labels import read_tile_index
-from geogan.tiles import GAP, SPLITS, chips_of, read_split, split_blocks
+from geogan.tiles import GAP, SPLITS, chips_of, read_split, read_tile_index, split_blocks
 from geogan.tiling import tile
 
 

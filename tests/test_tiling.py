@@ -25,7 +25,8 @@ from geogan.bands import LC, S1, S2
 from geogan.cli import app
 from geogan.config import TileOptions
 from geogan.files import is_temporary
-from geogan.sample import write_raster
+from geogan.geo import write_raster
+from geogan.sample import CRS_DEMO
 from geogan.tiling import MAX_CHIPS, MIN_CHIPS, QS, TaskStats, _batches, tile
 
 
@@ -251,7 +252,7 @@ def test_s1_and_labels_are_aligned_onto_the_s2_grid(tmp_path, scene_files, clien
     write_raster(tmp_path / "s1_utm31.tif", s1, S1, t31, crs=utm31)
     t_lc = Affine(30, 0, 439_993, 0, -30, 6_490_013)  # no S2 pixel centre on a cell edge
     lc_cells = (np.arange(300)[:, None] * 7 + np.arange(300)[None, :]) % 17 + 1
-    write_raster(tmp_path / "lc30.tif", np.repeat(lc_cells[None].astype(np.uint8), 4, 0), LC, t_lc)
+    write_raster(tmp_path / "lc30.tif", np.repeat(lc_cells[None].astype(np.uint8), 4, 0), LC, t_lc, CRS_DEMO)
     out = tmp_path / "out"
     srcs = [f"s2={scene_files['s2']}", f"s1={tmp_path / 's1_utm31.tif'}", f"labels={tmp_path / 'lc30.tif'}"]
     summary = tile(TileOptions(sources=srcs, out=out, size=256, min_valid=0.0), client=client, progress=False)
@@ -321,7 +322,7 @@ def test_bad_inputs_fail_by_name_and_the_rest_goes_on(tmp_path, scene_files):
     bad = {}
     bad["not_raster"] = tmp_path / "not_raster.tif"
     bad["not_raster"].write_text("this is not a GeoTIFF\n")
-    bad["truncated"] = write_raster(tmp_path / "truncated.tif", s2, S2, transform)
+    bad["truncated"] = write_raster(tmp_path / "truncated.tif", s2, S2, transform, CRS_DEMO)
     with open(bad["truncated"], "r+b") as f:
         f.truncate(bad["truncated"].stat().st_size // 2)
     bad["no_crs"] = tmp_path / "no_crs.tif"
@@ -333,11 +334,11 @@ def test_bad_inputs_fail_by_name_and_the_rest_goes_on(tmp_path, scene_files):
     profile = dict(driver="GTiff", width=512, height=512, count=3, dtype="uint16", crs="EPSG:32630")
     with rasterio.open(bad["three_bands"], "w", transform=transform, **profile) as dst:
         dst.write(s2[:3])
-    bad["empty"] = write_raster(tmp_path / "empty.tif", np.zeros_like(s2), S2, transform)
-    near = write_raster(tmp_path / "near.tif", s2, S2, transform)
+    bad["empty"] = write_raster(tmp_path / "empty.tif", np.zeros_like(s2), S2, transform, CRS_DEMO)
+    near = write_raster(tmp_path / "near.tif", s2, S2, transform, CRS_DEMO)
     with rasterio.open(scene_files["s1"]) as src:
         bad["far_s1"] = write_raster(
-            tmp_path / "far_s1.tif", src.read(), S1, transform * Affine.translation(20_000, 0)
+            tmp_path / "far_s1.tif", src.read(), S1, transform * Affine.translation(20_000, 0), CRS_DEMO
         )
     args = ["tile", *sources(scene_files), *[f"s2={bad[k]}" for k in bad if k != "far_s1"],
             f"s2={near}", f"s1={bad['far_s1']}", "--out", str(tmp_path / "out"), "--size", "128",

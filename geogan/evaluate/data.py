@@ -27,9 +27,9 @@ import rasterio
 from geogan.bands import S2
 from geogan.datasets import ChipDataset, Normalizer, mask_converter
 from geogan.export import INDEX
-from geogan.labels import MASK_ROLE, ClassScheme, read_tile_index
+from geogan.labels import ClassScheme
 from geogan.progress import track
-from geogan.tiles import SPLIT_FILE, read_split
+from geogan.tiles import MASK_ROLE, SPLIT_FILE, read_split, read_tile_index
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,7 @@ from geogan.config import (
 )
 from geogan.errors import RunFailed
 from geogan.files import sweep
+from geogan.tiles import STATS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,7 @@ def _run_tile(stage: Stage, ctx: Context) -> dict[str, Any]:
 
 def _digest_tile(options: TileOptions) -> str:
     out = Path(options.out)
-    texts = [(out / n).read_text() if (out / n).is_file() else None for n in ("stats.json", "train_list.txt",
+    texts = [(out / n).read_text() if (out / n).is_file() else None for n in (STATS_FILE, "train_list.txt",
                                                                               "test_list.txt")]  # fmt: skip
     chips = _listing(out, "*/*/*.tif")
     return _hash([texts, chips]) if chips else ""
@@ -340,9 +341,11 @@ def _run_generate(stage: Stage, ctx: Context) -> dict[str, Any]:
 
 
 def _digest_generate(options: GenerateOptions) -> str:
+    from geogan.export import INDEX
+
     out = Path(options.out)
     pairs = _listing(out, "images/*.tif") + _listing(out, "masks/*.tif")
-    return _hash([pairs, (out / "index.gpkg").is_file()]) if pairs else ""
+    return _hash([pairs, (out / INDEX).is_file()]) if pairs else ""
 
 
 def _run_evaluate(stage: Stage, ctx: Context) -> dict[str, Any]:

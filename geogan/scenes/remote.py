@@ -16,7 +16,6 @@ A scene whose file exists is skipped (it was written whole), so a stopped fetch 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,17 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rasterio.crs import CRS
-from rasterio.errors import CRSError
-from rasterio.transform import Affine
-from rasterio.warp import transform_bounds
 
 from geogan.bands import SENSORS
 from geogan.errors import GeoganError
 from geogan.files import write_text
-from geogan.sample import write_raster
+from geogan.geo import RasterGrid, write_raster
 
-WGS84 = CRS.from_epsg(4326)
 MAX_SCENE_PIXELS = 10_000 * 10_000  # a scene is held in memory whole: 2.6 GB of S2 at this size
 MANIFEST = "scenes.json"
 SOURCES = "sources.txt"
@@ -43,21 +37,6 @@ SOURCES = "sources.txt"
 
 class RemoteError(GeoganError, RuntimeError):
     """A remote source failed; the message names the service, the item (if any) and the problem."""
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The pixel grid scenes are written on: ``crs``, ``transform`` and size."""
-
-    crs: CRS
-    transform: Affine
-    width: int
-    height: int
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        left, top = self.transform.c, self.transform.f
-        return left, top + self.transform.e * self.height, left + self.transform.a * self.width, top
 
 
 @dataclass
@@ -86,56 +65,7 @@ def redact(text: str) -> str:
     return re.sub(r"//[^/\s@'\"]+@", "//", text)
 
 
-def aoi_bounds(aoi: str) -> tuple[float, float, float, float]:
-    """``(west, south, east, north)`` in degrees of ``"W,S,E,N"`` or of a vector file's features."""
-    if Path(aoi).exists():
-        import geopandas as gpd
-
-        try:
-            frame = gpd.read_file(aoi)
-        except Exception as err:  # pyogrio raises its own error types
-            raise ValueError(f"{aoi}: not a vector file GDAL can read ({err})") from None
-        if frame.empty:
-            raise ValueError(f"{aoi}: the AOI file has no features")
-        if frame.crs is None:
-            raise ValueError(f"{aoi}: the AOI file has no CRS")
-        west, south, east, north = (float(v) for v in frame.to_crs(WGS84).total_bounds)
-    else:
-        parts = aoi.split(",")
-        try:
-            west, south, east, north = (float(p) for p in parts)
-        except ValueError:
-            raise ValueError(
-                f"aoi {aoi!r}: neither a vector file that exists nor 'W,S,E,N' in degrees"
-            ) from None
-    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise ValueError(f"aoi {aoi!r}: needs west < east within -180..180 and south < north within -90..90")
-    return west, south, east, north
-
-
-def utm_crs(lon: float, lat: float) -> CRS:
-    """The WGS 84 / UTM zone CRS of a point."""
-    zone = min(int((lon + 180) // 6) + 1, 60)
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
-
-
-def parse_crs(value: str) -> CRS:
-    try:
-        return CRS.from_user_input(value)
-    except CRSError as err:
-        raise ValueError(f"crs {value!r}: not a CRS ({err})") from None
-
-
-def aoi_grid(bounds: tuple[float, float, float, float], crs: CRS, resolution: float) -> Grid:
-    """The AOI's extent in ``crs``, grown outward to whole pixels on a grid anchored at 0, 0."""
-    left, bottom, right, top = transform_bounds(WGS84, crs, *bounds, densify_pts=21)
-    x0, y1 = math.floor(left / resolution) * resolution, math.ceil(top / resolution) * resolution
-    width = max(1, math.ceil((right - x0) / resolution - 1e-9))
-    height = max(1, math.ceil((y1 - bottom) / resolution - 1e-9))
-    return Grid(crs, Affine(resolution, 0.0, x0, 0.0, -resolution, y1), width, height)
-
-
-def check_size(grid: Grid, aoi: str, resolution: float) -> Grid:
+def check_size(grid: RasterGrid, aoi: str, resolution: float) -> RasterGrid:
     """``grid`` if a scene on it fits :data:`MAX_SCENE_PIXELS`; else a ``ValueError`` naming the AOI."""
     if grid.width * grid.height > MAX_SCENE_PIXELS:
         raise ValueError(
@@ -166,7 +96,7 @@ def scene_path(out: Path, role: str, item_id: str) -> Path:
     return out / role / f"{file_name(item_id)}.tif"
 
 
-def write_scene(path: Path, data: np.ndarray, role: str, grid: Grid, record: dict[str, Any]) -> Path:
+def write_scene(path: Path, data: np.ndarray, role: str, grid: RasterGrid, record: dict[str, Any]) -> Path:
     """Write one scene GeoTIFF atomically with geogan's band names and provenance tags."""
     tags = {
         "GEOGAN_SOURCE": record["source"],

@@ -31,21 +31,17 @@ from rasterio.transform import Affine
 
 from geogan.bands import S1, S2
 from geogan.config import SentinelHubSource
+from geogan.geo import RasterGrid, aoi_bounds, parse_crs, raster_grid, utm_crs
 from geogan.scenes.remote import (
     FetchSummary,
-    Grid,
     RemoteError,
-    aoi_bounds,
-    aoi_grid,
     check_size,
-    parse_crs,
     parse_datetime,
     progress,
     public_url,
     scene_path,
     time_range,
     update_manifest,
-    utm_crs,
     write_scene,
 )
 
@@ -225,7 +221,7 @@ def acquisitions(features: list[dict], role: str, max_cloud: float, dropped: dic
     return scenes[::-1]
 
 
-def process_request(config, role: str, grid: Grid, window, max_cloud: float):
+def process_request(config, role: str, grid: RasterGrid, window, max_cloud: float):
     """The Process API request of one acquisition on ``grid`` as a GeoTIFF."""
     from sentinelhub import CRS as SHCRS
     from sentinelhub import BBox, DataCollection, MimeType, SentinelHubRequest
@@ -265,7 +261,7 @@ def to_db(linear: np.ndarray) -> np.ndarray:
     return out
 
 
-def blocks(grid: Grid, size: int) -> list[tuple[int, int, Grid]]:
+def blocks(grid: RasterGrid, size: int) -> list[tuple[int, int, RasterGrid]]:
     """``(row, col, sub-grid)`` pieces of ``grid`` at most ``size`` px a side, in row-major order."""
     t = grid.transform
     pieces = []
@@ -273,11 +269,11 @@ def blocks(grid: Grid, size: int) -> list[tuple[int, int, Grid]]:
         for col in range(0, grid.width, size):
             transform = Affine(t.a, t.b, t.c + t.a * col + t.b * row, t.d, t.e, t.f + t.d * col + t.e * row)
             width, height = min(size, grid.width - col), min(size, grid.height - row)
-            pieces.append((row, col, Grid(grid.crs, transform, width, height)))
+            pieces.append((row, col, RasterGrid(grid.crs, transform, width, height)))
     return pieces
 
 
-def _request_block(client, config, scene: dict, grid: Grid, max_cloud: float) -> np.ndarray:
+def _request_block(client, config, scene: dict, grid: RasterGrid, max_cloud: float) -> np.ndarray:
     from sentinelhub.exceptions import DownloadFailedException
 
     sensor = S2 if scene["role"] == "s2" else S1
@@ -301,7 +297,7 @@ def _request_block(client, config, scene: dict, grid: Grid, max_cloud: float) ->
     return data
 
 
-def fetch_scene(client, config, scene: dict, grid: Grid, max_cloud: float) -> np.ndarray:
+def fetch_scene(client, config, scene: dict, grid: RasterGrid, max_cloud: float) -> np.ndarray:
     """The pixels of one acquisition, ``(bands, H, W)`` in geogan's order and units.
 
     A grid wider or taller than the Process API's limit (:data:`MAX_PIXELS`) is requested in
@@ -326,7 +322,7 @@ def fetch_sentinelhub(source: SentinelHubSource, out: Path, progress_bar: bool =
         if source.crs
         else utm_crs((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
     )
-    grid = aoi_grid(bounds, crs, source.resolution)
+    grid = raster_grid(bounds, crs, source.resolution)
     check_size(grid, source.aoi, source.resolution)
     start, end = time_range(source.start, source.end)
     config = sh_config(source)

@@ -27,14 +27,11 @@ import numpy as np
 
 from geogan.bands import S2
 from geogan.config import StacSource
+from geogan.geo import RasterGrid, aoi_bounds, parse_crs, raster_grid
 from geogan.scenes.remote import (
     FetchSummary,
-    Grid,
     RemoteError,
-    aoi_bounds,
-    aoi_grid,
     check_size,
-    parse_crs,
     parse_datetime,
     progress,
     public_url,
@@ -143,7 +140,7 @@ def search(source: StacSource, bounds, start, end) -> list:
     return sorted(items, key=lambda i: (acquired(i), i.id), reverse=True)
 
 
-def load_item(item, keys: dict[str, str], grid: Grid) -> np.ndarray:
+def load_item(item, keys: dict[str, str], grid: RasterGrid) -> np.ndarray:
     """The 13 bands of ``item`` on ``grid``, ``(13, H, W)`` uint16, read over the AOI only."""
     import odc.stac
     import rasterio
@@ -232,7 +229,7 @@ def fetch_stac(source: StacSource, out: Path, progress_bar: bool = True) -> Fetc
         else:
             todo.append((item, record))
     # One grid for every scene: the crs option, else the CRS of the newest item.
-    grid = aoi_grid(bounds, crs or item_crs(kept[0]), source.resolution) if kept else None
+    grid = raster_grid(bounds, crs or item_crs(kept[0]), source.resolution) if kept else None
     if grid is not None:
         check_size(grid, source.aoi, source.resolution)
     try:
