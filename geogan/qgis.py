@@ -75,7 +75,7 @@ ALGORITHMS: list[tuple[tuple[str, ...], str, str, str, set[str]]] = [
         "generate",
         "Generate synthetic pairs",
         "3 Generate and evaluate",
-        {"run", "n", "out", "grid", "crs", "like", "mask_run", "masks", "seed"},
+        {"run", "n", "out", "grid", "grid_extent", "crs", "like", "mask_run", "masks", "seed"},
     ),
     (
         ("evaluate",),
@@ -259,6 +259,18 @@ def _params(function, command: tuple[str, ...], main: set[str]) -> list[dict]:
                     "flag": "--scheme",
                     "optional": True,
                     "description": "a YAML class scheme (id, name, colour) instead of the one above",
+                }
+            )
+        if name == "grid":  # the AOI as a map extent, written as a polygon for --grid
+            params.append(
+                {
+                    "name": "GRID_EXTENT",
+                    "label": "AOI as an extent (instead of AOI polygons)",
+                    "kind": "extent",
+                    "flag": "--grid",
+                    "optional": True,
+                    "description": "the AOI as a map extent in a projected CRS (the chips' CRS unless "
+                    "--crs is given); written as one polygon and passed as --grid",
                 }
             )
     for name, (_, option) in function.extra.items():

@@ -137,3 +137,32 @@ def test_package_is_a_zip_the_plugin_manager_installs(tmp_path):
     assert {f"{PLUGIN}/{n}" for n in ("__init__.py", "metadata.txt", "provider.py", "algorithm.py")} <= names
     assert spec == json.loads(json.dumps(algorithms()))  # the same algorithms as an install has
     assert {a["id"] for a in spec["algorithms"]} == ALGORITHMS
+
+
+def test_generate_in_qgis_lays_the_chips_over_an_aoi_given_as_a_map_extent(
+    qgis_config, scene_files, tmp_path
+):
+    tiles, run = tmp_path / "tiles", tmp_path / "run"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "z_dim: 8\nw_dim: 8\nmapping_layers: 1\nchannel_base: 64\nchannel_max: 8\nsplit: null\n"
+    )
+    for args in (["tile", f"s2={scene_files['s2']}", "--out", str(tiles), "--size", "32", "--workers", "1"],
+                 ["train", "msg-stylegan", "--tiles", str(tiles), "--out", str(run), "--steps", "1",
+                  "--batch-size", "4", "--config", str(config)]):  # fmt: skip
+        done = subprocess.run([GEOGAN, *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    extent = "440000,440960,6480000,6480640 [EPSG:32630]"  # 3 x 2 chips of 32 px at 10 m
+    ran = _qgis(qgis_config, "run", "geogan:generate", "--json", "--", f"RUN={run}", "N=6",
+                f"OUT={tmp_path / 'pairs'}", f"GRID_EXTENT={extent}", "WORKERS=1")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    results = json.loads(ran.stdout)["results"]
+    assert [Path(p).name for p in results["IMAGES"]] == ["images_EPSG_32630.vrt"], results
+    corners = []
+    for image in sorted((tmp_path / "pairs" / "images").glob("*.tif")):
+        with rasterio.open(image) as src:
+            assert src.crs.to_epsg() == 32630 and src.width == 32
+            corners.append((src.transform.c, src.transform.f))
+    assert sorted(corners) == sorted(
+        (440000.0 + 320 * c, 6480640.0 - 320 * r) for r in range(2) for c in range(3)
+    )

@@ -6,6 +6,7 @@ defaults and ``--config`` file apply; progress comes from ``GEOGAN_PROGRESS=line
 """
 
 import glob
+import json
 import os
 import queue
 import subprocess
@@ -24,6 +25,7 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
@@ -31,6 +33,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
+    QgsProcessingUtils,
 )
 
 PROGRESS = "geogan-progress "
@@ -103,6 +106,11 @@ class GeoganAlgorithm(QgsProcessingAlgorithm):
             return self.parameterAsFile(parameters, name, context)
         if kind == "crs":
             return self.parameterAsCrs(parameters, name, context).authid() or None
+        if kind == "extent":
+            return _extent_file(
+                self.parameterAsExtent(parameters, name, context),
+                self.parameterAsExtentCrs(parameters, name, context),
+            )
         if kind == "enum":
             return spec["options"][self.parameterAsEnum(parameters, name, context)]
         if kind == "bool":
@@ -157,6 +165,8 @@ def _parameter(spec):
         )
     if kind == "crs":
         return QgsProcessingParameterCrs(name, text, optional=optional)
+    if kind == "extent":
+        return QgsProcessingParameterExtent(name, text, optional=optional)
     if kind == "enum":
         index = spec["options"].index(default) if default in spec["options"] else None
         return QgsProcessingParameterEnum(name, text, spec["options"], defaultValue=index, optional=optional)
@@ -189,6 +199,24 @@ def _arguments(spec, value):
     if spec.get("values") == "repeat":  # a list: --sensor s2 --sensor s1
         return [a for item in str(value).replace(",", " ").split() for a in (flag, item)]
     return [flag, str(value)]
+
+
+def _extent_file(rect, crs):
+    """A GeoJSON polygon of a map extent in its own CRS (GDAL reads the "crs" member), for --grid."""
+    if rect.isNull() or not crs.isValid():
+        return None
+    x0, y0, x1, y1 = rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()
+    ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    feature = {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    collection = {
+        "type": "FeatureCollection",
+        "features": [feature],
+        "crs": {"type": "name", "properties": {"name": crs.authid()}},
+    }
+    path = os.path.join(QgsProcessingUtils.tempFolder(), "geogan_aoi_extent.geojson")
+    with open(path, "w") as out:
+        json.dump(collection, out)
+    return path
 
 
 def _quoted(arg):
