@@ -29,6 +29,7 @@ test-fast: install  # about 7 min here: leaves out whole pipelines and long trai
 
 lint: install
 	$(VENV)/bin/ruff check geogan tests benchmarks
+	$(VENV)/bin/ruff format --check geogan tests benchmarks
 
 bench: install
 	$(PY) benchmarks/tiling.py

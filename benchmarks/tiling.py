@@ -47,9 +47,22 @@ CHIP = 256
 def make_scene(path: Path, size: int) -> Path:
     """A textured 13-band uint16 scene, written block row by block row (bounded memory)."""
     rng = np.random.default_rng(0)
-    profile = dict(driver="GTiff", width=size, height=size, count=13, dtype="uint16", crs=CRS_DEMO,
-                   transform=scene_transform(1, size), nodata=0, tiled=True, blockxsize=512, blockysize=512,
-                   compress="zstd", predictor=2, BIGTIFF="IF_SAFER")  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=13,
+        dtype="uint16",
+        crs=CRS_DEMO,
+        transform=scene_transform(1, size),
+        nodata=0,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="zstd",
+        predictor=2,
+        BIGTIFF="IF_SAFER",
+    )
     base = np.array([1300, 1050, 950, 800, 1200, 1900, 2200, 2400, 2500, 800, 20, 1800, 1200], np.float32)
     with rasterio.open(path, "w", **profile) as dst:
         dst.descriptions = S2.band_names
@@ -58,8 +71,10 @@ def make_scene(path: Path, size: int) -> Path:
             cols = np.arange(size, dtype=np.float32)
             field = 1 + 0.3 * np.sin(cols / 97.0)[None, :] * np.cos((row + np.arange(h)) / 131.0)[:, None]
             noise = rng.normal(1, 0.05, (13, h, size)).astype(np.float32)
-            dst.write((base[:, None, None] * field[None] * noise).clip(1, 65535).astype(np.uint16),
-                      window=Window(0, row, size, h))  # fmt: skip
+            dst.write(
+                (base[:, None, None] * field[None] * noise).clip(1, 65535).astype(np.uint16),
+                window=Window(0, row, size, h),
+            )
     return path
 
 
@@ -68,15 +83,28 @@ def plain_loop(scene: Path, out: Path, level: int) -> float:
     out.mkdir()
     start = time.perf_counter()
     with rasterio.open(scene) as src:
-        profile = dict(driver="GTiff", width=CHIP, height=CHIP, count=src.count, dtype=src.dtypes[0],
-                       crs=src.crs, nodata=src.nodata, tiled=True, blockxsize=CHIP, blockysize=CHIP,
-                       compress="zstd", zstd_level=level, predictor=2)  # fmt: skip
+        profile = dict(
+            driver="GTiff",
+            width=CHIP,
+            height=CHIP,
+            count=src.count,
+            dtype=src.dtypes[0],
+            crs=src.crs,
+            nodata=src.nodata,
+            tiled=True,
+            blockxsize=CHIP,
+            blockysize=CHIP,
+            compress="zstd",
+            zstd_level=level,
+            predictor=2,
+        )
         for row in range(0, src.height - CHIP + 1, CHIP):
             for col in range(0, src.width - CHIP + 1, CHIP):
                 window = Window(col, row, CHIP, CHIP)
                 data = src.read(window=window)
-                with rasterio.open(out / f"r{row}-c{col}.tif", "w", transform=src.window_transform(window),
-                                   **profile) as dst:  # fmt: skip
+                with rasterio.open(
+                    out / f"r{row}-c{col}.tif", "w", transform=src.window_transform(window), **profile
+                ) as dst:
                     dst.write(data)
                     dst.descriptions = src.descriptions
     return time.perf_counter() - start
@@ -106,8 +134,9 @@ def geogan_run(scene: Path, out: Path, workers: int, level: int) -> tuple[float,
 
     from geogan.cluster import local_cluster
 
-    options = TileOptions(sources=[f"s2={scene}"], out=out, size=CHIP, workers=workers, min_valid=0.0,
-                          zstd_level=level)  # fmt: skip
+    options = TileOptions(
+        sources=[f"s2={scene}"], out=out, size=CHIP, workers=workers, min_valid=0.0, zstd_level=level
+    )
     with local_cluster(workers) as cluster:  # as `geogan tile` starts it
         with Client(cluster) as client:
             first = tile(options, client=client, progress=False)
@@ -122,16 +151,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=4096, help="scene width and height in pixels")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the three runs [3]")
-    parser.add_argument("--zstd-level", type=int, default=TileOptions.model_fields["zstd_level"].default,
-                        help="ZSTD level of every run's chips [geogan's default]")  # fmt: skip
+    parser.add_argument(
+        "--zstd-level",
+        type=int,
+        default=TileOptions.model_fields["zstd_level"].default,
+        help="ZSTD level of every run's chips [geogan's default]",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="geogan-bench-tiling-"))
     try:
         scene = make_scene(tmp / "scene.tif", args.size)
         mb = args.size * args.size * 13 * 2 / 1e6
-        print(f"scene {args.size} x {args.size} x 13 uint16 = {mb:.0f} MB; "
-              f"chips {CHIP} px, ZSTD level {args.zstd_level}")  # fmt: skip
+        print(
+            f"scene {args.size} x {args.size} x 13 uint16 = {mb:.0f} MB; "
+            f"chips {CHIP} px, ZSTD level {args.zstd_level}"
+        )
         print(f"load average before: {os.getloadavg()}")
         print(f"{'round':<6}{'run':<22}{'seconds':>9}{'MB/s':>9}{'ratio':>8}{'peak MB':>9}{'re-run s':>10}")
         ratios: dict[int, list[float]] = {1: [], 2: []}
@@ -140,20 +175,26 @@ def main() -> None:
             runs.mkdir()
             os.sync()
             base, base_peak = plain_loop_alone(scene, runs / "plain", args.zstd_level)
-            print(f"{round_:<6}{'plain rasterio loop':<22}{base:>9.2f}{mb / base:>9.1f}{1.0:>8.2f}"
-                  f"{base_peak:>9.0f}{'':>10}")  # fmt: skip
+            print(
+                f"{round_:<6}{'plain rasterio loop':<22}{base:>9.2f}{mb / base:>9.1f}{1.0:>8.2f}"
+                f"{base_peak:>9.0f}{'':>10}"
+            )
             for workers in (2, 1):
                 os.sync()
                 seconds, again, peak = geogan_run(scene, runs / f"geogan{workers}", workers, args.zstd_level)
                 name = f"geogan {workers} worker(s)"
                 ratios[workers].append(base / seconds)
-                print(f"{'':<6}{name:<22}{seconds:>9.2f}{mb / seconds:>9.1f}{base / seconds:>8.2f}"
-                      f"{peak:>9.0f}{again:>10.2f}")  # fmt: skip
+                print(
+                    f"{'':<6}{name:<22}{seconds:>9.2f}{mb / seconds:>9.1f}{base / seconds:>8.2f}"
+                    f"{peak:>9.0f}{again:>10.2f}"
+                )
             if not args.keep:
                 shutil.rmtree(runs)
         for workers, found in ratios.items():
-            print(f"geogan {workers} worker(s) / plain loop: median {statistics.median(found):.2f}x "
-                  f"(rounds: {', '.join(f'{r:.2f}' for r in found)})")  # fmt: skip
+            print(
+                f"geogan {workers} worker(s) / plain loop: median {statistics.median(found):.2f}x "
+                f"(rounds: {', '.join(f'{r:.2f}' for r in found)})"
+            )
         print(f"load after: {os.getloadavg()}")
     finally:
         if args.keep:

@@ -188,8 +188,13 @@ def labels_rasterize(options: RasterizeOptions) -> None:
     else:
         del values["like"], values["out"]
         report = rasterize(**values, progress=True)
-    polygons, tiles, like, out, column = (options.polygons, options.tiles, options.like, options.out,
-                                          options.column)  # fmt: skip
+    polygons, tiles, like, out, column = (
+        options.polygons,
+        options.tiles,
+        options.like,
+        options.out,
+        options.column,
+    )
     if options.tiles is None:
         state = "up to date" if report.up_to_date else "written"
         console.print(

@@ -126,8 +126,10 @@ class Normalizer:
             )
         lo, hi = self.lo[:, None, None], self.hi[:, None, None]
         if isinstance(x, torch.Tensor):
-            return (torch.as_tensor(lo, dtype=torch.float64, device=x.device),
-                    torch.as_tensor(hi, dtype=torch.float64, device=x.device))  # fmt: skip
+            return (
+                torch.as_tensor(lo, dtype=torch.float64, device=x.device),
+                torch.as_tensor(hi, dtype=torch.float64, device=x.device),
+            )
         return lo, hi
 
     def encode(self, dn: Array) -> Array:

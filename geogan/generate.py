@@ -384,8 +384,10 @@ def _check_out(out: Path, provenance: export.Provenance) -> None:
             tags = src.tags()
     except rasterio.RasterioIOError:
         return  # not one of ours to judge; the pair is written again if it is one
-    mine = {"GEOGAN_CHECKPOINT_SHA256": provenance.checkpoint_sha256,
-            "GEOGAN_MASK_CHECKPOINT_SHA256": provenance.mask_checkpoint_sha256 or ""}  # fmt: skip
+    mine = {
+        "GEOGAN_CHECKPOINT_SHA256": provenance.checkpoint_sha256,
+        "GEOGAN_MASK_CHECKPOINT_SHA256": provenance.mask_checkpoint_sha256 or "",
+    }
     for tag, sha in mine.items():
         if tags.get(tag, "") != sha:
             raise ValueError(
@@ -443,8 +445,14 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
             out=options.out, grid=f"{grid.crs.to_string()}, {len(grid.transforms)} chips"
         )
         batches = sample_batches(trained, grid, options, summary, mask_model, class_min)
-    log.info("read %s (%s); writing %d pairs into %s on %s", trained.checkpoint, model, options.n,
-             options.out, summary.grid)  # fmt: skip
+    log.info(
+        "read %s (%s); writing %d pairs into %s on %s",
+        trained.checkpoint,
+        model,
+        options.n,
+        options.out,
+        summary.grid,
+    )
     options.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if client is None:

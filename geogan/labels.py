@@ -159,17 +159,24 @@ DFC2020 = ClassScheme(
 
 # The simplified IGBP -> DFC2020 scheme of Schmitt et al. (SEN12MS, IEEE GRSS DFC 2020).
 IGBP_TO_DFC2020 = {
-    1: 1, 2: 1, 3: 1, 4: 1, 5: 1,
-    6: 2, 7: 2,
-    8: 3, 9: 3,
+    1: 1,
+    2: 1,
+    3: 1,
+    4: 1,
+    5: 1,
+    6: 2,
+    7: 2,
+    8: 3,
+    9: 3,
     10: 4,
     11: 5,
-    12: 6, 14: 6,
+    12: 6,
+    14: 6,
     13: 7,
     15: 8,
     16: 9,
     17: 10,
-}  # fmt: skip
+}
 
 SCHEMES = {"igbp": IGBP, "dfc2020": DFC2020}
 
@@ -428,9 +435,15 @@ def rasterize(
     log.info(
         "rasterised %s onto %d chips (%d written, %d up to date): %d polygons burned, %d touch no chip, "
         "%d unknown classes, %d invalid geometries",
-        polygons, len(rows), report.written, report.up_to_date, report.burned, len(report.outside),
-        len(report.unknown), len(report.invalid),
-    )  # fmt: skip
+        polygons,
+        len(rows),
+        report.written,
+        report.up_to_date,
+        report.burned,
+        len(report.outside),
+        len(report.unknown),
+        len(report.invalid),
+    )
     return report
 
 
@@ -478,8 +491,13 @@ def rasterize_scene(
     written = {"GEOGAN_ROLE": "labels", "GEOGAN_LABELS": fingerprint, "GEOGAN_SOURCE": str(polygons)}
     _write_mask(out, data, grid, target, {**written, **(tags or {})})
     report.written = 1
-    log.info("rasterised %s onto %s: %d polygons burned, %.1f %% of the pixels labelled",
-             polygons, out, len(hits), 100 * float((data != NODATA).mean()))  # fmt: skip
+    log.info(
+        "rasterised %s onto %s: %d polygons burned, %.1f %% of the pixels labelled",
+        polygons,
+        out,
+        len(hits),
+        100 * float((data != NODATA).mean()),
+    )
     return report
 
 

@@ -60,9 +60,12 @@ class Progress(rich.progress.Progress):
 
 
 def track(
-    sequence: Iterable[T], description: str = "working", total: float | None = None, disable: bool = False,
+    sequence: Iterable[T],
+    description: str = "working",
+    total: float | None = None,
+    disable: bool = False,
     **kwargs: Any,
-) -> Iterator[T]:  # fmt: skip
+) -> Iterator[T]:
     """rich's ``track`` through :class:`Progress`."""
     with Progress(disable=disable, **kwargs) as bar:
         yield from bar.track(sequence, total=total, description=description)

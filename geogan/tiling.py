@@ -131,8 +131,13 @@ def check_scene(scene: Scene) -> dict[str, Any]:
                 )
                 values = _label_range(src) if role == "lc" else None
                 if role == "s2":
-                    grid = {"width": src.width, "height": src.height, "crs": src.crs, "bounds": bounds,
-                            "block": src.block_shapes[0]}  # fmt: skip
+                    grid = {
+                        "width": src.width,
+                        "height": src.height,
+                        "crs": src.crs,
+                        "bounds": bounds,
+                        "block": src.block_shapes[0],
+                    }
         except RasterioError as err:
             raise SceneError(path, f": not a raster GDAL can read ({err})") from None
         if crs is None:
@@ -141,8 +146,11 @@ def check_scene(scene: Scene) -> dict[str, Any]:
         if expected:
             raise SceneError(path, f": a {role} raster needs {expected}, this one has {count}")
         if transform.b or transform.d:
-            raise SceneError(path, f": its grid is rotated or sheared ({tuple(transform)[:6]}); geogan tiles "
-                             "north-up grids: warp it first (gdalwarp)")  # fmt: skip
+            raise SceneError(
+                path,
+                f": its grid is rotated or sheared ({tuple(transform)[:6]}); geogan tiles "
+                "north-up grids: warp it first (gdalwarp)",
+            )
         if role == "s2" and np.issubdtype(np.dtype(dtype), np.floating):
             raise SceneError(
                 path,
@@ -385,8 +393,13 @@ def run_task(task: dict, out: str, options: dict) -> dict:
         if any(k in text for k in ("Read failed", "IReadBlock", "TIFFRead", "truncated")):
             text += " (the file is truncated or damaged: its pixel data cannot be read)"
         return {"key": task["key"], "scene": scene.scene, "error": f"{bad}: {text}", "path": bad}
-    record = {"key": task["key"], "scene": scene.scene, "fingerprint": task["fingerprint"], "chips": chips,
-              "stats": {role: _stats_json(acc.result()) for role, acc in stats.items()}}  # fmt: skip
+    record = {
+        "key": task["key"],
+        "scene": scene.scene,
+        "fingerprint": task["fingerprint"],
+        "chips": chips,
+        "stats": {role: _stats_json(acc.result()) for role, acc in stats.items()},
+    }
     state = Path(out) / STATE / "tasks" / f"{task['key']}.json"
     try:
         write_text(state, json.dumps(record))
@@ -617,9 +630,13 @@ def footprints(chips: list[dict]):
     from shapely.geometry import box
 
     frame = pd.DataFrame(
-        {"chip": [c["chip"] for c in chips], "scene": [c["scene"] for c in chips],
-         "crs": [c["crs"] for c in chips], "geometry": [box(*c["bounds"]) for c in chips]}
-    )  # fmt: skip
+        {
+            "chip": [c["chip"] for c in chips],
+            "scene": [c["scene"] for c in chips],
+            "crs": [c["crs"] for c in chips],
+            "geometry": [box(*c["bounds"]) for c in chips],
+        }
+    )
     crss = sorted(frame["crs"].unique())
     if len(crss) == 1:
         return gpd.GeoDataFrame(frame, geometry="geometry", crs=crss[0])
@@ -665,9 +682,21 @@ def write_index(out: Path, chips: list[dict], split: dict[str, str]) -> Path:
             row["geometry"] = shapes[c["chip"]]
             rows.append(row)
     columns = [
-        "chip", "path", "role", "scene", "split", "row_off", "col_off", "width", "height", "crs",
-        "valid_fraction", "labelled_fraction", *[f"class_{v}" for v in classes], "geometry",
-    ]  # fmt: skip
+        "chip",
+        "path",
+        "role",
+        "scene",
+        "split",
+        "row_off",
+        "col_off",
+        "width",
+        "height",
+        "crs",
+        "valid_fraction",
+        "labelled_fraction",
+        *[f"class_{v}" for v in classes],
+        "geometry",
+    ]
     frame = pd.DataFrame(rows, columns=columns)
     frame["labelled_fraction"] = frame["labelled_fraction"].astype("Float64")
     for v in classes:
@@ -813,8 +842,12 @@ def _run(tasks: list[dict], out: Path, options: TileOptions, cluster: _Cluster, 
     from geogan.progress import Progress
 
     client = cluster.get()
-    opts = {"size": options.size, "min_valid": options.min_valid, "min_labelled": options.min_labelled,
-            "zstd_level": options.zstd_level}  # fmt: skip
+    opts = {
+        "size": options.size,
+        "min_valid": options.min_valid,
+        "min_labelled": options.min_labelled,
+        "zstd_level": options.zstd_level,
+    }
     futures = [
         client.submit(run_task, t, str(out), opts, key=f"tile-{t['key']}-{t['fingerprint'][:12]}", pure=False)
         for t in tasks

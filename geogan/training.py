@@ -726,9 +726,16 @@ def train(
     )
     log.info(
         "training %s on %d tiles (%d bands, %d px) on %s, %s, steps %d -> %d, run folder %s",
-        task, len(dataset), data.channels, data.resolution, fabric.device,
-        type(fabric.strategy.precision).__name__, start, options.steps, run,
-    )  # fmt: skip
+        task,
+        len(dataset),
+        data.channels,
+        data.resolution,
+        fabric.device,
+        type(fabric.strategy.precision).__name__,
+        start,
+        options.steps,
+        run,
+    )
     if resume:  # last, so nothing above draws from the restored RNGs
         set_rng_state(state["rng"])
         del state

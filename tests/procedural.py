@@ -22,8 +22,9 @@ def make_tiles(
 ) -> Path:
     """``scenes`` procedural scenes of ``patches_per_side``^2 patches, cut into ``chip`` px chips;
     ``options``: more TileOptions (the split's, say)."""
-    sample.write_sen12ms(root / "src", scenes=scenes, patches_per_side=patches_per_side,
-                         patch_size=patch_size, seed=seed)  # fmt: skip
+    sample.write_sen12ms(
+        root / "src", scenes=scenes, patches_per_side=patches_per_side, patch_size=patch_size, seed=seed
+    )
     tile_options = TileOptions(
         sources=[str(root / "src")], out=root / "tiles", size=chip, min_valid=0.0, **options
     )

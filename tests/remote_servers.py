@@ -23,14 +23,35 @@ from rasterio.io import MemoryFile
 from rasterio.transform import Affine
 
 S2_RESOLUTION = {  # metres: the native grid of each band
-    "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
-    "B08": 10, "B8A": 20, "B09": 60, "B10": 60, "B11": 20, "B12": 20,
-}  # fmt: skip
+    "B01": 60,
+    "B02": 10,
+    "B03": 10,
+    "B04": 10,
+    "B05": 20,
+    "B06": 20,
+    "B07": 20,
+    "B08": 10,
+    "B8A": 20,
+    "B09": 60,
+    "B10": 60,
+    "B11": 20,
+    "B12": 20,
+}
 EARTH_SEARCH_KEYS = {  # asset keys of Earth Search's Sentinel-2 collections
-    "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
-    "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
-    "B10": "cirrus", "B11": "swir16", "B12": "swir22",
-}  # fmt: skip
+    "B01": "coastal",
+    "B02": "blue",
+    "B03": "green",
+    "B04": "red",
+    "B05": "rededge1",
+    "B06": "rededge2",
+    "B07": "rededge3",
+    "B08": "nir",
+    "B8A": "nir08",
+    "B09": "nir09",
+    "B10": "cirrus",
+    "B11": "swir16",
+    "B12": "swir22",
+}
 BAND_CODE = {name: i + 1 for i, name in enumerate([*S2_RESOLUTION, "VV", "VH"])}
 
 
@@ -60,9 +81,15 @@ def world_grid(
 def tiff_bytes(data: np.ndarray, transform: Affine, crs: CRS, driver: str = "GTiff", nodata=None) -> bytes:
     """A (bands, H, W) array as GeoTIFF (or COG) bytes."""
     profile = {
-        "driver": driver, "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
-        "dtype": data.dtype.name, "crs": crs, "transform": transform, "nodata": nodata,
-    }  # fmt: skip
+        "driver": driver,
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": data.shape[0],
+        "dtype": data.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+    }
     if driver == "COG":
         profile.update(blocksize=128, compress="deflate", overview_resampling="nearest")
     with MemoryFile() as memory:
@@ -123,9 +150,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(entry, 416, b"", "text/plain", {"Content-Range": f"bytes */{len(data)}"})
             return
         self._send(
-            entry, 206, data[first : last + 1], "image/tiff",
+            entry,
+            206,
+            data[first : last + 1],
+            "image/tiff",
             {"Accept-Ranges": "bytes", "Content-Range": f"bytes {first}-{last}/{len(data)}"},
-        )  # fmt: skip
+        )
 
     def do_GET(self) -> None:
         self.server.app.handle(self, self._record())
@@ -191,11 +221,19 @@ class SentinelHubApp:
         if h.command == "POST" and path == "/oauth/token":
             return self._token(h, entry)
         if h.headers.get("Authorization", "").removeprefix("Bearer ") not in self.tokens:
-            return h._json(entry, 401, {"error": {
-                "status": 401, "reason": "Unauthorized", "code": "COMMON_UNAUTHORIZED",
-                "message": "You are not authorized! Please provide a valid access token within the header "
-                "[Authorization: Bearer <accessToken>] of your request.",
-            }})  # fmt: skip
+            return h._json(
+                entry,
+                401,
+                {
+                    "error": {
+                        "status": 401,
+                        "reason": "Unauthorized",
+                        "code": "COMMON_UNAUTHORIZED",
+                        "message": "You are not authorized! Please provide a valid access token within the "
+                        "header [Authorization: Bearer <accessToken>] of your request.",
+                    }
+                },
+            )
         if h.command == "POST" and path == "/api/v1/catalog/1.0.0/search":
             return self._search(h, entry)
         if h.command == "POST" and path == "/api/v1/process":
@@ -207,16 +245,28 @@ class SentinelHubApp:
         if form.get("grant_type") != "client_credentials":
             return h._json(entry, 400, {"error": "unsupported_grant_type"})
         if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
-            return h._json(entry, 401, {
-                "error": "invalid_client",
-                "error_description": "Invalid client or Invalid client credentials",
-            })  # fmt: skip
+            return h._json(
+                entry,
+                401,
+                {
+                    "error": "invalid_client",
+                    "error_description": "Invalid client or Invalid client credentials",
+                },
+            )
         token = f"token-{len(self.tokens) + 1}"
         self.tokens.add(token)
-        h._json(entry, 200, {
-            "access_token": token, "expires_in": 3600, "refresh_expires_in": 0,
-            "token_type": "Bearer", "not-before-policy": 0, "scope": "email profile",
-        })  # fmt: skip
+        h._json(
+            entry,
+            200,
+            {
+                "access_token": token,
+                "expires_in": 3600,
+                "refresh_expires_in": 0,
+                "token_type": "Bearer",
+                "not-before-policy": 0,
+                "scope": "email profile",
+            },
+        )
 
     def _matches(self, item: ShItem, query: dict) -> bool:
         if item.collection not in query["collections"]:
@@ -239,11 +289,16 @@ class SentinelHubApp:
         if item.cloud_cover is not None:
             properties["eo:cloud_cover"] = item.cloud_cover
         return {
-            "stac_version": "1.0.0", "stac_extensions": [], "type": "Feature", "id": item.id,
-            "bbox": [w, s, e, n], "properties": properties,
+            "stac_version": "1.0.0",
+            "stac_extensions": [],
+            "type": "Feature",
+            "id": item.id,
+            "bbox": [w, s, e, n],
+            "properties": properties,
             "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
-            "assets": {}, "links": [],
-        }  # fmt: skip
+            "assets": {},
+            "links": [],
+        }
 
     def _search(self, h: _Handler, entry: Recorded) -> None:
         query = json.loads(entry.body)
@@ -254,10 +309,17 @@ class SentinelHubApp:
         context = {"limit": query.get("limit"), "returned": len(page)}
         if following < len(found):
             context["next"] = following
-        h._json(entry, 200, {
-            "type": "FeatureCollection", "features": [self._feature(i) for i in page],
-            "links": [], "context": context,
-        }, "application/geo+json")  # fmt: skip
+        h._json(
+            entry,
+            200,
+            {
+                "type": "FeatureCollection",
+                "features": [self._feature(i) for i in page],
+                "links": [],
+                "context": context,
+            },
+            "application/geo+json",
+        )
 
     def _process(self, h: _Handler, entry: Recorded) -> None:
         if self.process_error:
@@ -267,9 +329,10 @@ class SentinelHubApp:
         collection = {"sentinel-2-l1c": "sentinel-2-l1c", "sentinel-1-grd": "sentinel-1-grd"}[data["type"]]
         window = data["dataFilter"]["timeRange"]
         chosen = [
-            i for i in self.items
+            i
+            for i in self.items
             if i.collection == collection and window["from"] <= i.datetime <= window["to"]
-        ]  # fmt: skip
+        ]
         crs = CRS.from_epsg(int(bounds["properties"]["crs"].rsplit("/", 1)[1]))
         left, bottom, right, top = bounds["bbox"]
         width, height = output["width"], output["height"]
@@ -357,7 +420,10 @@ class StacApp:
 
     def _landing(self) -> dict:
         return {
-            "type": "Catalog", "id": "test-stac", "stac_version": "1.0.0", "description": "local STAC API",
+            "type": "Catalog",
+            "id": "test-stac",
+            "stac_version": "1.0.0",
+            "description": "local STAC API",
             "conformsTo": [
                 "https://api.stacspec.org/v1.0.0/core",
                 "https://api.stacspec.org/v1.0.0/item-search",
@@ -369,12 +435,20 @@ class StacApp:
             "links": [
                 {"rel": "self", "href": f"{self.url}/", "type": "application/json"},
                 {"rel": "root", "href": f"{self.url}/", "type": "application/json"},
-                {"rel": "search", "href": f"{self.url}/search", "type": "application/geo+json",
-                 "method": "GET"},
-                {"rel": "search", "href": f"{self.url}/search", "type": "application/geo+json",
-                 "method": "POST"},
+                {
+                    "rel": "search",
+                    "href": f"{self.url}/search",
+                    "type": "application/geo+json",
+                    "method": "GET",
+                },
+                {
+                    "rel": "search",
+                    "href": f"{self.url}/search",
+                    "type": "application/geo+json",
+                    "method": "POST",
+                },
             ],
-        }  # fmt: skip
+        }
 
     def lonlat_bbox(self, item: StacItem) -> list[float]:
         from rasterio.warp import transform_bounds
@@ -398,7 +472,10 @@ class StacApp:
                 "raster:bands": [{"nodata": 0, "data_type": "uint16", "spatial_resolution": res}],
             }
         return {
-            "type": "Feature", "stac_version": "1.0.0", "id": item.id, "collection": self.collection,
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": item.id,
+            "collection": self.collection,
             "stac_extensions": [
                 "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
                 "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
@@ -407,13 +484,15 @@ class StacApp:
             "bbox": [w, s, e, n],
             "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
             "properties": {
-                "datetime": item.datetime, "eo:cloud_cover": item.cloud_cover,
-                "proj:epsg": item.crs.to_epsg(), "platform": "sentinel-2a",
+                "datetime": item.datetime,
+                "eo:cloud_cover": item.cloud_cover,
+                "proj:epsg": item.crs.to_epsg(),
+                "platform": "sentinel-2a",
                 **({"s2:processing_baseline": item.baseline} if item.baseline else {}),
             },
             "assets": assets,
             "links": [{"rel": "self", "href": f"{self.url}/collections/{self.collection}/items/{item.id}"}],
-        }  # fmt: skip
+        }
 
     def _matches(self, item: StacItem, query: dict) -> bool:
         if query.get("collections") and self.collection not in query["collections"]:
@@ -432,8 +511,16 @@ class StacApp:
         for prop, ops in (query.get("query") or {}).items():
             value = {"eo:cloud_cover": item.cloud_cover}.get(prop)
             for op, bound in ops.items():
-                if value is None or not {"lt": value < bound, "lte": value <= bound, "gt": value > bound,
-                                         "gte": value >= bound, "eq": value == bound}[op]:  # fmt: skip
+                if (
+                    value is None
+                    or not {
+                        "lt": value < bound,
+                        "lte": value <= bound,
+                        "gt": value > bound,
+                        "gte": value >= bound,
+                        "eq": value == bound,
+                    }[op]
+                ):
                     return False
         return True
 
@@ -446,15 +533,30 @@ class StacApp:
         if start + len(page) < len(found):
             token = str(start + len(page))
             if method == "POST":
-                links.append({"rel": "next", "href": f"{self.url}/search", "method": "POST",
-                              "body": {**query, "token": token}, "merge": False,
-                              "type": "application/geo+json"})  # fmt: skip
+                links.append(
+                    {
+                        "rel": "next",
+                        "href": f"{self.url}/search",
+                        "method": "POST",
+                        "body": {**query, "token": token},
+                        "merge": False,
+                        "type": "application/geo+json",
+                    }
+                )
             else:
                 parsed = urlparse(h.path)
                 params = {k: v[0] for k, v in parse_qs(parsed.query).items()} | {"token": token}
                 href = f"{self.url}/search?" + "&".join(f"{k}={v}" for k, v in params.items())
                 links.append({"rel": "next", "href": href, "method": "GET", "type": "application/geo+json"})
-        h._json(entry, 200, {
-            "type": "FeatureCollection", "features": [self._item(i) for i in page], "links": links,
-            "numberReturned": len(page), "numberMatched": len(found),
-        }, "application/geo+json")  # fmt: skip
+        h._json(
+            entry,
+            200,
+            {
+                "type": "FeatureCollection",
+                "features": [self._item(i) for i in page],
+                "links": links,
+                "numberReturned": len(page),
+                "numberMatched": len(found),
+            },
+            "application/geo+json",
+        )

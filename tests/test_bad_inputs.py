@@ -56,34 +56,79 @@ def tiles(tmp_path_factory) -> Path:
 CASES = [
     ("tile: no such source", ["tile", "{tmp}/nope.tif", "--out", "{tmp}/t"], 2, ["nope.tif"]),
     ("tile: bad min-valid", ["tile", "{tiles}", "--out", "{tmp}/t", "--min-valid", "2"], 2, ["--min-valid"]),
-    ("evaluate: no synthetic folder",
-     ["evaluate", "--real", "{tiles}", "--synthetic", "{tmp}/nope", "--out", "{tmp}/r"], 2,
-     ["nope: no such folder (the synthetic pairs folder)"]),
-    ("generate: no run folder", ["generate", "--run", "{tmp}/nope", "-n", "2", "--out", "{tmp}/p"], 2,
-     ["nope"]),
-    ("rasterize: no tile index",
-     ["labels", "rasterize", "{tmp}/p.gpkg", "--tiles", "{tmp}", "--column", "x"], 2, ["no tile index"]),
-    ("demo: no scenes", ["demo", "--out", "{tmp}/demo", "--scenes", "0"], 2,
-     ["--scenes", "greater than or equal to 1"]),
-    ("tile: scenes smaller than a chip", ["tile", "{tiles}/../src", "--out", "{tmp}/t", "--size", "256"], 2,
-     ["no 256 px chip fits in the 4 scene(s) given (the largest is 64 x 64 px)"]),
-    ("tile: unreachable scheduler",
-     ["tile", "{tiles}/../src", "--out", "{tmp}/t", "--size", "32", "--scheduler", "tcp://127.0.0.1:1"], 2,
-     ["cannot reach the Dask scheduler at tcp://127.0.0.1:1"]),
-    ("generate: not a device",
-     ["generate", "--run", "{tmp}/nope", "-n", "2", "--out", "{tmp}/p", "--device", "foo"], 2,
-     ["device 'foo' is not a torch device"]),
-    ("evaluate: not a device",
-     ["evaluate", "--real", "{tiles}", "--synthetic", "{tiles}", "--out", "{tmp}/r", "--device", "gpu"], 2,
-     ["device 'gpu' is not a torch device"]),
-    *[(f"{stage}: cuda without a GPU", args, 2, ["device 'cuda': this machine has no CUDA GPU"])
-      for stage, args in [
-          ("generate", ["generate", "--run", "{tmp}/nope", "-n", "2", "--out", "{tmp}/p",
-                        "--device", "cuda"]),
-          ("evaluate", ["evaluate", "--real", "{tiles}", "--synthetic", "{tiles}", "--out", "{tmp}/r",
-                        "--device", "cuda"]),
-      ] if not torch.cuda.is_available()],
-]  # fmt: skip
+    (
+        "evaluate: no synthetic folder",
+        ["evaluate", "--real", "{tiles}", "--synthetic", "{tmp}/nope", "--out", "{tmp}/r"],
+        2,
+        ["nope: no such folder (the synthetic pairs folder)"],
+    ),
+    (
+        "generate: no run folder",
+        ["generate", "--run", "{tmp}/nope", "-n", "2", "--out", "{tmp}/p"],
+        2,
+        ["nope"],
+    ),
+    (
+        "rasterize: no tile index",
+        ["labels", "rasterize", "{tmp}/p.gpkg", "--tiles", "{tmp}", "--column", "x"],
+        2,
+        ["no tile index"],
+    ),
+    (
+        "demo: no scenes",
+        ["demo", "--out", "{tmp}/demo", "--scenes", "0"],
+        2,
+        ["--scenes", "greater than or equal to 1"],
+    ),
+    (
+        "tile: scenes smaller than a chip",
+        ["tile", "{tiles}/../src", "--out", "{tmp}/t", "--size", "256"],
+        2,
+        ["no 256 px chip fits in the 4 scene(s) given (the largest is 64 x 64 px)"],
+    ),
+    (
+        "tile: unreachable scheduler",
+        ["tile", "{tiles}/../src", "--out", "{tmp}/t", "--size", "32", "--scheduler", "tcp://127.0.0.1:1"],
+        2,
+        ["cannot reach the Dask scheduler at tcp://127.0.0.1:1"],
+    ),
+    (
+        "generate: not a device",
+        ["generate", "--run", "{tmp}/nope", "-n", "2", "--out", "{tmp}/p", "--device", "foo"],
+        2,
+        ["device 'foo' is not a torch device"],
+    ),
+    (
+        "evaluate: not a device",
+        ["evaluate", "--real", "{tiles}", "--synthetic", "{tiles}", "--out", "{tmp}/r", "--device", "gpu"],
+        2,
+        ["device 'gpu' is not a torch device"],
+    ),
+    *[
+        (f"{stage}: cuda without a GPU", args, 2, ["device 'cuda': this machine has no CUDA GPU"])
+        for stage, args in [
+            (
+                "generate",
+                ["generate", "--run", "{tmp}/nope", "-n", "2", "--out", "{tmp}/p", "--device", "cuda"],
+            ),
+            (
+                "evaluate",
+                [
+                    "evaluate",
+                    "--real",
+                    "{tiles}",
+                    "--synthetic",
+                    "{tiles}",
+                    "--out",
+                    "{tmp}/r",
+                    "--device",
+                    "cuda",
+                ],
+            ),
+        ]
+        if not torch.cuda.is_available()
+    ],
+]
 
 
 @pytest.mark.parametrize(("name", "args", "status", "words"), CASES, ids=[c[0] for c in CASES])
@@ -101,8 +146,18 @@ def test_catalogue(name, args, status, words, tiles, tmp_path):
 def test_tile_removes_only_its_own_temporaries(tiles, tmp_path):
     """A re-run sweeps what a killed run of geogan left, and nothing a user put in the folder."""
     out = tmp_path / "tiles"
-    result = geogan("tile", str(tiles.parent / "src"), "--out", str(out), "--size", "32", "--min-valid", "0",
-                    "--workers", "1")  # fmt: skip
+    result = geogan(
+        "tile",
+        str(tiles.parent / "src"),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--min-valid",
+        "0",
+        "--workers",
+        "1",
+    )
     assert result.returncode == 0, result.stderr
     chip = next(out.rglob("*.tif"))
     theirs = [out / "notes" / ".draft.tmp", out / ".index.tmp.gpkg", chip.parent / f".{chip.name}.tmp"]
@@ -110,8 +165,18 @@ def test_tile_removes_only_its_own_temporaries(tiles, tmp_path):
     for path in (*theirs, ours):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half a file")
-    result = geogan("tile", str(tiles.parent / "src"), "--out", str(out), "--size", "32", "--min-valid", "0",
-                    "--workers", "1")  # fmt: skip
+    result = geogan(
+        "tile",
+        str(tiles.parent / "src"),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--min-valid",
+        "0",
+        "--workers",
+        "1",
+    )
     assert result.returncode == 0, result.stderr
     assert all(p.read_bytes() == b"half a file" for p in theirs)
     assert not ours.exists() and is_temporary(ours) and not any(is_temporary(p) for p in theirs)
@@ -126,15 +191,38 @@ def test_a_second_tile_run_into_the_folder_stops_naming_the_holder(tiles, tmp_pa
     message = " ".join(blocked.stderr.split())
     assert f"is already running (pid {os.getpid()} on" in message and "Traceback" not in blocked.stderr
     assert not (out / "index.gpkg").exists()  # the refused run wrote nothing
-    again = geogan("tile", str(tiles.parent / "src"), "--out", str(out), "--size", "32", "--min-valid", "0",
-                   "--workers", "1")  # fmt: skip
+    again = geogan(
+        "tile",
+        str(tiles.parent / "src"),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--min-valid",
+        "0",
+        "--workers",
+        "1",
+    )
     assert again.returncode == 0, again.stderr
 
 
 def test_two_tile_runs_at_once_end_with_one_whole_folder(tiles, tmp_path):
     out = tmp_path / "tiles"
-    args = [sys.executable, "-m", "geogan", "tile", str(tiles.parent / "src"), "--out", str(out), "--size",
-            "32", "--min-valid", "0", "--workers", "1"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "geogan",
+        "tile",
+        str(tiles.parent / "src"),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--min-valid",
+        "0",
+        "--workers",
+        "1",
+    ]
     procs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)]
     results = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)
@@ -188,8 +276,18 @@ def test_a_full_disk_is_a_clear_error_and_keeps_what_was_written(small_disk):
 
 def test_tile_onto_a_full_disk_exits_1_without_a_traceback(small_disk, tiles):
     out = small_disk / "tiles"
-    result = geogan("tile", str(tiles.parent / "src"), "--out", str(out), "--size", "32", "--min-valid", "0",
-                    "--workers", "1")  # fmt: skip
+    result = geogan(
+        "tile",
+        str(tiles.parent / "src"),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--min-valid",
+        "0",
+        "--workers",
+        "1",
+    )
     message = " ".join(result.stderr.split())
     assert result.returncode == 1, result.stderr[-3000:]
     assert "no space left on the disk" in message and str(out) in message and "Traceback" not in result.stderr
@@ -202,16 +300,41 @@ def spade_run(tiles, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("spade-run")
     config = root / "tiny.yaml"
     config.write_text("channels: 4\nz_dim: 4\nspade_hidden: 4\nd_channels: 4\nsample_every: 100\n")
-    result = geogan("train", "spade", "--tiles", str(tiles), "--out", str(root / "run"), "--steps", "2",
-                    "--batch-size", "4", "--config", str(config))  # fmt: skip
+    result = geogan(
+        "train",
+        "spade",
+        "--tiles",
+        str(tiles),
+        "--out",
+        str(root / "run"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--config",
+        str(config),
+    )
     assert result.returncode == 0, result.stderr
     return root / "run"
 
 
 def test_generate_onto_a_full_disk_exits_1_and_resumes_once_there_is_room(small_disk, spade_run, tiles):
     out = small_disk / "pairs"
-    args = ["generate", "--run", str(spade_run), "-n", "40", "--out", str(out), "--like", str(tiles),
-            "--like-split", "all", "--workers", "1"]  # fmt: skip
+    args = [
+        "generate",
+        "--run",
+        str(spade_run),
+        "-n",
+        "40",
+        "--out",
+        str(out),
+        "--like",
+        str(tiles),
+        "--like-split",
+        "all",
+        "--workers",
+        "1",
+    ]
     full = geogan(*args)
     message = " ".join(full.stderr.split())
     assert full.returncode == 1, full.stderr[-3000:]
@@ -224,15 +347,19 @@ def test_generate_onto_a_full_disk_exits_1_and_resumes_once_there_is_room(small_
     assert len(images) == 40 and all(cog_validate(str(p), quiet=True)[0] for p in images)
 
 
-@pytest.mark.parametrize(("where", "name"), [("stages", "../../x"), ("stages", ".geogan-pipeline"),
-                                             ("stages", "a/b"), ("sources", "../up")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("where", "name"),
+    [("stages", "../../x"), ("stages", ".geogan-pipeline"), ("stages", "a/b"), ("sources", "../up")],
+)
 def test_pipeline_names_that_are_not_plain_folder_names_are_refused(tmp_path, where, name):
     stage = (
         f'  "{name}":\n    stage: tile\n    size: 32\n' if where == "stages" else "  tile:\n    size: 32\n"
     )
     source = f'  "{name}":\n' if where == "sources" else "  scenes:\n"
-    text = (f"name: bad\nout: out\nsources:\n{source}    kind: procedural\n    scenes: 1\n"
-            f"    patches_per_side: 1\n    patch_size: 64\nstages:\n{stage}")  # fmt: skip
+    text = (
+        f"name: bad\nout: out\nsources:\n{source}    kind: procedural\n    scenes: 1\n"
+        f"    patches_per_side: 1\n    patch_size: 64\nstages:\n{stage}"
+    )
     file = tmp_path / "bad.yaml"
     file.write_text(text)
     result = geogan("run", str(file))
@@ -253,11 +380,31 @@ class Payload:
 
 def test_evaluate_with_a_corrupt_or_crafted_encoder_trains_a_new_one(spade_run, tiles, tmp_path):
     pairs, report = tmp_path / "pairs", tmp_path / "report"
-    made = geogan("generate", "--run", str(spade_run), "-n", "4", "--out", str(pairs), "--like", str(tiles),
-                  "--workers", "1")  # fmt: skip
+    made = geogan(
+        "generate",
+        "--run",
+        str(spade_run),
+        "-n",
+        "4",
+        "--out",
+        str(pairs),
+        "--like",
+        str(tiles),
+        "--workers",
+        "1",
+    )
     assert made.returncode == 0, made.stderr
-    args = ["evaluate", "--real", str(tiles), "--synthetic", str(pairs), "--out", str(report),
-            "--encoder-steps", "2"]  # fmt: skip
+    args = [
+        "evaluate",
+        "--real",
+        str(tiles),
+        "--synthetic",
+        str(pairs),
+        "--out",
+        str(report),
+        "--encoder-steps",
+        "2",
+    ]
     assert geogan(*args).returncode == 0
     for bad in (b"not a torch file", None):
         if bad is None:
@@ -281,8 +428,17 @@ def rasters(tmp_path_factory) -> Path:
     rotated = Affine(9.0, 2.0, 500_000, 2.0, -9.0, 5_800_000)
 
     def write(name, data, transform=north_up):
-        with rasterio.open(root / name, "w", driver="GTiff", width=64, height=64, count=data.shape[0],
-                           dtype=data.dtype, crs="EPSG:32633", transform=transform) as dst:  # fmt: skip
+        with rasterio.open(
+            root / name,
+            "w",
+            driver="GTiff",
+            width=64,
+            height=64,
+            count=data.shape[0],
+            dtype=data.dtype,
+            crs="EPSG:32633",
+            transform=transform,
+        ) as dst:
             dst.write(data)
 
     s2 = rng.integers(1, 10_000, (13, 64, 64)).astype(np.uint16)
@@ -291,9 +447,19 @@ def rasters(tmp_path_factory) -> Path:
     write("s2_float.tif", (s2 / 10_000).astype(np.float32))
     write("labels_300.tif", rng.integers(0, 301, (1, 64, 64)).astype(np.uint16))
     write("labels_negative.tif", rng.integers(-5, 10, (1, 64, 64)).astype(np.int16))
-    with rasterio.open(root / "s2_whole.tif", "w", driver="GTiff", width=256, height=256, count=13,
-                       dtype="uint16", crs="EPSG:32633", transform=north_up, tiled=True,
-                       compress="zstd") as dst:  # fmt: skip
+    with rasterio.open(
+        root / "s2_whole.tif",
+        "w",
+        driver="GTiff",
+        width=256,
+        height=256,
+        count=13,
+        dtype="uint16",
+        crs="EPSG:32633",
+        transform=north_up,
+        tiled=True,
+        compress="zstd",
+    ) as dst:
         dst.write(rng.integers(1, 10_000, (13, 256, 256)).astype(np.uint16))
     whole = (root / "s2_whole.tif").read_bytes()
     (root / "s2_truncated.tif").write_bytes(whole[: len(whole) // 2])
@@ -303,21 +469,38 @@ def rasters(tmp_path_factory) -> Path:
 
 SCENE_CASES = [
     ("rotated grid", ["s2={r}/s2_rotated.tif"], ["s2_rotated.tif: its grid is rotated or sheared"]),
-    ("truncated file", ["s2={r}/s2_truncated.tif"], ["s2_truncated.tif: cannot read window",
-                                                      "the file is truncated or damaged"]),
+    (
+        "truncated file",
+        ["s2={r}/s2_truncated.tif"],
+        ["s2_truncated.tif: cannot read window", "the file is truncated or damaged"],
+    ),
     ("float S2", ["s2={r}/s2_float.tif"], ["s2_float.tif: S2 must be L1C digital numbers", "float32"]),
-    ("labels above 255", ["s2={r}/s2.tif", "labels={r}/labels_300.tif"],
-     ["labels_300.tif: label values must be class values 0..255", "holds 0..300"]),
-    ("negative labels", ["s2={r}/s2.tif", "labels={r}/labels_negative.tif"],
-     ["labels_negative.tif: label values must be class values 0..255", "holds -5.."]),
-]  # fmt: skip
+    (
+        "labels above 255",
+        ["s2={r}/s2.tif", "labels={r}/labels_300.tif"],
+        ["labels_300.tif: label values must be class values 0..255", "holds 0..300"],
+    ),
+    (
+        "negative labels",
+        ["s2={r}/s2.tif", "labels={r}/labels_negative.tif"],
+        ["labels_negative.tif: label values must be class values 0..255", "holds -5.."],
+    ),
+]
 
 
 @pytest.mark.parametrize(("name", "sources", "words"), SCENE_CASES, ids=[c[0] for c in SCENE_CASES])
 def test_scenes_that_cannot_be_tiled_right_are_refused_by_name(rasters, tmp_path, name, sources, words):
     before = snapshot(rasters)
-    result = geogan("tile", *(s.format(r=rasters) for s in sources), "--out", str(tmp_path / "t"),
-                    "--size", "32", "--workers", "1")  # fmt: skip
+    result = geogan(
+        "tile",
+        *(s.format(r=rasters) for s in sources),
+        "--out",
+        str(tmp_path / "t"),
+        "--size",
+        "32",
+        "--workers",
+        "1",
+    )
     message = " ".join(result.stderr.split())
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert all(word in message for word in words), message[-1500:]
@@ -325,8 +508,17 @@ def test_scenes_that_cannot_be_tiled_right_are_refused_by_name(rasters, tmp_path
 
 
 def test_one_geotiff_given_twice_is_refused(rasters, tmp_path):
-    result = geogan("tile", f"s2={rasters}/s2.tif", f"s2={rasters}/../{rasters.name}/s2.tif", "--out",
-                    str(tmp_path / "t"), "--size", "32", "--workers", "1")  # fmt: skip
+    result = geogan(
+        "tile",
+        f"s2={rasters}/s2.tif",
+        f"s2={rasters}/../{rasters.name}/s2.tif",
+        "--out",
+        str(tmp_path / "t"),
+        "--size",
+        "32",
+        "--workers",
+        "1",
+    )
     message = " ".join(result.stderr.split())
     assert result.returncode == 2 and "given twice as an s2 scene" in message, result.stderr[-2000:]
     assert not (tmp_path / "t" / "index.gpkg").exists()
@@ -356,8 +548,22 @@ def test_generate_into_a_folder_of_another_models_pairs_is_refused(spade_run, ti
     config = tmp_path / "tiny.yaml"
     config.write_text("channels: 4\nz_dim: 4\nspade_hidden: 4\nd_channels: 4\nsample_every: 100\n")
     other = tmp_path / "other"
-    trained = geogan("train", "spade", "--tiles", str(tiles), "--out", str(other), "--steps", "1",
-                     "--batch-size", "4", "--config", str(config), "--seed", "1")  # fmt: skip
+    trained = geogan(
+        "train",
+        "spade",
+        "--tiles",
+        str(tiles),
+        "--out",
+        str(other),
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--config",
+        str(config),
+        "--seed",
+        "1",
+    )
     assert trained.returncode == 0, trained.stderr
     out = tmp_path / "pairs"
     args = ["-n", "2", "--out", str(out), "--like", str(tiles), "--workers", "1"]
@@ -374,10 +580,22 @@ def test_generate_into_a_folder_of_another_models_pairs_is_refused(spade_run, ti
 
 def test_fetch_stac_never_prints_the_token_of_its_url(tmp_path):
     token = "tok-5e3cret-91"
-    result = geogan("fetch", "stac", "--url", f"http://127.0.0.1:1/stac?token={token}",
-                    "--collection", "sentinel-2-l1c", "--aoi", "13.0,52.0,13.01,52.01",
-                    "--start", "2024-06-01", "--end", "2024-06-30",
-                    "--out", str(tmp_path / "scenes"))  # fmt: skip
+    result = geogan(
+        "fetch",
+        "stac",
+        "--url",
+        f"http://127.0.0.1:1/stac?token={token}",
+        "--collection",
+        "sentinel-2-l1c",
+        "--aoi",
+        "13.0,52.0,13.01,52.01",
+        "--start",
+        "2024-06-01",
+        "--end",
+        "2024-06-30",
+        "--out",
+        str(tmp_path / "scenes"),
+    )
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "http://127.0.0.1:1/stac" in " ".join(result.stderr.split())
     assert token not in result.stderr + result.stdout
@@ -385,11 +603,32 @@ def test_fetch_stac_never_prints_the_token_of_its_url(tmp_path):
 
 def test_evaluate_of_pairs_of_another_size_than_the_chips_says_both_sizes(spade_run, tiles, tmp_path):
     pairs, small = tmp_path / "pairs", tmp_path / "tiles16"
-    made = geogan("generate", "--run", str(spade_run), "-n", "2", "--out", str(pairs), "--like", str(tiles),
-                  "--workers", "1")  # fmt: skip
+    made = geogan(
+        "generate",
+        "--run",
+        str(spade_run),
+        "-n",
+        "2",
+        "--out",
+        str(pairs),
+        "--like",
+        str(tiles),
+        "--workers",
+        "1",
+    )
     assert made.returncode == 0, made.stderr
-    tiled = geogan("tile", str(tiles.parent / "src"), "--out", str(small), "--size", "16", "--min-valid", "0",
-                   "--workers", "1")  # fmt: skip
+    tiled = geogan(
+        "tile",
+        str(tiles.parent / "src"),
+        "--out",
+        str(small),
+        "--size",
+        "16",
+        "--min-valid",
+        "0",
+        "--workers",
+        "1",
+    )
     assert tiled.returncode == 0, tiled.stderr
     result = geogan("evaluate", "--real", str(small), "--synthetic", str(pairs), "--out", str(tmp_path / "r"))
     message = " ".join(result.stderr.split())
@@ -500,11 +739,13 @@ READ_ONLY = [  # (command, its arguments with {ro}, {tiles} and {run}): each tol
     ("run, a new folder", ["run", str(PIPELINE), "--out", "{ro}/new"]),
     ("tile", ["tile", "{tiles}/../src", "--out", "{ro}/t", "--size", "32", "--workers", "1"]),
     ("train", ["train", "spade", "--tiles", "{tiles}", "--out", "{ro}/r", "--steps", "1"]),
-    ("generate", ["generate", "--run", "{run}", "-n", "2", "--out", "{ro}/g", "--like", "{tiles}",
-                  "--workers", "1"]),
+    (
+        "generate",
+        ["generate", "--run", "{run}", "-n", "2", "--out", "{ro}/g", "--like", "{tiles}", "--workers", "1"],
+    ),
     ("evaluate", ["evaluate", "--real", "{tiles}", "--synthetic", "{tiles}", "--out", "{ro}/e"]),
     ("demo", ["demo", "--procedural", "--out", "{ro}/d"]),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("name", "args"), READ_ONLY, ids=[c[0] for c in READ_ONLY])

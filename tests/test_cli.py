@@ -74,8 +74,13 @@ def test_demo_again_does_nothing(demo_run):
     log = [json.loads(line) for line in (out / ".geogan-pipeline" / "log.jsonl").read_text().splitlines()]
     last_run = [e for e in log if e["run"] == log[-1]["run"]]
     assert {e["stage"] for e in last_run if e["event"] == "stage-skip"} == {
-        "sources", "tile", "masks", "images", "generate", "evaluate"
-    }  # fmt: skip
+        "sources",
+        "tile",
+        "masks",
+        "images",
+        "generate",
+        "evaluate",
+    }
 
 
 def test_demo_input_must_be_a_sen12ms_folder(tmp_path):
@@ -157,8 +162,9 @@ def test_flags_win_over_the_config_file_and_its_errors_name_it(tmp_path):
     result = runner.invoke(app, ["tile", "s2=a.tif", "--out", str(tmp_path / "t"), "--config", str(config)])
     assert result.exit_code == 2
     assert f"{config}: min_valid: Input should be less than or equal to 1" in " ".join(result.output.split())
-    result = runner.invoke(app, ["tile", "s2=a.tif", "--out", str(tmp_path / "t"), "--config", str(config),
-                                 "--min-valid", "5"])  # fmt: skip
+    result = runner.invoke(
+        app, ["tile", "s2=a.tif", "--out", str(tmp_path / "t"), "--config", str(config), "--min-valid", "5"]
+    )
     assert "--min-valid: Input should be less than or equal to 1" in " ".join(result.output.split())
     config.write_text("sise: 32\n")
     result = runner.invoke(app, ["tile", "s2=a.tif", "--out", str(tmp_path / "t"), "--config", str(config)])

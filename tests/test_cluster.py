@@ -35,9 +35,21 @@ def cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cluster")
     scheduler_file = folder / "scheduler.json"
     procs = [
-        spawn([str(DASK), "scheduler", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
-               "--port", "0", "--no-dashboard"], folder / "scheduler.log"),
-    ]  # fmt: skip
+        spawn(
+            [
+                str(DASK),
+                "scheduler",
+                "--scheduler-file",
+                str(scheduler_file),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+            ],
+            folder / "scheduler.log",
+        ),
+    ]
     try:
         deadline = time.monotonic() + 60
         while not scheduler_file.exists():
@@ -125,8 +137,10 @@ def test_geogan_run_with_scheduler_file_tiles_on_the_cluster(cluster, sen12ms_ro
     path.write_text(yaml.safe_dump(doc))
     done = subprocess.run(
         [sys.executable, "-m", "geogan", "run", str(path), "--scheduler", str(scheduler_file)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert sum(_executed(client).values()) > sum(before.values())
     events = [e for e in read_log(tmp_path / "out", "last") if e["event"] == "stage-done"]

@@ -140,8 +140,14 @@ def test_splits_are_by_scene_disjoint_complete_and_seeded(tiles):
 
 def test_overlapping_scenes_always_share_a_split():
     # a, b overlap; c touches b only along an edge; d, e stand alone
-    boxes = {"a": box(0, 0, 10, 10), "b": box(5, 5, 15, 15), "c": box(15, 0, 25, 5), "d": box(50, 50, 60, 60),
-             "e": box(80, 80, 90, 90), "f": box(100, 0, 110, 10)}  # fmt: skip
+    boxes = {
+        "a": box(0, 0, 10, 10),
+        "b": box(5, 5, 15, 15),
+        "c": box(15, 0, 25, 5),
+        "d": box(50, 50, 60, 60),
+        "e": box(80, 80, 90, 90),
+        "f": box(100, 0, 110, 10),
+    }
     index = gpd.GeoDataFrame(
         {"scene": list(boxes), "chip": list(boxes), "path": [f"{s}.tif" for s in boxes]},
         geometry=list(boxes.values()),
@@ -236,9 +242,15 @@ def test_data_module_feeds_a_real_training_run(tiles):
     model = TinySegmenter(13, dm.datasets["train"].num_classes)
     before = model.net.weight.detach().clone()
     trainer = lightning.Trainer(
-        max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=1, num_sanity_val_steps=0,
-    )  # fmt: skip
+        max_steps=8,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=dm)
     assert len(model.losses) == 8 and model.val_batches >= 1
     assert not torch.equal(before, model.net.weight.detach())

@@ -75,8 +75,14 @@ def synthetic(tmp_path_factory, chips) -> tuple[Path, str, str]:
     pairs.insert(3, (copy_image, copy_mask))
     for i, (image, mask) in enumerate(pairs):
         transform = Affine(10.0, 0, 600_000 + i * SIZE * 10.0, 0, -10.0, 6_490_000)
-        pair = export.Pair(f"syn_{i:06d}", np.ascontiguousarray(image), np.ascontiguousarray(mask),
-                           sample.CRS_DEMO, transform, seed=i)  # fmt: skip
+        pair = export.Pair(
+            f"syn_{i:06d}",
+            np.ascontiguousarray(image),
+            np.ascontiguousarray(mask),
+            sample.CRS_DEMO,
+            transform,
+            seed=i,
+        )
         export.write_pair(out, pair, provenance)
     export.write_collections(out, provenance)
     return out, "syn_000003", copy_chip
@@ -132,8 +138,17 @@ def halves(chips):
 def _distances(halves, corrupt, level) -> dict[str, float]:
     normalizer, a, ref, encoder, ref_features = halves
     s = _as_set("corrupted", corrupt(a, level), normalizer)
-    r = fidelity.compare(s.x, s.dn, ref.x, ref.dn, fidelity.encoder_features(encoder, s.x), ref_features,
-                         pixels=20_000, patches=16, seed=0)  # fmt: skip
+    r = fidelity.compare(
+        s.x,
+        s.dn,
+        ref.x,
+        ref.dn,
+        fidelity.encoder_features(encoder, s.x),
+        ref_features,
+        pixels=20_000,
+        patches=16,
+        seed=0,
+    )
     out = {
         "band W1": r["band_wasserstein_mean"],
         "correlation": r["correlation_difference"],
@@ -154,7 +169,7 @@ def _distances(halves, corrupt, level) -> dict[str, float]:
         (band_swap, ["band W1", "NDVI W1", "NDWI W1", "NDBI W1", "correlation", "SWD", "Frechet"]),
         (blur, ["SWD finest level"]),  # blur only removes fine texture
     ],
-)  # fmt: skip
+)
 def test_distances_near_zero_for_halves_and_grow_with_corruption(halves, corrupt, measures):
     levels = [_distances(halves, corrupt, level) for level in range(4)]
     for m in measures:
@@ -266,8 +281,17 @@ def test_usefulness_resumes_from_its_record_with_the_results_of_an_uninterrupted
 
 def test_a_rerun_takes_the_trained_feature_encoder_and_gives_the_same_metrics(tiles, synthetic, tmp_path):
     out = tmp_path / "report"
-    args = ["evaluate", "--real", str(tiles), "--synthetic", str(synthetic[0]), "--out", str(out),
-            "--encoder-steps", "20"]  # fmt: skip
+    args = [
+        "evaluate",
+        "--real",
+        str(tiles),
+        "--synthetic",
+        str(synthetic[0]),
+        "--out",
+        str(out),
+        "--encoder-steps",
+        "20",
+    ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     before = json.loads((out / "metrics.json").read_text())
@@ -288,8 +312,20 @@ def test_cli_writes_report_flags_and_drops_copy_and_runs_usefulness(tiles, synth
     shutil.copytree(source, folder)
     out = tmp_path / "report"
     paths = ["--real", str(tiles), "--synthetic", str(folder), "--out", str(out)]
-    tiny = ["--encoder-steps", "30", "--seeds", "2", "--steps", "8", "--batch-size", "8", "--device", "cpu",
-            "--synthetic-share", "0.5"]  # fmt: skip
+    tiny = [
+        "--encoder-steps",
+        "30",
+        "--seeds",
+        "2",
+        "--steps",
+        "8",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--synthetic-share",
+        "0.5",
+    ]
     result = CliRunner().invoke(app, ["evaluate", *paths, *tiny, "--drop-copies", "--usefulness"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -335,8 +371,17 @@ def test_cli_writes_report_flags_and_drops_copy_and_runs_usefulness(tiles, synth
     page = (out / "report.html").read_text()
     assert use["c_vs_b"]["sentence"].split(" (")[0].replace("(c)", "") in page.replace("(c)", "")
     assert copy_id in page and "Fréchet distance" in page and "<script" not in page
-    for png in ("samples_real", "samples_synthetic", "band_histograms", "indices", "correlation",
-                "novelty", "copies", "encoder", "usefulness"):  # fmt: skip
+    for png in (
+        "samples_real",
+        "samples_synthetic",
+        "band_histograms",
+        "indices",
+        "correlation",
+        "novelty",
+        "copies",
+        "encoder",
+        "usefulness",
+    ):
         assert f'src="{png}.png"' in page and (out / f"{png}.png").stat().st_size > 1000
 
 
@@ -357,14 +402,25 @@ def test_synthetic_masks_are_read_in_the_asked_scheme(chips, tmp_path):
 
 def test_bad_inputs_fail_by_name(tiles, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["evaluate", "--real", str(tiles), "--synthetic", str(tmp_path / "nope"),
-                                 "--out", str(tmp_path / "r")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--real",
+            str(tiles),
+            "--synthetic",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     said = "".join(result.output.split())  # rich wraps long lines, anywhere
     assert result.exit_code == 2 and "nope:nosuchfolder(thesyntheticpairsfolder)" in said
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = runner.invoke(app, ["evaluate", "--real", str(tiles), "--synthetic", str(empty),
-                                 "--out", str(tmp_path / "r")])  # fmt: skip
+    result = runner.invoke(
+        app, ["evaluate", "--real", str(tiles), "--synthetic", str(empty), "--out", str(tmp_path / "r")]
+    )
     said = "".join(result.output.split())
     assert result.exit_code == 2 and "empty/index.gpkg:nosuchfile" in said
     with pytest.raises(ValueError, match="seeds"):

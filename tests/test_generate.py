@@ -164,13 +164,35 @@ def test_cli_generates_and_reports_a_wrong_run_folder(run, tmp_path):
 # --- conditional generation: the dual GAN (SPADE images from masks, mask-GAN masks) ----------------
 
 SPADE_TINY = dict(
-    channels=8, z_dim=8, num_up=3, spade_hidden=8, d_channels=8, d_layers=2, num_d=1,
-    batch_size=4, split=None, log_every=1, ema_images=100, steps=2, sample_every=100,
-)  # fmt: skip
+    channels=8,
+    z_dim=8,
+    num_up=3,
+    spade_hidden=8,
+    d_channels=8,
+    d_layers=2,
+    num_d=1,
+    batch_size=4,
+    split=None,
+    log_every=1,
+    ema_images=100,
+    steps=2,
+    sample_every=100,
+)
 MASK_GAN_TINY = dict(
-    resolution=SIZE, channels=8, z_dim=8, num_up=3, d_channels=8, d_layers=2, bank_size=16,
-    batch_size=4, split=None, log_every=1, ema_images=100, steps=2, sample_every=100,
-)  # fmt: skip
+    resolution=SIZE,
+    channels=8,
+    z_dim=8,
+    num_up=3,
+    d_channels=8,
+    d_layers=2,
+    bank_size=16,
+    batch_size=4,
+    split=None,
+    log_every=1,
+    ema_images=100,
+    steps=2,
+    sample_every=100,
+)
 # Class fractions of the four lc chips (IGBP), sorted by chip id:
 # r0-c0 wetlands 0.198; r0-c32 wetlands 0.409, water 0.033; r32-c0 wetlands 0.147;
 # r32-c32 wetlands 0.524, water 0.19.

@@ -209,13 +209,53 @@ def test_custom_scheme_runs_through_train_generate_and_evaluate(setup, tmp_path)
     config.write_text("channels: 4\nz_dim: 4\nspade_hidden: 4\nd_channels: 4\nsample_every: 100\n")
     run, pairs, report = tmp_path / "run", tmp_path / "pairs", tmp_path / "report"
     steps = [
-        ["train", "spade", "--tiles", str(tiles), "--out", str(run), "--scheme", str(setup[2]),
-         "--mask-role", "mask", "--steps", "2", "--batch-size", "4", "--config", str(config)],
-        ["generate", "--run", str(run), "-n", "4", "--out", str(pairs), "--like", str(tiles),
-         "--workers", "1"],
-        ["evaluate", "--real", str(tiles), "--synthetic", str(pairs), "--out", str(report),
-         "--scheme", str(setup[2]), "--mask-role", "mask", "--encoder-steps", "2"],
-    ]  # fmt: skip
+        [
+            "train",
+            "spade",
+            "--tiles",
+            str(tiles),
+            "--out",
+            str(run),
+            "--scheme",
+            str(setup[2]),
+            "--mask-role",
+            "mask",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--config",
+            str(config),
+        ],
+        [
+            "generate",
+            "--run",
+            str(run),
+            "-n",
+            "4",
+            "--out",
+            str(pairs),
+            "--like",
+            str(tiles),
+            "--workers",
+            "1",
+        ],
+        [
+            "evaluate",
+            "--real",
+            str(tiles),
+            "--synthetic",
+            str(pairs),
+            "--out",
+            str(report),
+            "--scheme",
+            str(setup[2]),
+            "--mask-role",
+            "mask",
+            "--encoder-steps",
+            "2",
+        ],
+    ]
     for args in steps:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, f"{args[0]}: {result.output}"
@@ -234,8 +274,18 @@ def test_polygons_onto_a_scene_grid_give_a_label_raster_for_tile(setup, tmp_path
     scene = tmp_path / "scene.tif"
     transform = rasterio.transform.from_origin(440_000, 6_490_000, 10, 10)
     data = np.full((13, 64, 64), 1000, dtype=np.uint16)
-    with rasterio.open(scene, "w", driver="GTiff", width=64, height=64, count=13, dtype="uint16",
-                       crs="EPSG:32630", transform=transform, nodata=0) as dst:  # fmt: skip
+    with rasterio.open(
+        scene,
+        "w",
+        driver="GTiff",
+        width=64,
+        height=64,
+        count=13,
+        dtype="uint16",
+        crs="EPSG:32630",
+        transform=transform,
+        nodata=0,
+    ) as dst:
         dst.write(data)
     out = tmp_path / "labels" / "labels.tif"
     runner = CliRunner()

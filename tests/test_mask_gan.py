@@ -25,9 +25,20 @@ from geogan.training import checkpoints, load_checkpoint, load_generator, train
 
 K = len(IGBP)
 TINY = dict(
-    resolution=32, channels=16, z_dim=8, num_up=3, d_channels=16, d_layers=3, bank_size=256,
-    batch_size=8, split=None, log_every=5, ema_images=200, lr_g=1e-3, lr_d=2e-3,
-)  # fmt: skip
+    resolution=32,
+    channels=16,
+    z_dim=8,
+    num_up=3,
+    d_channels=16,
+    d_layers=3,
+    bank_size=256,
+    batch_size=8,
+    split=None,
+    log_every=5,
+    ema_images=200,
+    lr_g=1e-3,
+    lr_d=2e-3,
+)
 PEAT, WATER, SNOW = (IGBP.values.index(v) for v in (11, 17, 15))
 
 

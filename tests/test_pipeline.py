@@ -121,9 +121,12 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(demo):
 def test_from_and_until_select_stages(demo):
     dry = run(load(DEMO, out=demo), start="train", until="generate", dry_run=True)
     assert [(r.stage, r.action) for r in dry.stages] == [
-        ("sources", "not selected"), ("tile", "not selected"), ("train", "skip"), ("generate", "skip"),
+        ("sources", "not selected"),
+        ("tile", "not selected"),
+        ("train", "skip"),
+        ("generate", "skip"),
         ("evaluate", "not selected"),
-    ]  # fmt: skip
+    ]
     with pytest.raises(PipelineError, match="no stage 'trian'"):
         run(load(DEMO, out=demo), start="trian", dry_run=True)
 
@@ -151,9 +154,12 @@ def test_changed_option_reruns_that_stage_and_later_ones_only(demo, tmp_path):
     more = write_pipeline(tmp_path / "more.yaml", demo, {"stages.generate.n": 10})
     assert run(load(more), progress=False).ok
     assert events(demo) == {
-        "sources": ["stage-skip"], "tile": ["stage-skip"], "train": ["stage-skip"],
-        "generate": ["stage-start", "stage-done"], "evaluate": ["stage-start", "stage-done"],
-    }  # fmt: skip
+        "sources": ["stage-skip"],
+        "tile": ["stage-skip"],
+        "train": ["stage-skip"],
+        "generate": ["stage-start", "stage-done"],
+        "evaluate": ["stage-start", "stage-done"],
+    }
     done = {e["stage"]: e for e in read_log(demo, "last") if e["event"] == "stage-done"}
     assert done["generate"]["counts"] == {"written": 2, "skipped": 8}
     assert done["evaluate"]["action"] == "reset"  # new pairs: a new report
@@ -165,15 +171,23 @@ def test_changed_option_reruns_that_stage_and_later_ones_only(demo, tmp_path):
     )
     dry = run(load(longer), dry_run=True)
     assert [(r.stage, r.action) for r in dry.stages] == [
-        ("sources", "skip"), ("tile", "skip"), ("train", "run"), ("generate", "maybe"), ("evaluate", "maybe"),
-    ]  # fmt: skip
+        ("sources", "skip"),
+        ("tile", "skip"),
+        ("train", "run"),
+        ("generate", "maybe"),
+        ("evaluate", "maybe"),
+    ]
     assert "option steps: 20 -> 24" in dry.stages[2].reason
     old_pair = (demo / "generate" / "images" / "syn_000000.tif").read_bytes()
     result = run(load(longer), progress=False)
     assert result.ok
     assert [(r.stage, r.action) for r in result.stages] == [
-        ("sources", "skip"), ("tile", "skip"), ("train", "run"), ("generate", "reset"), ("evaluate", "reset"),
-    ]  # fmt: skip
+        ("sources", "skip"),
+        ("tile", "skip"),
+        ("train", "run"),
+        ("generate", "reset"),
+        ("evaluate", "reset"),
+    ]
     assert result.stages[2].counts["resumed"] is True
     assert result.stages[3].reason == "input train changed"
     assert (demo / "train" / "checkpoints" / "step-00000024.pt").is_file()
@@ -278,12 +292,19 @@ def test_a_stac_source_is_fetched_once_then_tiled(tmp_path):
                 {
                     "out": "out",
                     "cluster": {"workers": 1},
-                    "sources": {"earth": {**source, "aoi": aoi, "start": "2023-06-01", "end": "2023-06-30",
-                                          "max_cloud": 30}},
+                    "sources": {
+                        "earth": {
+                            **source,
+                            "aoi": aoi,
+                            "start": "2023-06-01",
+                            "end": "2023-06-30",
+                            "max_cloud": 30,
+                        }
+                    },
                     "stages": {"tile": {"size": 32, "min_valid": 0.5}},
                 }
             )
-        )  # fmt: skip
+        )
         dry = run(load(path), dry_run=True)
         assert [(r.stage, r.action) for r in dry.stages] == [("sources", "run"), ("tile", "run")]
         assert server.requests == [] and not (tmp_path / "out").exists()  # a dry run asks no service

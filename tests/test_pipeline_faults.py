@@ -36,16 +36,34 @@ PAIRS = 64
 PIPELINE = {
     "name": "faults",
     "cluster": {"workers": 2, "threads": 1},
-    "sources": {"scenes": {"kind": "procedural", "scenes": SCENES, "patches_per_side": PATCHES,
-                           "patch_size": PATCH, "seed": 5}},
+    "sources": {
+        "scenes": {
+            "kind": "procedural",
+            "scenes": SCENES,
+            "patches_per_side": PATCHES,
+            "patch_size": PATCH,
+            "seed": 5,
+        }
+    },
     "stages": {
         "tile": {"size": CHIP, "min_valid": 0.0},
-        "train": {"model": "msg-stylegan", "resolution": CHIP, "split": None, "steps": 2, "batch_size": 4,
-                  "z_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 64, "channel_max": 8,
-                  "sample_every": 100, "samples": 4},
+        "train": {
+            "model": "msg-stylegan",
+            "resolution": CHIP,
+            "split": None,
+            "steps": 2,
+            "batch_size": 4,
+            "z_dim": 8,
+            "w_dim": 8,
+            "mapping_layers": 1,
+            "channel_base": 64,
+            "channel_max": 8,
+            "sample_every": 100,
+            "samples": 4,
+        },
         "generate": {"n": PAIRS, "batch_size": 4, "seed": 3},
     },
-}  # fmt: skip
+}
 
 
 def _start(path: Path, *args: str) -> subprocess.Popen:
@@ -126,8 +144,7 @@ def test_killed_in_tiling_and_in_generation_then_rerun(tmp_path, client, one_tor
     assert len(index) == CHIPS * 3 and index["path"].is_unique  # s2, s1 and lc of each chip, once
     assert set(index["path"]) == set(chips)  # nothing on disk the index lacks, nothing missing
     reference = tmp_path / "reference-tiles"
-    options = TileOptions(sources=[str(root / "sources" / "scenes")], out=reference, size=CHIP,
-                          min_valid=0.0)  # fmt: skip
+    options = TileOptions(sources=[str(root / "sources" / "scenes")], out=reference, size=CHIP, min_valid=0.0)
     tile(options, client=client, progress=False)
     expected = _chips(reference)
     assert set(expected) == set(chips)

@@ -24,8 +24,16 @@ from geogan.qgis import PLUGIN, algorithms
 
 pytestmark = needs_qgis
 GEOGAN = str(Path(sys.executable).with_name("geogan"))
-ALGORITHMS = {"tile", "rasterize", "train_mask_gan", "train_spade", "train_msg_stylegan", "generate",
-              "evaluate", "run"}  # fmt: skip
+ALGORITHMS = {
+    "tile",
+    "rasterize",
+    "train_mask_gan",
+    "train_spade",
+    "train_msg_stylegan",
+    "generate",
+    "evaluate",
+    "run",
+}
 
 
 def _qgis(config: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -51,8 +59,11 @@ def test_install_enables_the_plugin_and_qgis_lists_an_algorithm_per_stage(qgis_c
     [line] = [line for line in plugins.stdout.splitlines() if PLUGIN in line]
     assert line.strip().startswith("*"), plugins.stdout  # qgis_process marks enabled plugins with *
     listed = _qgis(qgis_config, "list")
-    found = {line.split()[0].removeprefix("geogan:") for line in listed.stdout.splitlines()
-             if line.strip().startswith("geogan:")}  # fmt: skip
+    found = {
+        line.split()[0].removeprefix("geogan:")
+        for line in listed.stdout.splitlines()
+        if line.strip().startswith("geogan:")
+    }
     assert found == ALGORITHMS, listed.stdout[-2000:]
 
 
@@ -76,8 +87,19 @@ def _pixels(folder: Path) -> dict[str, np.ndarray]:
 
 def test_tile_in_qgis_writes_the_same_chips_as_geogan_tile(qgis_config, scene_files, tmp_path):
     s2, s1, lc = (scene_files[k] for k in ("s2", "s1", "lc"))
-    ran = _qgis(qgis_config, "run", "geogan:tile", "--json", "--", f"S2={s2}", f"S1={s1}", f"LABELS={lc}",
-                f"OUT={tmp_path / 'qgis'}", "SIZE=128", "WORKERS=1")  # fmt: skip
+    ran = _qgis(
+        qgis_config,
+        "run",
+        "geogan:tile",
+        "--json",
+        "--",
+        f"S2={s2}",
+        f"S1={s1}",
+        f"LABELS={lc}",
+        f"OUT={tmp_path / 'qgis'}",
+        "SIZE=128",
+        "WORKERS=1",
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     results = json.loads(ran.stdout)["results"]
     assert results["INDEX"] == f"{tmp_path / 'qgis'}/index.gpkg|layername=tiles"
@@ -90,8 +112,15 @@ def test_tile_in_qgis_writes_the_same_chips_as_geogan_tile(qgis_config, scene_fi
 
 
 def test_a_failing_run_returns_geogans_own_error(qgis_config, scene_files, tmp_path):
-    ran = _qgis(qgis_config, "run", "geogan:tile", "--", f"S2={scene_files['s2']}", f"OUT={tmp_path / 't'}",
-                "SIZE=4096")  # fmt: skip
+    ran = _qgis(
+        qgis_config,
+        "run",
+        "geogan:tile",
+        "--",
+        f"S2={scene_files['s2']}",
+        f"OUT={tmp_path / 't'}",
+        "SIZE=4096",
+    )
     assert ran.returncode != 0
     text = " ".join((ran.stdout + ran.stderr).split())
     assert "geogan failed (exit status 2): no 4096 px chip fits in the 1 scene(s) given" in text, text[-2000:]
@@ -119,8 +148,9 @@ def test_cancelling_stops_the_geogan_process(qgis_config):
     """The plugin's runner shows progress lines and ends the process when the user cancels."""
     plugins = qgis_config / "profiles" / "default" / "python" / "plugins"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    done = subprocess.run(["/usr/bin/python3", "-c", CANCEL, str(plugins)], capture_output=True, text=True,
-                          env=env, timeout=90)  # fmt: skip
+    done = subprocess.run(
+        ["/usr/bin/python3", "-c", CANCEL, str(plugins)], capture_output=True, text=True, env=env, timeout=90
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     words = done.stdout.split()
     assert words[:3] == ["stopped", words[1], "[7.0]"] and int(words[1]) < 30, done.stdout
@@ -147,14 +177,38 @@ def test_generate_in_qgis_lays_the_chips_over_an_aoi_given_as_a_map_extent(
     config.write_text(
         "z_dim: 8\nw_dim: 8\nmapping_layers: 1\nchannel_base: 64\nchannel_max: 8\nsplit: null\n"
     )
-    for args in (["tile", f"s2={scene_files['s2']}", "--out", str(tiles), "--size", "32", "--workers", "1"],
-                 ["train", "msg-stylegan", "--tiles", str(tiles), "--out", str(run), "--steps", "1",
-                  "--batch-size", "4", "--config", str(config)]):  # fmt: skip
+    for args in (
+        ["tile", f"s2={scene_files['s2']}", "--out", str(tiles), "--size", "32", "--workers", "1"],
+        [
+            "train",
+            "msg-stylegan",
+            "--tiles",
+            str(tiles),
+            "--out",
+            str(run),
+            "--steps",
+            "1",
+            "--batch-size",
+            "4",
+            "--config",
+            str(config),
+        ],
+    ):
         done = subprocess.run([GEOGAN, *args], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
     extent = "440000,440960,6480000,6480640 [EPSG:32630]"  # 3 x 2 chips of 32 px at 10 m
-    ran = _qgis(qgis_config, "run", "geogan:generate", "--json", "--", f"RUN={run}", "N=6",
-                f"OUT={tmp_path / 'pairs'}", f"GRID_EXTENT={extent}", "WORKERS=1")  # fmt: skip
+    ran = _qgis(
+        qgis_config,
+        "run",
+        "geogan:generate",
+        "--json",
+        "--",
+        f"RUN={run}",
+        "N=6",
+        f"OUT={tmp_path / 'pairs'}",
+        f"GRID_EXTENT={extent}",
+        "WORKERS=1",
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     results = json.loads(ran.stdout)["results"]
     assert [Path(p).name for p in results["IMAGES"]] == ["images_EPSG_32630.vrt"], results

@@ -94,8 +94,9 @@ def test_havelland_one_scene_is_split_by_blocks_with_a_gap(havelland):
 def test_spain_both_layouts_tile_the_same_pixels(shared_data, tmp_path):
     root = shared_data / "sen1floods11_spain_2019"
     scene = {r: root / "scene" / f"Spain_7370579_{r}.tif" for r in ("s2", "s1", "labels")}
-    tiles = _tile(tmp_path / "scene", [f"s2={scene['s2']}", f"s1={scene['s1']}", f"labels={scene['labels']}"],
-                  size=64)  # fmt: skip
+    tiles = _tile(
+        tmp_path / "scene", [f"s2={scene['s2']}", f"s1={scene['s1']}", f"labels={scene['labels']}"], size=64
+    )
     index = read_tile_index(tiles)
     assert index.chip.nunique() == 64 and set(index.role) == {"s2", "s1", "lc"}
     labelled, _ = _labelled(scene["labels"])
@@ -118,14 +119,30 @@ def test_virginia_lossless_scene_without_labels(shared_data, tmp_path):
 
 def test_three_models_train_on_havelland_and_generate_like_keeps_the_georeference(havelland, tmp_path):
     common = dict(tiles=havelland, scheme="dfc2020", steps=6, **SMALL)
-    spade = train("spade", SpadeOptions(out=tmp_path / "spade", channels=8, z_dim=8, spade_hidden=16,
-                                        d_channels=16, d_layers=2, **common))  # fmt: skip
+    spade = train(
+        "spade",
+        SpadeOptions(
+            out=tmp_path / "spade", channels=8, z_dim=8, spade_hidden=16, d_channels=16, d_layers=2, **common
+        ),
+    )
     config = yaml.safe_load((tmp_path / "spade" / "config.yaml").read_text())
     assert config["options"]["num_up"] == 4  # 64 px tiles: a 4 px start, from the tiles' size
-    masks = train("mask-gan", MaskGANOptions(out=tmp_path / "masks", channels=8, z_dim=8, d_channels=16,
-                                             d_layers=3, **common))  # fmt: skip
-    msg = train("msg-stylegan", MSGStyleGANOptions(out=tmp_path / "msg", z_dim=16, w_dim=16, mapping_layers=1,
-                                                   channel_base=256, channel_max=16, **common))  # fmt: skip
+    masks = train(
+        "mask-gan",
+        MaskGANOptions(out=tmp_path / "masks", channels=8, z_dim=8, d_channels=16, d_layers=3, **common),
+    )
+    msg = train(
+        "msg-stylegan",
+        MSGStyleGANOptions(
+            out=tmp_path / "msg",
+            z_dim=16,
+            w_dim=16,
+            mapping_layers=1,
+            channel_base=256,
+            channel_max=16,
+            **common,
+        ),
+    )
     for checkpoint in (spade, masks, msg):
         assert checkpoint.is_file()
         rows = (checkpoint.parents[1] / "logs" / "metrics.csv").read_text().splitlines()
@@ -154,14 +171,42 @@ def test_evaluate_with_usefulness_on_one_scene(havelland, tmp_path):
     from geogan.generate import generate
 
     run = tmp_path / "spade"
-    train("spade", SpadeOptions(tiles=havelland, out=run, scheme="dfc2020", steps=4, channels=8, z_dim=8,
-                                spade_hidden=16, d_channels=16, d_layers=2, **SMALL))  # fmt: skip
+    train(
+        "spade",
+        SpadeOptions(
+            tiles=havelland,
+            out=run,
+            scheme="dfc2020",
+            steps=4,
+            channels=8,
+            z_dim=8,
+            spade_hidden=16,
+            d_channels=16,
+            d_layers=2,
+            **SMALL,
+        ),
+    )
     pairs = tmp_path / "pairs"
     generate(GenerateOptions(run=run, n=8, out=pairs, like=havelland, workers=1))
     report = tmp_path / "report"
-    evaluate(EvaluateOptions(real=havelland, synthetic=pairs, out=report, scheme="dfc2020", max_tiles=64,
-                             encoder_steps=5, usefulness=True, seeds=2, steps=3, batch_size=4, n_real=16,
-                             unet_encoder="resnet18", device="cpu"), progress=False)  # fmt: skip
+    evaluate(
+        EvaluateOptions(
+            real=havelland,
+            synthetic=pairs,
+            out=report,
+            scheme="dfc2020",
+            max_tiles=64,
+            encoder_steps=5,
+            usefulness=True,
+            seeds=2,
+            steps=3,
+            batch_size=4,
+            n_real=16,
+            unet_encoder="resnet18",
+            device="cpu",
+        ),
+        progress=False,
+    )
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["real"]["split"]["method"] == "blocks"
     held = metrics["real"]["held_out_chips"]

@@ -275,10 +275,17 @@ def test_sentinelhub_without_credentials(sh_env, tmp_path):
 
 def test_sentinelhub_process_error_names_the_item(sh_env, tmp_path):
     app = SentinelHubApp(CLIENT_ID, SECRET, SH_ITEMS[:1])
-    app.process_error = (400, {"error": {
-        "status": 400, "reason": "Bad Request", "code": "RENDERER_EXCEPTION",
-        "message": "Output default requested but missing from function setup()",
-    }})  # fmt: skip
+    app.process_error = (
+        400,
+        {
+            "error": {
+                "status": 400,
+                "reason": "Bad Request",
+                "code": "RENDERER_EXCEPTION",
+                "message": "Output default requested but missing from function setup()",
+            }
+        },
+    )
     with serve(app), pytest.MonkeyPatch.context() as mp:
         mp.setenv("SH_BASE_URL", app.url)
         mp.setenv("SH_TOKEN_URL", f"{app.url}/oauth/token")
@@ -504,8 +511,21 @@ def test_cli_fetch_stac(stac_server, tmp_path):
     aoi = ",".join(f"{v:.7f}" for v in STAC_AOI)
     args = ["fetch", "stac", "--url", app.url, "--aoi", aoi, "--start", "2023-06-01", "--end", "2023-06-30"]
     out = tmp_path / "cli"
-    result = CliRunner().invoke(cli_app, [*args, "--max-cloud", "30", "--limit", "1", "--no-harmonize",
-                                          "--asset", "B8A=nir08", "--out", str(out)])  # fmt: skip
+    result = CliRunner().invoke(
+        cli_app,
+        [
+            *args,
+            "--max-cloud",
+            "30",
+            "--limit",
+            "1",
+            "--no-harmonize",
+            "--asset",
+            "B8A=nir08",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "1 written" in result.output
     [scene] = (out / "s2").glob("*.tif")

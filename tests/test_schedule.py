@@ -74,8 +74,11 @@ def test_every_stage_is_a_prefect_task_and_a_rerun_skips_them(prefect_server, tm
     assert result.exit_code == 0, result.output
     events = [e for e in read_log(tmp_path / "out") if e["event"] in ("stage-done", "stage-skip")]
     assert [(e["event"], e["stage"]) for e in events] == [
-        ("stage-done", "sources"), ("stage-done", "tile"), ("stage-skip", "sources"), ("stage-skip", "tile"),
-    ]  # fmt: skip
+        ("stage-done", "sources"),
+        ("stage-done", "tile"),
+        ("stage-skip", "sources"),
+        ("stage-skip", "tile"),
+    ]
     assert "skip" in result.output and len(_runs(FLOW_NAME)) == 2
 
 
@@ -163,8 +166,12 @@ def test_a_served_schedule_runs_the_pipeline_when_its_cron_fires(tmp_path):
         procs.append(spawn(args, logs["served"], env))
         root = tmp_path / "out"
         ended = ("stage-done", "stage-failed")
-        _wait(lambda: any(e["event"] in ended and e["stage"] == "tile" for e in _log(root)),
-              procs[1], 200, logs["served"])  # fmt: skip
+        _wait(
+            lambda: any(e["event"] in ended and e["stage"] == "tile" for e in _log(root)),
+            procs[1],
+            200,
+            logs["served"],
+        )
         done = [e["stage"] for e in _log(root) if e["event"] == "stage-done"]
         assert done == ["sources", "tile"], logs["served"].read_text()[-3000:]
         assert len(list((root / "tile").glob("*/s2_*/*.tif"))) == 32

@@ -25,9 +25,20 @@ from geogan.training import checkpoints, load_checkpoint, load_generator, task_c
 
 K = len(IGBP)
 TINY = dict(
-    channels=8, z_dim=8, num_up=3, spade_hidden=16, d_channels=16, d_layers=3, num_d=2,
-    batch_size=8, split=None, log_every=5, ema_images=200, lr_g=1e-3, lr_d=2e-3,
-)  # fmt: skip
+    channels=8,
+    z_dim=8,
+    num_up=3,
+    spade_hidden=16,
+    d_channels=16,
+    d_layers=3,
+    num_d=2,
+    batch_size=8,
+    split=None,
+    log_every=5,
+    ema_images=200,
+    lr_g=1e-3,
+    lr_d=2e-3,
+)
 WATER, FOREST, GRASS = (IGBP.values.index(v) for v in (17, 1, 10))
 B8, B4 = 7, 3
 

@@ -100,8 +100,10 @@ def test_partial_labels_are_unknown_not_invalid_imagery(tmp_path, scene_files):
     index = read_tile_index(out)
     lcs = index[index.role == "lc"].set_index("chip")
     assert len(lcs) == 64  # every chip kept
-    expected = {c: float((lc[r : r + 64, k : k + 64] != 0).mean()) for c, r, k in
-                zip(lcs.index, lcs.row_off, lcs.col_off, strict=True)}  # fmt: skip
+    expected = {
+        c: float((lc[r : r + 64, k : k + 64] != 0).mean())
+        for c, r, k in zip(lcs.index, lcs.row_off, lcs.col_off, strict=True)
+    }
     assert lcs["labelled_fraction"].to_dict() == pytest.approx(expected)
     assert (lcs["valid_fraction"] == 1.0).all()  # the S2 chip's, on label rows too
     assert set(np.round(lcs["labelled_fraction"], 3)) == {0.0, 0.5, 1.0}

@@ -212,8 +212,11 @@ def test_zstd_level_changes_file_sizes_not_pixels_and_retiles(tmp_path, scene_fi
     sizes, pixels = {}, {}
     for level in (1, 12):
         out = tmp_path / f"level{level}"
-        summary = tile(TileOptions(sources=[f"s2={scene_files['s2']}"], out=out, size=128, zstd_level=level),
-                       client=client, progress=False)  # fmt: skip
+        summary = tile(
+            TileOptions(sources=[f"s2={scene_files['s2']}"], out=out, size=128, zstd_level=level),
+            client=client,
+            progress=False,
+        )
         assert summary.ok and summary.written == 16
         chips = sorted(out.rglob("*_s2_*.tif"))
         sizes[level] = sum(p.stat().st_size for p in chips)
@@ -289,8 +292,19 @@ def test_edge_pad_and_min_valid(tmp_path, scene_files, client):
 
 def test_killed_run_recovers(tmp_path, scene_files):
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "geogan", "tile", *sources(scene_files), "--out", str(out),
-            "--size", "64", "--workers", "1"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "geogan",
+        "tile",
+        *sources(scene_files),
+        "--out",
+        str(out),
+        "--size",
+        "64",
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(
         args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -340,9 +354,19 @@ def test_bad_inputs_fail_by_name_and_the_rest_goes_on(tmp_path, scene_files):
         bad["far_s1"] = write_raster(
             tmp_path / "far_s1.tif", src.read(), S1, transform * Affine.translation(20_000, 0), CRS_DEMO
         )
-    args = ["tile", *sources(scene_files), *[f"s2={bad[k]}" for k in bad if k != "far_s1"],
-            f"s2={near}", f"s1={bad['far_s1']}", "--out", str(tmp_path / "out"), "--size", "128",
-            "--workers", "1"]  # fmt: skip
+    args = [
+        "tile",
+        *sources(scene_files),
+        *[f"s2={bad[k]}" for k in bad if k != "far_s1"],
+        f"s2={near}",
+        f"s1={bad['far_s1']}",
+        "--out",
+        str(tmp_path / "out"),
+        "--size",
+        "128",
+        "--workers",
+        "1",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
     failures = json.loads((tmp_path / "out" / "failures.json").read_text())
@@ -389,8 +413,9 @@ def test_real_data_tiles_pixel_exact(shared_data, tmp_path, client):
         if not scenes:
             pytest.skip(f"no SEN12MS folder or 13-band GeoTIFF of 256 px or more in {shared_data}")
         sources_ = [f"s2={scenes[0]}"]
-    summary = tile(TileOptions(sources=sources_, out=tmp_path, size=256, min_valid=0.0), client=client,
-                   progress=False)  # fmt: skip
+    summary = tile(
+        TileOptions(sources=sources_, out=tmp_path, size=256, min_valid=0.0), client=client, progress=False
+    )
     assert summary.ok and summary.written > 0, summary
     index = gpd.read_file(tmp_path / "index.gpkg", layer="tiles")
     for row in index[index.role == "s2"].head(5).itertuples():

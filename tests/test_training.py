@@ -29,9 +29,18 @@ from geogan.training import (
 )
 
 TINY = dict(
-    resolution=16, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32,
-    batch_size=8, split=None, log_every=2, ema_images=100, r1_every=4,
-)  # fmt: skip
+    resolution=16,
+    z_dim=32,
+    w_dim=32,
+    mapping_layers=2,
+    channel_base=256,
+    channel_max=32,
+    batch_size=8,
+    split=None,
+    log_every=2,
+    ema_images=100,
+    r1_every=4,
+)
 
 
 @pytest.fixture(scope="module")

@@ -60,8 +60,9 @@ def _encoder(out: Path, train, classes: int, options: EvaluateOptions, device: s
         meta = json.loads(saved.read_text())
         if meta["fingerprint"] == key:
             record = fidelity.EncoderRecord(**meta["record"])
-            model = fidelity.Encoder(train.x.shape[1], width=options.encoder_width,
-                                     classes=classes if record.class_head else 0)  # fmt: skip
+            model = fidelity.Encoder(
+                train.x.shape[1], width=options.encoder_width, classes=classes if record.class_head else 0
+            )
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
             log.info("feature encoder taken from %s (same chips and settings)", weights)
             return model.to(device).eval(), record
@@ -70,9 +71,16 @@ def _encoder(out: Path, train, classes: int, options: EvaluateOptions, device: s
     except Exception as err:  # a corrupt or crafted file: trained again, and written over
         log.warning("%s: not used, trained again (%s)", weights if saved.exists() else saved, load_error(err))
     model, record = fidelity.train_encoder(
-        train.x, train.mask, classes, options.encoder_steps, batch_size=ENCODER_BATCH, seed=options.seed,
-        width=options.encoder_width, device=device, progress=progress,
-    )  # fmt: skip
+        train.x,
+        train.mask,
+        classes,
+        options.encoder_steps,
+        batch_size=ENCODER_BATCH,
+        seed=options.seed,
+        width=options.encoder_width,
+        device=device,
+        progress=progress,
+    )
     with replacing(weights) as tmp:
         torch.save(model.state_dict(), tmp)
     write_text(saved, json.dumps({"fingerprint": key, "record": record.to_dict()}))
@@ -92,8 +100,14 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
     scheme = labels.scheme(options.scheme)
     normalizer = Normalizer.from_stats(options.real, "s2")
     train, held, scenes = real_splits(
-        options.real, scheme, options.mask_role, normalizer, options.max_tiles, options.seed, progress,
-    )  # fmt: skip
+        options.real,
+        scheme,
+        options.mask_role,
+        normalizer,
+        options.max_tiles,
+        options.seed,
+        progress,
+    )
     syn = synthetic_set(options.synthetic, scheme, normalizer, options.max_tiles, options.seed, progress)
     log.info("read %d training, %d held-out and %d synthetic chips", len(train), len(held), len(syn))
     if syn.x.shape[-2:] != train.x.shape[-2:]:
@@ -108,9 +122,17 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
 
     def compare(chips):
         return fidelity.compare(
-            chips.x, chips.dn, train.x, train.dn, feats[chips.name], feats[train.name],
-            pixels=options.pixels, patches=options.swd_patches, k=options.knn, seed=options.seed,
-        )  # fmt: skip
+            chips.x,
+            chips.dn,
+            train.x,
+            train.dn,
+            feats[chips.name],
+            feats[train.name],
+            pixels=options.pixels,
+            patches=options.swd_patches,
+            k=options.knn,
+            seed=options.seed,
+        )
 
     metrics: dict[str, Any] = {
         "inputs": {**options.model_dump(mode="json"), "device": device},
@@ -120,7 +142,7 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
             "train_scenes": scenes["real train"],
             "held_out_scenes": scenes["real held-out"],
             "split": {k: v for k, v in read_split(options.real).items() if k != "chips"},
-        },  # fmt: skip
+        },
         "synthetic": {"chips": len(syn), "masks": syn.mask is not None},
         "encoder": record.to_dict(),
         "fidelity": {"synthetic": compare(syn), "held_out": compare(held)},
@@ -140,17 +162,32 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
         if syn.mask is None or train.mask is None:
             raise ValueError(
                 f"usefulness needs masks: {options.synthetic} has none"
-                if syn.mask is None else f"{options.real}: no {options.mask_role} mask chips"
-            )  # fmt: skip
+                if syn.mask is None
+                else f"{options.real}: no {options.mask_role} mask chips"
+            )
         setup = usefulness.UsefulnessSetup(
-            n_real=options.n_real, seeds=options.seeds, steps=options.steps, batch_size=options.batch_size,
-            lr=options.lr, encoder=options.unet_encoder, minority_share=options.minority_share,
-            synthetic_share=options.synthetic_share, device=device,
-        )  # fmt: skip
+            n_real=options.n_real,
+            seeds=options.seeds,
+            steps=options.steps,
+            batch_size=options.batch_size,
+            lr=options.lr,
+            encoder=options.unet_encoder,
+            minority_share=options.minority_share,
+            synthetic_share=options.synthetic_share,
+            device=device,
+        )
         metrics["usefulness"] = usefulness.usefulness(
-            train.x, train.mask, syn.x, syn.mask, held.x, held.mask, list(scheme.names), setup, progress,
+            train.x,
+            train.mask,
+            syn.x,
+            syn.mask,
+            held.x,
+            held.mask,
+            list(scheme.names),
+            setup,
+            progress,
             record=out / ".usefulness-runs.json",
-        )  # fmt: skip
+        )
         figures["usefulness"] = report.usefulness_figure(metrics["usefulness"], out / "usefulness.png")
 
     metrics_path = report.write_json(out / "metrics.json", metrics)

@@ -197,17 +197,23 @@ class Encoder(nn.Module):
     def __init__(self, channels: int = 13, width: int = 32, code: int = 16, classes: int = 0) -> None:
         super().__init__()
         self.encode = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.GELU(),
-            nn.Conv2d(width, width * 2, 4, 2, 1), nn.GELU(),
-            nn.Conv2d(width * 2, width * 2, 4, 2, 1), nn.GELU(),
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, width * 2, 4, 2, 1),
+            nn.GELU(),
+            nn.Conv2d(width * 2, width * 2, 4, 2, 1),
+            nn.GELU(),
             nn.Conv2d(width * 2, code, 4, 2, 1),
-        )  # fmt: skip
+        )
         self.decode = nn.Sequential(
-            nn.ConvTranspose2d(code, width * 2, 4, 2, 1), nn.GELU(),
-            nn.ConvTranspose2d(width * 2, width * 2, 4, 2, 1), nn.GELU(),
-            nn.ConvTranspose2d(width * 2, width, 4, 2, 1), nn.GELU(),
+            nn.ConvTranspose2d(code, width * 2, 4, 2, 1),
+            nn.GELU(),
+            nn.ConvTranspose2d(width * 2, width * 2, 4, 2, 1),
+            nn.GELU(),
+            nn.ConvTranspose2d(width * 2, width, 4, 2, 1),
+            nn.GELU(),
             nn.Conv2d(width, channels, 3, padding=1),
-        )  # fmt: skip
+        )
         self.shares = nn.Linear(2 * code, classes) if classes else None
 
     def pooled(self, z: torch.Tensor) -> torch.Tensor:
@@ -277,10 +283,16 @@ def train_encoder(
     use_masks = mask is not None and classes > 0
     model = Encoder(x.shape[1], width=width, classes=classes if use_masks else 0).to(device)
     record = EncoderRecord(
-        chips=len(x), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-        parameters=sum(p.numel() for p in model.parameters()), feature_dim=2 * model.encode[-1].out_channels,
-        class_head=use_masks, device=str(device),
-    )  # fmt: skip
+        chips=len(x),
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        parameters=sum(p.numel() for p in model.parameters()),
+        feature_dim=2 * model.encode[-1].out_channels,
+        class_head=use_masks,
+        device=str(device),
+    )
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     data = torch.from_numpy(x)

@@ -80,7 +80,7 @@ def class_mix(mask: np.ndarray, names: list[str]) -> dict:
         "fractions": {
             **dict(zip(names, np.round(counts.sum(0) / flat.size, 4).tolist(), strict=True)),
             "unknown": round(float((flat < 0).mean()), 4),
-        },  # fmt: skip
+        },
         "labelled_fractions": dict(
             zip(names, np.round(counts.sum(0) / max(labelled, 1), 4).tolist(), strict=True)
         ),

@@ -118,9 +118,14 @@ def real_and_synthetic(train: ChipSet, syn: ChipSet, scheme: ClassScheme, path: 
         for spine in ax.spines.values():
             spine.set_linewidth(0.3)
     handles = [Rectangle((0, 0), 1, 1, color=np.array(c.rgb) / 255) for c in scheme.classes]
-    fig.legend([*handles, Rectangle((0, 0), 1, 1, fc="white", ec="grey")],
-               [*(c.name for c in scheme.classes), "unlabelled"], loc="lower center",
-               ncol=min(len(scheme.classes) + 1, 9), fontsize=7, frameon=False)  # fmt: skip
+    fig.legend(
+        [*handles, Rectangle((0, 0), 1, 1, fc="white", ec="grey")],
+        [*(c.name for c in scheme.classes), "unlabelled"],
+        loc="lower center",
+        ncol=min(len(scheme.classes) + 1, 9),
+        fontsize=7,
+        frameon=False,
+    )
     fig.suptitle(
         f"{train.name} chips (top) and synthetic pairs (bottom), the most-labelled {n} of each; "
         "one colour stretch (the real chips' 2-98 %)",
@@ -268,7 +273,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
             else f"<td>{html.escape(str(c))}</td>"
             for c in row
         )
-        + "</tr>"  # fmt: skip
+        + "</tr>"
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -339,7 +344,7 @@ def write_html(path: Path, metrics: dict, figures: dict[str, str | None]) -> Pat
                 ["k-NN precision", fid_s.get("precision"), fid_h.get("precision")],
                 ["k-NN recall", fid_s.get("recall"), fid_h.get("recall")],
             ],
-        ),  # fmt: skip
+        ),
         "<h3>Per band</h3>",
         _table(
             ["band", "W1 synthetic", "W1 held-out"],
@@ -358,7 +363,7 @@ def write_html(path: Path, metrics: dict, figures: dict[str, str | None]) -> Pat
                 ]
                 for k in INDICES
             ],
-        ),  # fmt: skip
+        ),
         _img(figures.get("indices"), "index distributions"),
         "<h3>Band correlation</h3>",
         _img(figures.get("correlation"), "band correlation matrices"),
@@ -396,7 +401,7 @@ def write_html(path: Path, metrics: dict, figures: dict[str, str | None]) -> Pat
                 ["synthetic", nov["summary"]["synthetic_median"], nov["summary"]["synthetic_min"]],
                 ["real held-out", nov["summary"]["held_out_median"], nov["summary"]["held_out_min"]],
             ],
-        ),  # fmt: skip
+        ),
         _img(figures.get("novelty"), "novelty distances"),
     ]
     if nov["copies"]:
@@ -404,7 +409,7 @@ def write_html(path: Path, metrics: dict, figures: dict[str, str | None]) -> Pat
             _table(
                 ["flagged synthetic pair", "distance", "nearest training chip"],
                 [[c["id"], c["distance"], c["nearest"]] for c in nov["copies"]],
-            )  # fmt: skip
+            )
         )
         parts.append(_img(figures.get("copies"), "flagged copies"))
     drop = m.get("dropped")
@@ -436,7 +441,7 @@ def write_html(path: Path, metrics: dict, figures: dict[str, str | None]) -> Pat
                     [f"({k}) {c['label']}", c["train_chips"], _ci(c["miou"]), _ci(c["minority_iou"])]
                     for k, c in use["configs"].items()
                 ],
-            ),  # fmt: skip
+            ),
             "<h3>IoU per class</h3>",
             _table(
                 ["class", *[f"({k})" for k in use["configs"]]],
@@ -444,7 +449,7 @@ def write_html(path: Path, metrics: dict, figures: dict[str, str | None]) -> Pat
                     [name, *[_ci(c["per_class"][name]) for c in use["configs"].values()]]
                     for name in s["classes_scored"]
                 ],
-            ),  # fmt: skip
+            ),
             _img(figures.get("usefulness"), "usefulness"),
         ]
     parts.append("<p class='note'>All numbers are in metrics.json beside this page.</p></body></html>")

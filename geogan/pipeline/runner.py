@@ -247,10 +247,12 @@ def run(
         )
         result = _walk(pipeline, selected, state, run_id, False, runlog, console, progress)
         runlog.write(
-            "run-end", ok=result.ok, error=result.error,
+            "run-end",
+            ok=result.ok,
+            error=result.error,
             ran=[r.stage for r in result.stages if r.action in ("run", "reset")],
             skipped=[r.stage for r in result.stages if r.action == "skip"],
-        )  # fmt: skip
+        )
     return result
 
 
@@ -329,17 +331,26 @@ def _run_stage(
     state: dict,
     runlog: RunLog,
 ) -> StageResult:
-    log.info("%s: %s (%s)", stage.name, "clearing its folder and running" if action == "reset" else "running",
-             reason)  # fmt: skip
+    log.info(
+        "%s: %s (%s)",
+        stage.name,
+        "clearing its folder and running" if action == "reset" else "running",
+        reason,
+    )
     runlog.write("stage-start", stage=stage.name, action=action, reason=reason)
     if action == "reset":
         _reset(stage, root, record)
     elif record is not None and record.get("status") != "done":
         _clean_temporaries(stage)
     records[stage.name] = {
-        "kind": stage.kind.name, "model": stage.model, "options": values, "inputs": inputs,
-        "status": "running", "started": _now(), "run": runlog.base["run"],
-    }  # fmt: skip
+        "kind": stage.kind.name,
+        "model": stage.model,
+        "options": values,
+        "inputs": inputs,
+        "status": "running",
+        "started": _now(),
+        "run": runlog.base["run"],
+    }
     _write_state(root, state)
     started = time.perf_counter()
     try:
@@ -349,8 +360,13 @@ def _run_stage(
         message = str(err) or type(err).__name__
         records[stage.name].update(status="failed", error=message, finished=_now())
         _write_state(root, state)
-        runlog.write("stage-failed", stage=stage.name, seconds=round(seconds, 3), error=message,
-                     error_type=type(err).__name__)  # fmt: skip
+        runlog.write(
+            "stage-failed",
+            stage=stage.name,
+            seconds=round(seconds, 3),
+            error=message,
+            error_type=type(err).__name__,
+        )
         log.error("%s failed: %s", stage.name, message)
         return StageResult(stage.name, "failed", reason, seconds, error=message)
     seconds = time.perf_counter() - started

@@ -59,8 +59,11 @@ def deployment(
 
     spec = load(pipeline, out=out, scheduler=scheduler)
     schedule = CronSchedule(cron=cron, timezone=timezone) if timezone else CronSchedule(cron=cron)
-    parameters = {"pipeline": str(spec.path.resolve()), "out": str(out.resolve()) if out else None,
-                  "scheduler": scheduler}  # fmt: skip
+    parameters = {
+        "pipeline": str(spec.path.resolve()),
+        "out": str(out.resolve()) if out else None,
+        "scheduler": scheduler,
+    }
     return pipeline_flow.to_deployment(
         name=spec.name,
         schedule=schedule,

@@ -249,8 +249,9 @@ def _stage(
     try:
         model_cls, model = kind.options_model(raw)
     except ValueError as err:
-        raise PipelineError(f"{file}:{marks.get((*prefix, 'model'), marks.get(prefix, '?'))}: "
-                            f"stages.{name}.model: {err}") from None  # fmt: skip
+        raise PipelineError(
+            f"{file}:{marks.get((*prefix, 'model'), marks.get(prefix, '?'))}: stages.{name}.model: {err}"
+        ) from None
     values = {k: v for k, v in raw.items() if k != "model"}
     inputs: list[str] = []
     for field_name, upstream_kind in kind.wire.items():

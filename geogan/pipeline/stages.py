@@ -135,9 +135,12 @@ def _make_procedural(options: ProceduralSource, folder: Path) -> None:
     from geogan import sample
 
     sample.write_sen12ms(
-        folder, scenes=options.scenes, patches_per_side=options.patches_per_side,
-        patch_size=options.patch_size, seed=options.seed,
-    )  # fmt: skip
+        folder,
+        scenes=options.scenes,
+        patches_per_side=options.patches_per_side,
+        patch_size=options.patch_size,
+        seed=options.seed,
+    )
 
 
 def _check_sen12ms(options: Sen12msSource, folder: Path) -> None:
@@ -208,13 +211,16 @@ SOURCES: dict[str, SourceKind] = {
     # Remote scenes are fetched into OUT/sources/NAME when the source's options change (or its
     # files do); a run with unchanged options does not ask the service again.
     "sentinelhub": SourceKind(
-        "sentinelhub", _fetch("geogan.scenes.sentinelhub", "fetch_sentinelhub"), _fetched_sources,
-        _fetched_files, made=True,
+        "sentinelhub",
+        _fetch("geogan.scenes.sentinelhub", "fetch_sentinelhub"),
+        _fetched_sources,
+        _fetched_files,
+        made=True,
     ),
     "stac": SourceKind(
         "stac", _fetch("geogan.scenes.stac", "fetch_stac"), _fetched_sources, _fetched_files, made=True
     ),
-}  # fmt: skip
+}
 
 
 class SourcesOptions(StageOptions):
@@ -309,8 +315,10 @@ def _run_tile(stage: Stage, ctx: Context) -> dict[str, Any]:
 
 def _digest_tile(options: TileOptions) -> str:
     out = Path(options.out)
-    texts = [(out / n).read_text() if (out / n).is_file() else None for n in (STATS_FILE, "train_list.txt",
-                                                                              "test_list.txt")]  # fmt: skip
+    texts = [
+        (out / n).read_text() if (out / n).is_file() else None
+        for n in (STATS_FILE, "train_list.txt", "test_list.txt")
+    ]
     chips = _listing(out, "*/*/*.tif")
     return _hash([texts, chips]) if chips else ""
 
@@ -370,30 +378,55 @@ def _check_evaluate(options: EvaluateOptions) -> tuple[str, str] | None:
 
 
 # The train stage's schedule options a resumed run may change (see geogan.training.RESUMABLE).
-_TRAIN_GROWS = {"steps": "up", "sample_every": "any", "checkpoint_every": "any", "keep_checkpoints": "any",
-                "log_every": "any"}  # fmt: skip
+_TRAIN_GROWS = {
+    "steps": "up",
+    "sample_every": "any",
+    "checkpoint_every": "any",
+    "keep_checkpoints": "any",
+    "log_every": "any",
+}
 
 STAGES: dict[str, StageKind] = {
     "sources": StageKind("sources", _fixed(SourcesOptions), _run_sources, _digest_sources),
     "tile": StageKind(
-        "tile", _fixed(TileOptions), _run_tile, _digest_tile,
+        "tile",
+        _fixed(TileOptions),
+        _run_tile,
+        _digest_tile,
         volatile=frozenset({"workers", "threads", "scheduler"}),
-        grows={"sources": "any"}, incremental_inputs=frozenset({"sources"}), takes_sources=True,
+        grows={"sources": "any"},
+        incremental_inputs=frozenset({"sources"}),
+        takes_sources=True,
     ),
     "train": StageKind(
-        "train", _choose_train, _run_train, _digest_train, wire={"tiles": "tile"},
-        volatile=frozenset({"workers"}), grows=_TRAIN_GROWS,
+        "train",
+        _choose_train,
+        _run_train,
+        _digest_train,
+        wire={"tiles": "tile"},
+        volatile=frozenset({"workers"}),
+        grows=_TRAIN_GROWS,
     ),
     "generate": StageKind(
-        "generate", _fixed(GenerateOptions), _run_generate, _digest_generate, wire={"run": "train"},
-        reads=("tile",), volatile=frozenset({"workers", "scheduler"}), grows={"n": "up"},
+        "generate",
+        _fixed(GenerateOptions),
+        _run_generate,
+        _digest_generate,
+        wire={"run": "train"},
+        reads=("tile",),
+        volatile=frozenset({"workers", "scheduler"}),
+        grows={"n": "up"},
         refs=frozenset({"mask_run", "like"}),
     ),
     "evaluate": StageKind(
-        "evaluate", _fixed(EvaluateOptions), _run_evaluate, _digest_evaluate,
-        wire={"real": "tile", "synthetic": "generate"}, check=_check_evaluate,
+        "evaluate",
+        _fixed(EvaluateOptions),
+        _run_evaluate,
+        _digest_evaluate,
+        wire={"real": "tile", "synthetic": "generate"},
+        check=_check_evaluate,
     ),
-}  # fmt: skip
+}
 
 
 def fingerprinted(stage: Stage) -> dict[str, Any]:

@@ -97,10 +97,21 @@ def stack_bands(bands: dict[str, Path], out: Path, tags: dict[str, str] | None =
         with rasterio.open(bands[name]) as src:
             data[i] = src.read(1, out_shape=(height, width), resampling=Resampling.nearest)
     profile = {
-        "driver": "GTiff", "width": width, "height": height, "count": S2.count, "dtype": "uint16",
-        "crs": crs, "transform": transform, "nodata": 0, "compress": "deflate", "predictor": 2,
-        "tiled": True, "blockxsize": 256, "blockysize": 256, "interleave": "pixel",
-    }  # fmt: skip
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": S2.count,
+        "dtype": "uint16",
+        "crs": crs,
+        "transform": transform,
+        "nodata": 0,
+        "compress": "deflate",
+        "predictor": 2,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "interleave": "pixel",
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     with replacing(out, data.nbytes) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data)

@@ -46,10 +46,20 @@ log = logging.getLogger(__name__)
 
 SERVICE = "STAC"
 COMMON_KEYS = {  # Earth Search (element84) asset keys of the Sentinel-2 bands
-    "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
-    "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
-    "B10": "cirrus", "B11": "swir16", "B12": "swir22",
-}  # fmt: skip
+    "B01": "coastal",
+    "B02": "blue",
+    "B03": "green",
+    "B04": "red",
+    "B05": "rededge1",
+    "B06": "rededge2",
+    "B07": "rededge3",
+    "B08": "nir",
+    "B8A": "nir08",
+    "B09": "nir09",
+    "B10": "cirrus",
+    "B11": "swir16",
+    "B12": "swir22",
+}
 # GDAL settings for reading COGs over HTTP: no directory listings, range requests merged.
 OFFSET_BASELINE = 4.0  # L1C processing baselines from 04.00 add DN_OFFSET to every valid DN
 DN_OFFSET = 1000
@@ -151,9 +161,15 @@ def load_item(item, keys: dict[str, str], grid: RasterGrid) -> np.ndarray:
     try:
         with rasterio.Env(**GDAL_HTTP):
             data = odc.stac.load(
-                [item], bands=assets, geobox=geobox, groupby="id", resampling="nearest", dtype="uint16",
-                nodata=0, pool=1,
-            )  # fmt: skip
+                [item],
+                bands=assets,
+                geobox=geobox,
+                groupby="id",
+                resampling="nearest",
+                dtype="uint16",
+                nodata=0,
+                pool=1,
+            )
             stack = np.stack([np.asarray(data[key].values[0]) for key in assets])
     except Exception as err:  # rasterio/GDAL errors of unreachable or broken assets
         raise RemoteError(f"{SERVICE}: item {item.id}: {_failed_asset(keys, item, err)}") from None
