@@ -177,18 +177,24 @@ def mask_scheme(path: str | Path, role: str) -> ClassScheme | None:
     return None
 
 
-def mask_converter(path: str | Path, role: str, target: ClassScheme) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from a mask chip's band-1 values to class indices of ``target`` (-1 = nodata)."""
+def mask_values(path: str | Path, role: str, target: ClassScheme) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a mask's band-1 values to class values of ``target``: the one conversion of
+    masks between schemes (its source scheme from the file, :func:`mask_scheme`); a clear error
+    naming the file where there is no mapping."""
     source = mask_scheme(path, role)
-    if source is None:
-        source = target
-    if source.name == target.name:
-        return target.to_index
+    if source is None or source.name == target.name:
+        return lambda values: values
     try:
         labels.convert(np.zeros(1, np.uint8), source, target)
     except ValueError as err:
-        raise ValueError(f"{path}: holds {source.name} classes; {err}") from err
-    return lambda values: target.to_index(labels.convert(values, source, target))
+        raise ValueError(f"{path}: holds {source.name} classes; {err}") from None
+    return lambda values: labels.convert(values, source, target)
+
+
+def mask_converter(path: str | Path, role: str, target: ClassScheme) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a mask chip's band-1 values to class indices of ``target`` (-1 = nodata)."""
+    values_of = mask_values(path, role, target)
+    return lambda values: target.to_index(values_of(values))
 
 
 def _read(path: Path, band: int | None = None) -> np.ndarray:

@@ -43,8 +43,8 @@ from rasterio.transform import Affine
 from geogan import cluster, export, geo
 from geogan.bands import LC, S2
 from geogan.config import GenerateOptions
-from geogan.datasets import mask_scheme
-from geogan.labels import NODATA, ClassScheme, class_value, convert, scheme
+from geogan.datasets import mask_values
+from geogan.labels import NODATA, ClassScheme, class_value, scheme
 from geogan.tiles import CHIP_NAME, INDEX_FILE, MASK_ROLE, STATS_FILE, chips_of, read_tile_index
 from geogan.training import TrainedGenerator, check_device, load_generator
 
@@ -235,12 +235,7 @@ def read_mask(item: MaskFile, classes: ClassScheme) -> Mask:
         raise ValueError(f"{path}: the mask has no CRS; generated images keep their mask's georeference")
     if np.dtype(kind).kind not in "ui":
         raise ValueError(f"{path}: mask values must be integer class values, not {kind}")
-    source = mask_scheme(path, "lc" if count == LC.count else MASK_ROLE)
-    if source is not None and source.name != classes.name:
-        try:
-            values = convert(values, source, classes)
-        except ValueError as err:
-            raise ValueError(f"{path}: holds {source.name} classes; {err}") from None
+    values = mask_values(path, "lc" if count == LC.count else MASK_ROLE, classes)(values)
     unknown = sorted(set(np.unique(values).tolist()) - {NODATA, *classes.values})
     if unknown:
         raise ValueError(
