@@ -37,6 +37,22 @@ def geogan(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     )
 
 
+def tile_src(tiles: Path, out: Path) -> list[str]:
+    """``geogan tile`` arguments: the procedural scenes beside ``tiles`` into ``out``, 32 px chips."""
+    return [
+        "tile",
+        str(tiles.parent / "src"),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--min-valid",
+        "0",
+        "--workers",
+        "1",
+    ]
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (what "unchanged" means)."""
     return {
@@ -146,18 +162,7 @@ def test_catalogue(name, args, status, words, tiles, tmp_path):
 def test_tile_removes_only_its_own_temporaries(tiles, tmp_path):
     """A re-run sweeps what a killed run of geogan left, and nothing a user put in the folder."""
     out = tmp_path / "tiles"
-    result = geogan(
-        "tile",
-        str(tiles.parent / "src"),
-        "--out",
-        str(out),
-        "--size",
-        "32",
-        "--min-valid",
-        "0",
-        "--workers",
-        "1",
-    )
+    result = geogan(*tile_src(tiles, out))
     assert result.returncode == 0, result.stderr
     chip = next(out.rglob("*.tif"))
     theirs = [out / "notes" / ".draft.tmp", out / ".index.tmp.gpkg", chip.parent / f".{chip.name}.tmp"]
@@ -165,18 +170,7 @@ def test_tile_removes_only_its_own_temporaries(tiles, tmp_path):
     for path in (*theirs, ours):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half a file")
-    result = geogan(
-        "tile",
-        str(tiles.parent / "src"),
-        "--out",
-        str(out),
-        "--size",
-        "32",
-        "--min-valid",
-        "0",
-        "--workers",
-        "1",
-    )
+    result = geogan(*tile_src(tiles, out))
     assert result.returncode == 0, result.stderr
     assert all(p.read_bytes() == b"half a file" for p in theirs)
     assert not ours.exists() and is_temporary(ours) and not any(is_temporary(p) for p in theirs)
@@ -191,18 +185,7 @@ def test_a_second_tile_run_into_the_folder_stops_naming_the_holder(tiles, tmp_pa
     message = " ".join(blocked.stderr.split())
     assert f"is already running (pid {os.getpid()} on" in message and "Traceback" not in blocked.stderr
     assert not (out / "index.gpkg").exists()  # the refused run wrote nothing
-    again = geogan(
-        "tile",
-        str(tiles.parent / "src"),
-        "--out",
-        str(out),
-        "--size",
-        "32",
-        "--min-valid",
-        "0",
-        "--workers",
-        "1",
-    )
+    again = geogan(*tile_src(tiles, out))
     assert again.returncode == 0, again.stderr
 
 
@@ -212,16 +195,7 @@ def test_two_tile_runs_at_once_end_with_one_whole_folder(tiles, tmp_path):
         sys.executable,
         "-m",
         "geogan",
-        "tile",
-        str(tiles.parent / "src"),
-        "--out",
-        str(out),
-        "--size",
-        "32",
-        "--min-valid",
-        "0",
-        "--workers",
-        "1",
+        *tile_src(tiles, out),
     ]
     procs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)]
     results = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
@@ -232,18 +206,23 @@ def test_two_tile_runs_at_once_end_with_one_whole_folder(tiles, tmp_path):
     assert not [p for p in out.rglob("*") if is_temporary(p)]
 
 
+def _tmpfs(mount: Path, options: str):
+    """A tmpfs mounted on ``mount`` for the test (needs root); skipped, with why, where it cannot be."""
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip(
+            f"cannot mount a tmpfs ({options}) here ({done.stderr.decode().strip() or 'mount failed'})"
+        )
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 300 KiB tmpfs mounted for the test (needs root); skipped, with why, where it cannot be."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip() or 'mount failed'})")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from _tmpfs(mount, "size=300k")
 
 
 def _pair(i: int, size: int = 96) -> export.Pair:
@@ -276,18 +255,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_what_was_written(small_disk):
 
 def test_tile_onto_a_full_disk_exits_1_without_a_traceback(small_disk, tiles):
     out = small_disk / "tiles"
-    result = geogan(
-        "tile",
-        str(tiles.parent / "src"),
-        "--out",
-        str(out),
-        "--size",
-        "32",
-        "--min-valid",
-        "0",
-        "--workers",
-        "1",
-    )
+    result = geogan(*tile_src(tiles, out))
     message = " ".join(result.stderr.split())
     assert result.returncode == 1, result.stderr[-3000:]
     assert "no space left on the disk" in message and str(out) in message and "Traceback" not in result.stderr
@@ -723,14 +691,7 @@ def test_a_rerun_that_drops_chips_removes_their_files(tmp_path):
 @pytest.fixture(scope="module")
 def read_only(tmp_path_factory):
     """A read-only tmpfs (needs root: root may write anywhere else); skipped, with why, where it cannot be."""
-    mount = tmp_path_factory.mktemp("read-only")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({done.stderr.decode().strip() or 'mount failed'})")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from _tmpfs(tmp_path_factory.mktemp("read-only"), "size=1m,ro")
 
 
 PIPELINE = Path(__file__).parents[1] / "pipeline" / "demo.yaml"
