@@ -28,8 +28,8 @@ test-fast: install  # about 7 min here: leaves out whole pipelines and long trai
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check geogan tests benchmarks
-	$(VENV)/bin/ruff format --check geogan tests benchmarks
+	$(VENV)/bin/ruff check geogan geogan_processing tests benchmarks
+	$(VENV)/bin/ruff format --check geogan geogan_processing tests benchmarks
 
 bench: install
 	$(PY) benchmarks/tiling.py

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 import geogan
@@ -76,7 +77,7 @@ log = logging.getLogger("geogan")
 
 def fail(err: GeoganError) -> None:
     """End a command with a one-line error that names the file and the problem, and its exit status."""
-    console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False)
+    console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)  # "[...]" in it is text
     raise typer.Exit(err.exit_code)
 
 

@@ -1,7 +1,8 @@
 """geogan in the QGIS Processing Toolbox: the plugin's algorithms, made from the commands' option models.
 
-``geogan qgis install`` copies the plugin (``geogan/qgis_plugin/``) into a QGIS profile as
-``geogan_processing`` and enables it; ``geogan qgis package`` zips it for QGIS's plugin manager.
+``geogan qgis install`` copies the plugin (the ``geogan_processing`` package, installed beside
+``geogan`` and never imported by it) into a QGIS profile and enables it; ``geogan qgis package``
+zips it for QGIS's plugin manager.
 Both write ``algorithms.json`` beside the plugin: one entry per stage command, each parameter a
 field of the command's options model (:mod:`geogan.flags` makes the same command's flags), with
 its QGIS type (raster and vector layers, folders, files, CRS, enums, numbers), its default and its
@@ -11,6 +12,7 @@ command of this environment (recorded as ``executable``; a provider setting over
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -29,8 +31,16 @@ from geogan.errors import InputError
 from geogan.files import write_text
 from geogan.flags import flag, strip_none
 
-PLUGIN = "geogan_processing"  # the plugin's folder name in a QGIS profile
-SOURCE = Path(__file__).with_name("qgis_plugin")
+PLUGIN = "geogan_processing"  # the plugin's package, and its folder name in a QGIS profile
+
+
+def plugin_source() -> Path:
+    """The plugin's folder, found without importing it (it imports qgis, which geogan's Python lacks)."""
+    found = importlib.util.find_spec(PLUGIN)
+    if found is None or not found.submodule_search_locations:
+        raise InputError(f"the QGIS plugin package {PLUGIN} is not installed beside geogan; reinstall geogan")
+    return Path(next(iter(found.submodule_search_locations)))
+
 
 # (command, algorithm id, name shown, group, parameters shown in the dialog's main part; the rest
 # go under "Advanced parameters")
@@ -169,7 +179,7 @@ def install(config_dir: Path | None = None, profile: str = "default", enable: bo
     target = config_dir.expanduser() / "profiles" / profile / "python" / "plugins" / PLUGIN
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(SOURCE, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(plugin_source(), target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     write_text(target / "algorithms.json", json.dumps(algorithms(), indent=1))
     if enable:
         _enable(config_dir.expanduser(), profile)
@@ -183,9 +193,10 @@ def package(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.geogan-tmp")
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(SOURCE.rglob("*")):
+        source = plugin_source()
+        for path in sorted(source.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
-                archive.write(path, f"{PLUGIN}/{path.relative_to(SOURCE)}")
+                archive.write(path, f"{PLUGIN}/{path.relative_to(source)}")
         archive.writestr(f"{PLUGIN}/algorithms.json", json.dumps(algorithms(), indent=1))
     partial.replace(out)
     return out
@@ -194,11 +205,9 @@ def package(out: Path) -> Path:
 def _enable(config_dir: Path, profile: str) -> None:
     """Enable the plugin through QGIS itself (``qgis_process plugins enable``), where QGIS is here."""
     qgis_process = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
-    if qgis_process is None:
-        return
+    if qgis_process is None or profile != "default":
+        return  # qgis_process works on the default profile; other profiles: the Plugin Manager
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QGIS_CUSTOM_CONFIG_PATH": str(config_dir)}
-    if profile != "default":
-        return  # qgis_process works on the default profile; enable it in the Plugin Manager there
     done = subprocess.run(
         [qgis_process, "plugins", "enable", PLUGIN], capture_output=True, text=True, env=env
     )

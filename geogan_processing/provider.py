@@ -1,5 +1,6 @@
 """The "geogan" Processing provider: one algorithm per entry of algorithms.json."""
 
+import functools
 import json
 import os
 import shutil
@@ -14,7 +15,9 @@ SPEC = HERE / "algorithms.json"
 EXECUTABLE = "GEOGAN_EXECUTABLE"  # the provider setting, and the environment variable of the same name
 
 
+@functools.cache
 def spec() -> dict:
+    """algorithms.json, read once per QGIS session."""
     return json.loads(SPEC.read_text())
 
 
