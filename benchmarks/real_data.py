@@ -103,24 +103,27 @@ def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     generate(GenerateOptions(run=root / "spade", mask_run=root / "masks", n=args.n, out=root / "pairs"))
     seconds["generate"] = time.perf_counter() - start
-    start = time.perf_counter()
-    evaluate(
-        EvaluateOptions(
+
+    def usefulness(pairs: str, report: str) -> dict:
+        """Evaluate ``root/pairs`` (with usefulness) into ``root/report``; its metrics.json."""
+        options = EvaluateOptions(
             real=tiles,
-            synthetic=root / "pairs",
-            out=root / "report",
+            synthetic=root / pairs,
+            out=root / report,
             scheme=scheme,
             usefulness=True,
             seeds=args.seeds,
             steps=args.unet_steps,
             device="cpu",
             encoder_steps=args.encoder_steps,
-        ),
-        progress=False,
-    )
+        )
+        evaluate(options, progress=False)
+        return json.loads((root / report / "metrics.json").read_text())
+
+    start = time.perf_counter()
+    metrics = usefulness("pairs", "report")
     seconds["evaluate"] = time.perf_counter() - start
     picture(tiles, root / "pairs", scheme, out / f"{name}-real-and-synthetic.png")
-    metrics = json.loads((root / "report" / "metrics.json").read_text())
     split = json.loads((tiles / "split.json").read_text())
     result = {
         "split": {k: v for k, v in split.items() if k != "chips"},
@@ -131,22 +134,8 @@ def run_set(name: str, data: Path, out: Path, args: argparse.Namespace) -> dict:
     if args.like:  # the same SPADE run, conditioned on the real training masks instead of mask-GAN ones
         start = time.perf_counter()
         generate(GenerateOptions(run=root / "spade", like=tiles, n=args.n, out=root / "pairs-like"))
-        evaluate(
-            EvaluateOptions(
-                real=tiles,
-                synthetic=root / "pairs-like",
-                out=root / "report-like",
-                scheme=scheme,
-                usefulness=True,
-                seeds=args.seeds,
-                steps=args.unet_steps,
-                device="cpu",
-                encoder_steps=args.encoder_steps,
-            ),
-            progress=False,
-        )
+        metrics = usefulness("pairs-like", "report-like")
         seconds["like generate + evaluate"] = time.perf_counter() - start
-        metrics = json.loads((root / "report-like" / "metrics.json").read_text())
         result["like"] = {"usefulness": metrics.get("usefulness"), **_faithful(metrics)}
     if args.msg_steps:  # MSG-StyleGAN makes images without masks: fidelity and novelty only
         start = time.perf_counter()
