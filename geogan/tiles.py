@@ -171,17 +171,17 @@ def split_scenes(
     Every chip counts once, whatever its roles. Each split with a fraction above 0 gets at least one
     group; fewer groups than such splits is an error. Same index, fractions and seed, same split.
     """
-    fractions = _check_fractions(fractions)
+    shares = _check_fractions(fractions)
     index = index.drop_duplicates("chip")
     groups = scene_groups(index)
-    wanted = int((fractions > 0).sum())
+    wanted = int((shares > 0).sum())
     if len(groups) < wanted:
         raise ValueError(
-            f"{len(groups)} separate scene(s) cannot fill {wanted} splits (fractions {tuple(fractions)}); "
+            f"{len(groups)} separate scene(s) cannot fill {wanted} splits (fractions {tuple(shares)}); "
             "split by spatial blocks (--split blocks), tile more scenes or set a fraction to 0"
         )
     chips = index["scene"].value_counts()
-    dealt = _deal(groups, [int(sum(chips[s] for s in g)) for g in groups], fractions, seed)
+    dealt = _deal(groups, [int(sum(chips[s] for s in g)) for g in groups], shares, seed)
     return {s: SPLITS[i] for g, i in zip(groups, dealt, strict=True) for s in g}
 
 
@@ -192,7 +192,7 @@ def split_blocks(
 
     ``index`` has one row per chip (``chip``, ``geometry``: the chip's footprint, all in one CRS).
     """
-    fractions = _check_fractions(fractions)
+    shares = _check_fractions(fractions)
     index = index.drop_duplicates("chip").reset_index(drop=True)
     bounds = index.geometry.bounds
     width = float(np.median(bounds["maxx"] - bounds["minx"]))
@@ -206,13 +206,13 @@ def split_blocks(
     for row, key in enumerate(keys):
         blocks.setdefault(key, []).append(row)
     units = [blocks[k] for k in sorted(blocks)]
-    wanted = int((fractions > 0).sum())
+    wanted = int((shares > 0).sum())
     if len(units) < wanted:
         raise ValueError(
             f"the chips make {len(units)} spatial block(s) of {block} x {block} chips, too few for {wanted} "
             "splits; give a smaller --split-block"
         )
-    dealt = _deal([[str(r) for r in u] for u in units], [len(u) for u in units], fractions, seed)
+    dealt = _deal([[str(r) for r in u] for u in units], [len(u) for u in units], shares, seed)
     split = np.empty(len(index), dtype=object)
     for unit, i in zip(units, dealt, strict=True):
         split[unit] = SPLITS[i]
@@ -231,7 +231,7 @@ def split_blocks(
         hit = np.unique(hit)
         split[hit[split[hit] == lower]] = GAP
     out = dict(zip(index["chip"], split, strict=True))
-    empty = [SPLITS[i] for i in (2, 1, 0) if fractions[i] > 0 and SPLITS[i] not in out.values()]
+    empty = [SPLITS[i] for i in (2, 1, 0) if shares[i] > 0 and SPLITS[i] not in out.values()]
     if empty:
         raise ValueError(
             f"spatial blocks of {block} x {block} chips leave no {' or '.join(empty)} chips once the gaps "
@@ -244,11 +244,12 @@ def decide_split(
     index: gpd.GeoDataFrame, method: str, fractions: Sequence[float], block: int, seed: int
 ) -> dict[str, Any]:
     """The split of a tile folder's chips: what :func:`write_split` writes (see the module doc)."""
-    fractions = _check_fractions(fractions)
+    shares = _check_fractions(fractions)
     index = index.drop_duplicates("chip")
     asked = method
+    chips: dict[str, str] | None
     if method == "auto":
-        method = "scene" if len(scene_groups(index)) >= (fractions > 0).sum() else "blocks"
+        method = "scene" if len(scene_groups(index)) >= (shares > 0).sum() else "blocks"
     if method == "scene":
         by_scene = split_scenes(index, fractions, seed)
         chips = {c: by_scene[s] for c, s in zip(index["chip"], index["scene"], strict=True)}
@@ -273,7 +274,7 @@ def decide_split(
     counts = {s: sum(1 for v in chips.values() if v == s) for s in (*SPLITS, GAP)}
     return {
         "method": method,
-        "fractions": [float(f) for f in fractions],
+        "fractions": [float(f) for f in shares],
         "block": block if method == "blocks" else None,
         "seed": seed,
         "counts": counts,
@@ -307,8 +308,8 @@ def read_split(tiles: str | Path) -> dict[str, Any]:
 
 def chips_of(tiles: str | Path, wanted: str | Sequence[str]) -> set[str]:
     """Chip ids of one split (or of several) of a tile folder."""
-    wanted = {wanted} if isinstance(wanted, str) else set(wanted)
-    bad = wanted - {*SPLITS, GAP}
+    splits = {wanted} if isinstance(wanted, str) else set(wanted)
+    bad = splits - {*SPLITS, GAP}
     if bad:
         raise ValueError(f"split must be one of {SPLITS}, got {sorted(bad)}")
-    return {c for c, s in read_split(tiles)["chips"].items() if s in wanted}
+    return {c for c, s in read_split(tiles)["chips"].items() if s in splits}

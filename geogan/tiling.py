@@ -204,7 +204,8 @@ def _batches(rows: list[int], cols: list[int], block: tuple[int, int]) -> list[l
     for r in rows:
         for c in cols:
             by_block.setdefault((r // bh, c // bw), []).append((r, c))
-    batches, batch = [], []
+    batches: list[list[tuple[int, int]]] = []
+    batch: list[tuple[int, int]] = []
     for key in sorted(by_block):
         chips = by_block[key]
         for i in range(0, len(chips), MAX_CHIPS):
@@ -222,7 +223,9 @@ def _batches(rows: list[int], cols: list[int], block: tuple[int, int]) -> list[l
 def plan(scenes: list[Scene], options: TileOptions) -> tuple[list[dict], list[dict], dict[str, int]]:
     """Tasks of every scene that passes its checks, the failures of the others, edge drops."""
     stride = options.stride or options.size
-    tasks, failures, dropped = [], [], Counter()
+    tasks: list[dict] = []
+    failures: list[dict] = []
+    dropped: Counter[str] = Counter()
     largest = (0, 0)  # of the scenes that passed their checks
     for scene in scenes:
         try:
@@ -286,6 +289,7 @@ def _nodata(role: str, src) -> float | int:
     if src.nodata is not None:
         return src.nodata
     default = SENSORS[role].nodata
+    assert default is not None  # every role's sensor has a nodata convention
     if np.isnan(default) and not np.issubdtype(np.dtype(src.dtypes[0]), np.floating):
         return 0
     return default
@@ -487,9 +491,11 @@ class TaskStats:
     valid values, merged by :func:`_merge_stats`.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.counts: list[np.ndarray] | None = None  # per band: pixel count of each value - shift
-        self.shift, self.nodata, self.parts = 0, None, []
+        self.shift = 0
+        self.nodata: float | int | None = None
+        self.parts: list[dict] = []
 
     def add(self, data: np.ndarray, nodata) -> None:
         if data.dtype.kind not in "ui" or data.dtype.itemsize > 2:
@@ -565,7 +571,7 @@ def _band_stats(band: np.ndarray, nodata) -> tuple:
     return values.size, mean, m2, values.min(), values.max(), np.percentile(values, QS)
 
 
-def _merge_stats(parts) -> dict:
+def _merge_stats(parts) -> dict | None:
     """One partial of many: Chan's parallel mean/variance, and merged percentiles per band."""
     parts = [p for p in parts if p is not None]
     if not parts:
@@ -606,6 +612,7 @@ def _stats_array(stats: dict) -> dict:
 def summarise_stats(parts: list[dict]) -> dict:
     """stats.json's numbers of one role from the partial statistics of its tasks."""
     total = _merge_stats([_stats_array(p) for p in parts])
+    assert total is not None, "summarise_stats needs at least one task's statistics"
     i01, i99 = int(np.argmin(abs(QS - 1))), int(np.argmin(abs(QS - 99)))
     std = np.sqrt(np.where(total["n"] > 0, total["m2"] / np.maximum(total["n"], 1), np.nan))
     return {
@@ -896,7 +903,7 @@ def _tile(options: TileOptions, out: Path, client, progress: bool) -> TileSummar
     records, todo, stale = list(earlier), [], set()
     for task in tasks:
         record = _earlier(out, task)
-        if _done(out, task, record):
+        if record is not None and _done(out, task, record):
             records.append(record)
             summary.skipped += sum(1 for c in record["chips"] if not c["dropped"])
         else:
