@@ -24,7 +24,7 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import lightning
 import numpy as np
@@ -33,7 +33,7 @@ import torch
 from rasterio.errors import NodataShadowWarning
 from torch.utils.data import DataLoader
 from torchgeo.datasets import IntersectionDataset, NonGeoDataset, RasterDataset, stack_samples
-from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
+from torchgeo.samplers import GeoSampler, GridGeoSampler, RandomGeoSampler
 
 from geogan import labels
 from geogan.bands import LC, TRUE_COLOUR, sensor
@@ -60,7 +60,11 @@ class Normalizer:
     """
 
     def __init__(
-        self, band_names: Sequence[str], lo: Sequence[float], hi: Sequence[float], integer: Sequence[bool]
+        self,
+        band_names: Sequence[str],
+        lo: Sequence[float] | np.ndarray,
+        hi: Sequence[float] | np.ndarray,
+        integer: Sequence[bool] | np.ndarray,
     ):
         self.band_names = tuple(band_names)
         self.lo = np.asarray(lo, dtype=np.float64)
@@ -105,6 +109,11 @@ class Normalizer:
             integer += [np.dtype(sensor(r).dtype).kind in "ui"] * len(bands)
         return cls(names, lo, hi, integer)
 
+    @classmethod
+    def l1c_range(cls, count: int) -> Normalizer:
+        """Without statistics: every band between 1 and 10000 (L1C reflectance x 10000), unrounded."""
+        return cls([f"band{i + 1}" for i in range(count)], [1.0] * count, [10_000.0] * count, [False] * count)
+
     def select(self, bands: Sequence[str]) -> Normalizer:
         """The scaling of a subset of the bands, in the order given."""
         missing = [b for b in bands if b not in self.band_names]
@@ -118,6 +127,10 @@ class Normalizer:
         """What :meth:`decode` returns: uint16 when every band is integer (S2), else float32."""
         return np.dtype("uint16") if self.integer.all() else np.dtype("float32")
 
+    @overload
+    def _params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    @overload
+    def _params(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
     def _params(self, x: Array) -> tuple[Array, Array]:
         if x.ndim not in (3, 4) or x.shape[-3] != len(self.band_names):
             raise ValueError(
@@ -134,10 +147,11 @@ class Normalizer:
 
     def encode(self, dn: Array) -> Array:
         """Stored values (DN, dB) -> float32 in [-1, 1]; outside [p01, p99] clipped, NaN -> -1."""
-        lo, hi = self._params(dn)
         if isinstance(dn, torch.Tensor):
-            x = (dn.to(torch.float64) - lo) * (2.0 / (hi - lo)) - 1.0
-            return torch.nan_to_num(x, nan=-1.0).clamp(-1.0, 1.0).to(torch.float32)
+            t_lo, t_hi = self._params(dn)
+            t = (dn.to(torch.float64) - t_lo) * (2.0 / (t_hi - t_lo)) - 1.0
+            return torch.nan_to_num(t, nan=-1.0).clamp(-1.0, 1.0).to(torch.float32)
+        lo, hi = self._params(dn)
         x = (np.asarray(dn, dtype=np.float64) - lo) * (2.0 / (hi - lo)) - 1.0
         return np.clip(np.nan_to_num(x, nan=-1.0), -1.0, 1.0).astype(np.float32)
 
@@ -146,12 +160,13 @@ class Normalizer:
 
         Values beyond [-1, 1] are clipped first, so the result stays within [p01, p99].
         """
-        lo, hi = self._params(x)
         integer = self.integer[:, None, None]
         if isinstance(x, torch.Tensor):
-            v = (x.to(torch.float64).clamp(-1.0, 1.0) + 1.0) * ((hi - lo) / 2.0) + lo
-            v = torch.where(torch.as_tensor(integer, device=x.device), v.round().clamp(0, 65535), v)
-            return v.to(torch.uint16 if self.dtype == np.uint16 else torch.float32)
+            t_lo, t_hi = self._params(x)
+            t = (x.to(torch.float64).clamp(-1.0, 1.0) + 1.0) * ((t_hi - t_lo) / 2.0) + t_lo
+            t = torch.where(torch.as_tensor(integer, device=x.device), t.round().clamp(0, 65535), t)
+            return t.to(torch.uint16 if self.dtype == np.uint16 else torch.float32)
+        lo, hi = self._params(x)
         v = (np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0) + 1.0) * ((hi - lo) / 2.0) + lo
         v = np.where(integer, np.clip(np.rint(v), 0, 65535), v)
         return v.astype(self.dtype)
@@ -442,6 +457,7 @@ def geo_loader(
     chip-sized area), seeded, for training. ``sampler="grid"``: ``GridGeoSampler`` walks every
     chip with ``stride`` (default ``size``), in order, for inference.
     """
+    chosen: GeoSampler
     if sampler == "random":
         generator = torch.Generator().manual_seed(seed)
         chosen = RandomGeoSampler(dataset, size=size, length=length, generator=generator)
