@@ -42,7 +42,7 @@ from rasterio.enums import ColorInterp
 from rasterio.io import MemoryFile
 from rasterio.transform import Affine, array_bounds
 from rasterio.warp import transform_geom
-from rio_cogeo.cogeo import cog_translate, cog_validate
+from rio_cogeo.cogeo import RIOResampling, cog_translate, cog_validate
 from rio_cogeo.profiles import cog_profiles
 from shapely.geometry import box, mapping, shape
 
@@ -91,7 +91,8 @@ class Pair:
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or (self.mask is not None and self.mask.shape != self.image.shape[1:]):
             raise ValueError(
-                f"pair {self.id}: image {self.image.shape} and mask {self.mask.shape} "
+                f"pair {self.id}: image {self.image.shape} and mask "
+                f"{None if self.mask is None else self.mask.shape} "
                 "must be (bands, H, W) and (H, W)"
             )
 
@@ -115,10 +116,10 @@ def _write_cog(
     data: np.ndarray,
     crs: CRS,
     transform: Affine,
-    nodata: float,
+    nodata: float | None,
     descriptions: Sequence[str],
     tags: dict[str, str],
-    overview_resampling: str,
+    overview_resampling: RIOResampling,
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
 ) -> Path:
     count, height, width = data.shape
@@ -432,8 +433,8 @@ def read_records(out: str | Path) -> list[PairRecord]:
     out = Path(out)
     records = []
     for image in sorted((out / IMAGES).glob("*.tif")):
-        mask = out / MASKS / image.name
-        mask = mask if mask.exists() else None
+        mask_path = out / MASKS / image.name
+        mask = mask_path if mask_path.exists() else None
         with rasterio.open(image) as src:
             records.append(
                 PairRecord(image.stem, image, mask, src.crs, src.transform, src.width, src.height, src.tags())
@@ -489,7 +490,7 @@ def write_vrt(
     files: Sequence[Path],
     descriptions: Sequence[str],
     dtype: str,
-    nodata: float,
+    nodata: float | None,
     scheme: ClassScheme | None = None,
 ) -> Path:
     """A GDAL VRT mosaic of GeoTIFFs that share a CRS, resolution and pixel grid.
@@ -523,7 +524,8 @@ def write_vrt(
     for b, description in enumerate(descriptions, start=1):
         band = ET.SubElement(root, "VRTRasterBand", dataType=gdal_type, band=str(b))
         ET.SubElement(band, "Description").text = description
-        ET.SubElement(band, "NoDataValue").text = str(nodata)
+        if nodata is not None:
+            ET.SubElement(band, "NoDataValue").text = str(nodata)
         if scheme is not None:
             ET.SubElement(band, "ColorInterp").text = "Palette"
             table = ET.SubElement(band, "ColorTable")
@@ -543,7 +545,8 @@ def write_vrt(
             ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
             x_off, y_off = round((t.c - x0) / xres), round((t.f - y0) / yres)
             ET.SubElement(src, "DstRect", xOff=str(x_off), yOff=str(y_off), xSize=str(w), ySize=str(h))
-            ET.SubElement(src, "NODATA").text = str(nodata)
+            if nodata is not None:
+                ET.SubElement(src, "NODATA").text = str(nodata)
     return write_text(path, _xml(root))
 
 
@@ -633,6 +636,7 @@ def _stac_item(r: PairRecord, provenance: Provenance) -> pystac.Item:
 
 
 def _add_mask_assets(item: pystac.Item, r: PairRecord, scheme: ClassScheme) -> None:
+    assert r.mask is not None  # called only for records with a mask
     mask = pystac.Asset(
         str(r.mask),
         title=f"class mask ({scheme.name})",

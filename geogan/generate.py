@@ -90,16 +90,16 @@ def real_chips(tiles: Path) -> tuple[CRS, tuple[float, float, float, float], flo
 
 def plan_grid(options: GenerateOptions, size: int, tiles: Path | None) -> geo.ChipGrid:
     """Where the samples go: over ``options.grid`` (an AOI), else beside the real chips."""
-    known = tiles is not None and (tiles / INDEX_FILE).is_file()
+    indexed = tiles if tiles is not None and (tiles / INDEX_FILE).is_file() else None
     if options.grid is not None:
-        resolution = real_chips(tiles)[2] if known else DEFAULT_RESOLUTION
+        resolution = real_chips(indexed)[2] if indexed is not None else DEFAULT_RESOLUTION
         return geo.aoi_chips(options.grid, options.n, size, resolution, options.crs)
-    if not known:
+    if indexed is None:
         raise FileNotFoundError(
             f"{tiles}/index.gpkg: the training tiles are needed to place samples beside them; "
             "pass --tiles DIR, or --grid AOI.gpkg --crs EPSG:XXXX"
         )
-    crs, bounds, resolution = real_chips(tiles)
+    crs, bounds, resolution = real_chips(indexed)
     return geo.chips_beside(options.n, size, resolution, crs, bounds)
 
 
@@ -273,6 +273,7 @@ def _device(trained: TrainedGenerator) -> torch.device:
 
 
 def _decode(trained: TrainedGenerator, images: torch.Tensor) -> np.ndarray:
+    assert trained.normalizer is not None  # _check_run refuses a run without stats.json
     normalizer = trained.normalizer.select(S2.band_names)
     return normalizer.decode(images[:, : S2.count].float().cpu().numpy())
 
@@ -310,9 +311,9 @@ def sample_batches(
             out = trained.sample({"mask": masks.to(_device(trained))})
             out["mask"] = masks
         images = _decode(trained, out["image"])
-        masks = classes.to_value(out["mask"].cpu().numpy()) if "mask" in out else [None] * n
+        values = classes.to_value(out["mask"].cpu().numpy()) if "mask" in out else [None] * n
         yield [
-            export.Pair(pair_id(i), images[k], masks[k], grid.crs, grid.transforms[i], seed)
+            export.Pair(pair_id(i), images[k], values[k], grid.crs, grid.transforms[i], seed)
             for k, i in enumerate(ids)
         ]
 
@@ -326,7 +327,7 @@ def conditional_batches(
         torch.manual_seed(seed)
         chosen = [items[i % len(items)] for i in ids]
         masks = [read_mask(item, classes) for item in chosen]
-        images: list[np.ndarray | None] = [None] * len(ids)
+        images: dict[int, np.ndarray] = {}  # by position in ids, filled for every k below
         # Masks of one size are sampled together, sizes in order of first appearance.
         for shape in dict.fromkeys(m.indices.shape for m in masks):
             group = [k for k, m in enumerate(masks) if m.indices.shape == shape]
@@ -356,6 +357,7 @@ def conditional_batches(
 
 
 def _load_mask_run(options: GenerateOptions, trained: TrainedGenerator) -> TrainedGenerator:
+    assert options.mask_run is not None  # called only with --mask-run
     masks = load_generator(options.mask_run, device=options.device)
     run = Path(options.mask_run)
     if "mask" not in type(masks.task).outputs or "image" in type(masks.task).outputs:
@@ -394,6 +396,8 @@ def _check_out(out: Path, provenance: export.Provenance) -> None:
 
 def _attribution(tiles: Path | None) -> tuple[str, ...]:
     """The training data's attribution, as its tile folder's ``stats.json`` records it."""
+    if tiles is None:
+        return ()
     try:
         return tuple(json.loads((Path(tiles) / STATS_FILE).read_text()).get("attribution", ()))
     except (TypeError, OSError, ValueError):  # no tile folder, or one from before attributions
@@ -418,6 +422,7 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
         if options.masks is not None:
             items = mask_files(options.masks)
         else:
+            assert options.like is not None  # the elif: --masks or --like
             items = tile_masks(options.like, getattr(trained.options, "mask_role", None), options.like_split)
         items = select_masks(items, classes, class_min)
     provenance = export.Provenance(
