@@ -203,8 +203,3 @@ def write_raster(
 def _block(n: int) -> int:
     """The largest multiple of 16 not above ``n`` (GeoTIFF tiles are multiples of 16)."""
     return max(16, (n // 16) * 16)
-
-
-def _block(n: int) -> int:
-    """The largest multiple of 16 not above ``n`` (GeoTIFF tiles are multiples of 16)."""
-    return max(16, (n // 16) * 16)

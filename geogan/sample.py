@@ -153,7 +153,7 @@ def s2_image(igbp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         means[:, igbp == cls.igbp] = np.asarray(cls.s2, dtype=np.float64)[:, None]
     brightness = 1 + 0.07 * _field(rng, size, 6) + 0.03 * _field(rng, size, 1.5)
     vigour = 0.06 * _field(rng, size, 10)  # red-edge/NIR variation within vegetation
-    nir = np.array([b.wavelength_nm > 700 and b.wavelength_nm < 1000 for b in S2.bands])
+    nir = np.array([b.wavelength_nm is not None and 700 < b.wavelength_nm < 1000 for b in S2.bands])
     image = means * brightness
     image[nir] *= 1 + vigour
     image *= 1 + 0.015 * rng.standard_normal(image.shape)

@@ -165,6 +165,7 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
                 if syn.mask is None
                 else f"{options.real}: no {options.mask_role} mask chips"
             )
+        assert held.mask is not None  # read with the same mask role as train.mask
         setup = usefulness.UsefulnessSetup(
             n_real=options.n_real,
             seeds=options.seeds,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.linalg
@@ -92,7 +92,7 @@ def correlation_matrix(x: np.ndarray, dn: np.ndarray, pixels: int = 200_000, see
     """The band-by-band Pearson correlation of normalised values (random valid pixels)."""
     p = _pixels(x, valid_pixels(dn), pixels, np.random.default_rng(seed)).astype(np.float64)
     p = p + 1e-9 * np.random.default_rng(seed).standard_normal(p.shape)  # constant bands: no NaN
-    return np.corrcoef(p)
+    return cast(np.ndarray, np.corrcoef(p))  # a 2-D input gives a matrix, never a scalar
 
 
 def correlation_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -132,8 +132,8 @@ def pyramid_descriptors(
     out: list[list[np.ndarray]] = []
     for start in range(0, len(x), 64):
         levels = laplacian_pyramid(torch.from_numpy(np.ascontiguousarray(x[start : start + 64])), min_size)
-        for li, level in enumerate(levels):
-            level = level.numpy()
+        for li, band_pass in enumerate(levels):
+            level = band_pass.numpy()
             n, c, h, w = level.shape
             size = min(patch, h, w)
             rows = rng.integers(0, h - size + 1, (n, patches))[:, :, None, None] + np.arange(size)[:, None]
@@ -289,7 +289,7 @@ def train_encoder(
         lr=lr,
         seed=seed,
         parameters=sum(p.numel() for p in model.parameters()),
-        feature_dim=2 * model.encode[-1].out_channels,
+        feature_dim=2 * cast(nn.Conv2d, model.encode[-1]).out_channels,
         class_head=use_masks,
         device=str(device),
     )
@@ -311,6 +311,7 @@ def train_encoder(
             z = model.encode(image)
             loss = F.mse_loss(model.decode(z), image)
             if masks is not None:
+                assert model.shares is not None  # masks are used only with a class head
                 target = _class_shares(batch[:, -1].long(), classes)
                 loss = loss + -(target * F.log_softmax(model.shares(model.pooled(z)), dim=1)).sum(1).mean()
             opt.zero_grad(set_to_none=True)

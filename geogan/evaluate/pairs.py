@@ -16,6 +16,8 @@ Three plain measures, each beside the real chips' own figure, in ``metrics.json[
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from geogan.bands import S2
@@ -47,7 +49,7 @@ def compare_class_means(
     out: dict = {"min_pixels": min_pixels, "classes": {}}
     worst = []
     for i, name in enumerate(names):
-        entry = {"real_pixels": int(real_n[i]), "synthetic_pixels": int(syn_n[i])}
+        entry: dict[str, Any] = {"real_pixels": int(real_n[i]), "synthetic_pixels": int(syn_n[i])}
         if real_n[i] >= min_pixels and syn_n[i] >= min_pixels:
             rel = np.abs(syn[i] - real[i]) / np.maximum(real[i], 1.0)
             band = int(np.argmax(rel))
