@@ -111,7 +111,9 @@ PATHS = {
     "checkpoint": "file",
     "config": "file",
 }
-COMMAND_PATHS = {("labels", "rasterize"): {"like": "raster", "out": "raster_out"}}
+COMMAND_PATHS: dict[tuple[str, ...], dict[str, str]] = {
+    ("labels", "rasterize"): {"like": "raster", "out": "raster_out"}
+}
 SCHEMES = ["igbp", "dfc2020"]
 
 # What each algorithm gives back: (output, kind, path from the parameters, description); QGIS

@@ -14,7 +14,7 @@ every flow run with the state of each stage, and at most one flow run of a deplo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
@@ -64,12 +64,15 @@ def deployment(
         "out": str(out.resolve()) if out else None,
         "scheduler": scheduler,
     }
-    return pipeline_flow.to_deployment(
+    # Outside an event loop prefect's async_dispatch runs the sync to_deployment: a RunnerDeployment.
+    made = pipeline_flow.to_deployment(
         name=spec.name,
-        schedule=schedule,
+        # prefect annotates schedule as the new Schedule only; RunnerDeployment takes CronSchedule too
+        schedule=schedule,  # type: ignore[arg-type]
         parameters=parameters,
         concurrency_limit=1,
         description=f"geogan pipeline {spec.path} -> {spec.out}",
         tags=["geogan"],
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    return cast(RunnerDeployment, made)

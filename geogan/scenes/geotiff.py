@@ -16,7 +16,7 @@ import glob
 import re
 from pathlib import PurePosixPath
 
-from geogan.scenes import Scene
+from geogan.scenes.scene import Scene
 
 FOLDER = "geogan_scenes"
 ROLE_OF = {"s2": "s2", "s1": "s1", "labels": "lc", "lc": "lc"}
@@ -60,13 +60,14 @@ def find_scenes(sources: list[str]) -> list[Scene]:
             raise ValueError(f"{source}: the scene of {groups[-1]['s2'][0]} already has a {role} raster")
         else:
             groups[-1][role] = _expand(role, path)
-    scenes, taken = [], set()
+    scenes: list[Scene] = []
+    taken: set[str] = set()
     for group in groups:
         s2s = group["s2"]
-        for role, paths in group.items():
-            if len(paths) != len(s2s):
+        for role, files in group.items():
+            if len(files) != len(s2s):
                 raise ValueError(
-                    f"{role}: {len(paths)} files do not pair with the {len(s2s)} s2 files of {s2s[0]}"
+                    f"{role}: {len(files)} files do not pair with the {len(s2s)} s2 files of {s2s[0]}"
                 )
         for i, s2 in enumerate(s2s):
             name = _name(s2, taken)

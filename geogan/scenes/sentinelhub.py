@@ -224,7 +224,7 @@ def acquisitions(features: list[dict], role: str, max_cloud: float, dropped: dic
 def process_request(config, role: str, grid: RasterGrid, window, max_cloud: float):
     """The Process API request of one acquisition on ``grid`` as a GeoTIFF."""
     from sentinelhub import CRS as SHCRS
-    from sentinelhub import BBox, DataCollection, MimeType, SentinelHubRequest
+    from sentinelhub import BBox, DataCollection, MimeType, MosaickingOrder, SentinelHubRequest
 
     collection = getattr(DataCollection, COLLECTIONS[role])
     extra = (
@@ -236,7 +236,7 @@ def process_request(config, role: str, grid: RasterGrid, window, max_cloud: floa
         collection,
         time_interval=window,
         maxcc=max_cloud / 100 if role == "s2" else None,
-        mosaicking_order="leastCC" if role == "s2" else "mostRecent",
+        mosaicking_order=MosaickingOrder.LEAST_CC if role == "s2" else MosaickingOrder.MOST_RECENT,
         other_args=extra,
     )
     epsg = grid.crs.to_epsg()

@@ -250,6 +250,7 @@ def fetch_stac(source: StacSource, out: Path, progress_bar: bool = True) -> Fetc
         check_size(grid, source.aoi, source.resolution)
     try:
         for item, record in progress(todo, f"{SERVICE} s2", progress_bar, len(todo)):
+            assert grid is not None  # todo holds items of kept, so kept is not empty
             data = load_item(item, band_assets(item, source.assets), grid)
             if source.harmonize:
                 data, removed = harmonize(data, item)
