@@ -27,13 +27,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from rich.console import Console
 
 from geogan.files import folder_lock, sweep, write_text
 from geogan.pipeline.spec import SOURCES_STAGE, Pipeline, PipelineError, Stage
-from geogan.pipeline.stages import SOURCES, Context, fingerprinted
+from geogan.pipeline.stages import SOURCES, Context, SourcesOptions, fingerprinted
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,20 @@ class RunResult:
         return self.out / STATE_DIR / LOG_FILE
 
 
+class _Writes(Protocol):
+    out: Path
+
+
+def _out(stage: Stage) -> Path:
+    """The folder ``stage`` writes into: the options of every pipeline stage have an ``out``."""
+    return cast(_Writes, stage.options).out
+
+
+def _sources_options(stage: Stage) -> SourcesOptions:
+    """The options of the sources stage (the stage kind builds them as :class:`SourcesOptions`)."""
+    return cast(SourcesOptions, stage.options)
+
+
 def _short(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -136,7 +150,8 @@ def decide(stage: Stage, record: dict | None, values: dict, inputs: dict, output
             return "reset", "its folder holds outputs this pipeline has no record of"
         return "run", "never run"
     old_values, old_inputs = record.get("options", {}), record.get("inputs", {})
-    hard, soft = [], []
+    hard: list[str] = []
+    soft: list[str] = []
     for key in sorted(set(old_values) | set(values)):
         old, new = old_values.get(key), values.get(key)
         if old == new:
@@ -167,14 +182,15 @@ def _reset(stage: Stage, root: Path, record: dict | None) -> None:
     changed are cleared: a new AOI for one remote source does not fetch the others again.
     """
     if stage.name == SOURCES_STAGE:
+        sources = _sources_options(stage)
         old = (record or {}).get("options", {}).get("sources", {})
         folders = [
-            stage.options.out / n
-            for n, o in stage.options.sources.items()
+            sources.out / n
+            for n, o in sources.sources.items()
             if SOURCES[o.kind].made and old.get(n) != o.model_dump(mode="json")
         ]
     else:
-        folders = [Path(stage.options.out)]
+        folders = [Path(_out(stage))]
     for folder in folders:
         if root.resolve() not in folder.resolve().parents:
             raise PipelineError(f"{folder}: not inside the pipeline folder {root}; refusing to clear it")
@@ -187,7 +203,7 @@ def _clean_temporaries(stage: Stage) -> None:
     """Remove files an interrupted run left under temporary names in the stage's folder."""
     if stage.name == SOURCES_STAGE:
         return
-    folder = Path(stage.options.out)
+    folder = Path(_out(stage))
     if folder.is_dir():
         for tmp in sweep(folder):
             log.info("removed %s (left by an interrupted run)", tmp)
@@ -195,11 +211,12 @@ def _clean_temporaries(stage: Stage) -> None:
 
 def _check_sources(stage: Stage, file: Path) -> None:
     """Check the sources that are on disk already (a dry run's only look at them); raises PipelineError."""
-    for name, options in stage.options.sources.items():
+    sources = _sources_options(stage)
+    for name, options in sources.sources.items():
         kind = SOURCES[options.kind]
         if not kind.made:
             try:
-                kind.make(options, stage.options.out / name)
+                kind.make(options, sources.out / name)
             except (OSError, ValueError) as err:
                 raise PipelineError(f"{file}: sources.{name}: {err}") from None
 
@@ -301,6 +318,7 @@ def _walk(
                     pending.add(stage.name)
                 result.stages.append(StageResult(stage.name, action, reason))
                 continue
+            assert runlog is not None  # only a dry run goes without a run log
             if action == "skip":
                 log.info("%s: up to date, skipped", stage.name)
                 runlog.write("stage-skip", stage=stage.name, reason=reason)
