@@ -36,9 +36,10 @@ from results import RESULTS, marks, write_section
 
 from geogan import export, sample
 from geogan.cluster import local_cluster
-from geogan.config import GenerateOptions, SpadeOptions, TileOptions
+from geogan.config import GenerateOptions, TileOptions
 from geogan.generate import GenerateSummary, conditional_batches, generate, tile_masks
 from geogan.labels import scheme
+from geogan.models.options import SpadeOptions
 from geogan.tiling import tile
 from geogan.training import load_generator, train
 

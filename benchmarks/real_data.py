@@ -28,16 +28,10 @@ from pathlib import Path
 import torch
 
 from geogan import cluster
-from geogan.config import (
-    EvaluateOptions,
-    GenerateOptions,
-    MaskGANOptions,
-    MSGStyleGANOptions,
-    SpadeOptions,
-    TileOptions,
-)
+from geogan.config import EvaluateOptions, GenerateOptions, TileOptions
 from geogan.evaluate import evaluate, picture
 from geogan.generate import generate
+from geogan.models.options import MaskGANOptions, MSGStyleGANOptions, SpadeOptions
 from geogan.tiling import tile
 from geogan.training import checkpoints, train
 

@@ -1,4 +1,4 @@
-"""Training and generation speed of every model in ``geogan.training.TASKS``, at 64 and 256 px.
+"""Training and generation speed of every model in ``geogan.models.MODELS``, at 64 and 256 px.
 
 For each task and tile size the benchmark tiles procedural SEN12MS scenes (13-band S2 chips with
 their IGBP ``lc`` masks) with ``geogan tile``, builds the model in a stated *benchmark
@@ -41,8 +41,9 @@ from results import RESULTS, marks, write_section
 from geogan import sample
 from geogan.config import TileOptions
 from geogan.datasets import ChipDataset
+from geogan.models import MODELS
 from geogan.tiling import tile
-from geogan.training import TASKS, describe, task_class
+from geogan.training import describe, model_entry, task_class
 
 BATCH = 4
 GEN_BATCH = 8
@@ -73,12 +74,12 @@ def make_tiles(root: Path, size: int) -> Path:
 
 
 def options_for(name: str, size: int, tiles: Path, run: Path, device: str):
-    cls = task_class(name)
-    fields = cls.options_model.model_fields
+    model = model_entry(name).options
+    fields = model.model_fields
     config = {k: v for k, v in CONFIGS.get(name, {}).items() if k in fields}
     if "resolution" in fields:
         config["resolution"] = size
-    return cls.options_model(**config, tiles=tiles, out=run, batch_size=BATCH, split=None, steps=1)
+    return model(**config, tiles=tiles, out=run, batch_size=BATCH, split=None, steps=1)
 
 
 def bench(name: str, size: int, tiles: Path, run: Path, device: str) -> dict:
@@ -212,7 +213,7 @@ def report(rows: list[dict], hw: dict[str, str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="*", default=sorted(TASKS), help="tasks to measure [all]")
+    parser.add_argument("--tasks", nargs="*", default=sorted(MODELS), help="tasks to measure [all]")
     parser.add_argument("--sizes", nargs="*", type=int, default=[64, 256], help="tile sizes [64 256]")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads [1: steady on a shared machine]"

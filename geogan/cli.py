@@ -19,18 +19,16 @@ from geogan.config import (
     DemoOptions,
     EvaluateOptions,
     GenerateOptions,
-    MaskGANOptions,
-    MSGStyleGANOptions,
     QgisInstallOptions,
     QgisPackageOptions,
     RasterizeOptions,
     SentinelHubSource,
-    SpadeOptions,
     StacSource,
     TileOptions,
     TrainOptions,
 )
 from geogan.errors import GeoganError, InputError, RunFailed, user_error
+from geogan.models import MODELS, Model
 
 
 def _reporting(command):
@@ -196,7 +194,7 @@ def labels_rasterize(options: RasterizeOptions) -> None:
         options.out,
         options.column,
     )
-    if options.tiles is None:
+    if tiles is None:
         state = "up to date" if report.up_to_date else "written"
         console.print(
             f"{options.out}: {state}; {report.burned} polygons burned, {len(report.unknown)} with an unknown "
@@ -258,29 +256,21 @@ def _train(task: str, options: TrainOptions, resume: bool) -> None:
     )
 
 
-def _train_command(task: str, model: type[TrainOptions]):
-    return flags.command(model, extra={"resume": Resume}, base=_resumed)
+def _train_command(name: str, model: Model) -> None:
+    """``geogan train NAME``, its flags from the model's options."""
+
+    def run(options: TrainOptions, resume: bool) -> None:
+        _train(name, options, resume)
+
+    run.__name__ = run.__qualname__ = f"train_{name.replace('-', '_')}"
+    run.__doc__ = model.summary
+    command = flags.command(model.options, extra={"resume": Resume}, base=_resumed)(run)
+    train_app.command(name)(command)
+    globals()[run.__name__] = command
 
 
-@train_app.command("msg-stylegan")
-@_train_command("msg-stylegan", MSGStyleGANOptions)
-def train_msg_stylegan(options: MSGStyleGANOptions, resume: bool) -> None:
-    """Train MSG-StyleGAN: unconditional tiles of every band, an image out of every block."""
-    _train("msg-stylegan", options, resume)
-
-
-@train_app.command("spade")
-@_train_command("spade", SpadeOptions)
-def train_spade(options: SpadeOptions, resume: bool) -> None:
-    """Train SPADE (dual GAN stage II): land-cover masks -> images of every band, pixel-aligned."""
-    _train("spade", options, resume)
-
-
-@train_app.command("mask-gan")
-@_train_command("mask-gan", MaskGANOptions)
-def train_mask_gan(options: MaskGANOptions, resume: bool) -> None:
-    """Train the mask GAN (dual GAN stage I): land-cover maps with class-frequency control."""
-    _train("mask-gan", options, resume)
+for _name, _model in MODELS.items():
+    _train_command(_name, _model)
 
 
 @app.command()

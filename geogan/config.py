@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -94,8 +94,17 @@ class TileOptions(StageOptions):
     )
 
 
+def is_inert(retired: dict[str, Any], key: str, value: Any) -> bool:
+    """Whether ``key = value`` is an option of ``retired`` (see ``TrainOptions.retired``) with no effect."""
+    return key in retired and retired[key] in (..., value)
+
+
 class TrainOptions(StageOptions):
-    """What every training run shares: data, schedule, optimiser, augmentation, outputs."""
+    """What every training run shares, whatever the model: data, schedule, EMA, outputs, devices.
+
+    A model's own options (networks, losses, optimiser, augmentation) subclass this beside the
+    model, in :mod:`geogan.models.options`.
+    """
 
     tiles: Path | None = Field(None, description="tile folder written by `geogan tile`")
     out: Path = Field(Path("geogan-run"), description="run folder: config, checkpoints, samples, logs")
@@ -105,21 +114,12 @@ class TrainOptions(StageOptions):
     steps: int = Field(10_000, ge=1, description="optimiser steps to train for (in total, across resumes)")
     batch_size: int = Field(16, ge=2, description="tiles per step (over all devices)")
     seed: int = Field(0, description="seed of weights, data order, noise and augmentation")
-    lr_g: float = Field(0.002, gt=0, description="generator learning rate (Adam)")
-    lr_d: float = Field(0.002, gt=0, description="discriminator learning rate (Adam)")
-    betas: tuple[float, float] = Field((0.0, 0.99), description="Adam betas")
-    r1_gamma: float = Field(10.0, ge=0, description="weight of the R1 gradient penalty on real tiles")
-    r1_every: int = Field(16, ge=1, description="lazy regularisation: R1 every this many steps")
+    preset: Literal["tiny"] | None = Field(
+        None,
+        description="network sizes of a named preset (tiny: a fraction of a second a step on a CPU, "
+        "for trying geogan out and for tests); options given beside it win",
+    )
     ema_images: int = Field(10_000, ge=1, description="images over which the generator EMA halves")
-    augment: tuple[Literal["translation", "cutout", "flip", "rot90"], ...] = Field(
-        ("translation", "cutout", "flip", "rot90"),
-        description="differentiable augmentations for the discriminator (same on all bands)",
-    )
-    augment_p: float = Field(1.0, ge=0, le=1, description="probability of each augmentation per tile")
-    ada_target: float | None = Field(
-        None, gt=0, lt=1, description="adapt augment_p so the mean sign of D(real) meets this (ADA)"
-    )
-    ada_images: int = Field(100_000, ge=1, description="images over which ADA may move p from 0 to 1")
     sample_every: int = Field(500, ge=1, description="steps between PNG sample grids")
     samples: int = Field(16, ge=1, le=256, description="tiles in each sample grid")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")
@@ -131,29 +131,23 @@ class TrainOptions(StageOptions):
     )
     workers: int = Field(0, ge=0, description="data-loading worker processes")
 
+    #: preset name -> option values; each model's options class sets its own
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: fields older geogan versions had that never changed what this model trained -> the value that
+    #: had no effect (``...``: any value); such a field is read (old run folders, pipeline records)
+    #: and dropped, while any other value of it stays an error
+    retired: ClassVar[dict[str, Any]] = {}
 
-class MSGStyleGANOptions(TrainOptions):
-    """MSG-StyleGAN: unconditional multi-band tiles, an image out of every generator block."""
-
-    resolution: int | None = Field(
-        None, ge=8, le=1024, description="tile size in pixels, a power of two (default: the tiles' size)"
-    )
-    z_dim: int = Field(512, ge=1, description="latent size")
-    w_dim: int = Field(512, ge=1, description="style size")
-    mapping_layers: int = Field(8, ge=1, description="layers of the mapping network")
-    channel_base: int = Field(16_384, ge=1, description="feature maps at resolution r: base / r ...")
-    channel_max: int = Field(512, ge=1, description="... capped at this")
-    combine: Literal["simple", "lin_cat", "cat_lin"] = Field(
-        "cat_lin", description="how the discriminator joins each scale's image to its features (MSG-GAN)"
-    )
-    mbstd_group: int = Field(4, ge=1, description="group size of the minibatch standard deviation")
-
-    @field_validator("resolution")
+    @model_validator(mode="before")
     @classmethod
-    def _power_of_two(cls, value: int | None) -> int | None:
-        if value is not None and value & (value - 1):
-            raise ValueError(f"resolution must be a power of two, got {value}")
-        return value
+    def _preset_and_retired(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if not is_inert(cls.retired, k, v)}
+        name = data.get("preset")
+        if not isinstance(name, str) or name not in cls.presets:
+            return data  # no preset, or one the field's own check refuses
+        return {**cls.presets[name], **data}
 
 
 class RasterizeOptions(StageOptions):
@@ -256,86 +250,6 @@ class GenerateOptions(StageOptions):
         return self
 
 
-# --- dual GAN (issue 6): options of `geogan train spade` and `geogan train mask-gan` --------------
-
-
-class _DualGANOptions(TrainOptions):
-    """What both dual-GAN stages share: masks of the run's scheme from the ``lc`` or ``mask`` chips."""
-
-    mask_role: Literal["lc", "mask"] = Field(
-        "lc", description="mask chips: lc (SEN12MS land cover) or mask (from `geogan labels rasterize`)"
-    )
-    lr_g: float = Field(0.0001, gt=0, description="generator learning rate (Adam; two time-scale rule)")
-    lr_d: float = Field(0.0004, gt=0, description="discriminator learning rate (Adam)")
-    betas: tuple[float, float] = Field((0.0, 0.999), description="Adam betas")
-    r1_gamma: float = Field(0.0, ge=0, le=0, description="not used by the dual GAN (hinge loss, no R1)")
-    augment: tuple[Literal["translation", "cutout", "flip", "rot90"], ...] = Field(
-        (), description="differentiable augmentations for the discriminator, applied alike to image and mask"
-    )
-
-    @model_validator(mode="after")
-    def _no_ada(self) -> _DualGANOptions:
-        if self.ada_target is not None:
-            raise ValueError("ada_target: the dual GAN uses a fixed augment_p (no ADA)")
-        return self
-
-
-class SpadeOptions(_DualGANOptions):
-    """Stage II, SPADE: a mask (class indices) -> an image of every band, pixel-aligned with it."""
-
-    channels: int = Field(64, ge=1, description="feature maps of the last generator block (x2 per level up)")
-    z_dim: int = Field(64, ge=1, description="style (noise) vector size")
-    num_up: int | None = Field(
-        None,
-        ge=1,
-        le=8,
-        description="generator levels: it starts at tile size / 2**num_up (default: from the tile size, "
-        "a 4 px start, at most 5 levels)",
-    )
-    spade_hidden: int = Field(64, ge=1, description="hidden maps of each SPADE normalisation")
-    discriminator: Literal["patchgan", "oasis"] = Field(
-        "patchgan", description="patchgan: multi-scale, hinge + feature matching; oasis: K+1 classes a pixel"
-    )
-    d_channels: int = Field(64, ge=1, description="feature maps of the discriminator's first layer")
-    d_layers: int = Field(3, ge=1, description="PatchGAN layers, or OASIS U-Net depth")
-    num_d: int = Field(2, ge=1, description="PatchGAN scales")
-    encoder: bool = Field(False, description="train an image encoder (VAE) for styles taken from examples")
-    lambda_fm: float = Field(10.0, ge=0, description="weight of discriminator feature matching (patchgan)")
-    lambda_kl: float = Field(0.05, ge=0, description="weight of the encoder's KL term")
-    labelmix: bool = Field(True, description="LabelMix regularisation of the OASIS discriminator")
-    lambda_labelmix: float = Field(10.0, ge=0, description="weight of LabelMix")
-
-
-class MaskGANOptions(_DualGANOptions):
-    """Stage I: categorical land-cover maps conditioned on class frequencies."""
-
-    resolution: int | None = Field(
-        None, ge=8, le=4096, description="tile size the discriminator is trained at (default: the tiles')"
-    )
-    unknown: Literal["learn", "fill"] = Field(
-        "learn",
-        description="unlabelled pixels of the real masks: learn (one more class to the GAN: generated masks "
-        "are partly unlabelled like the real ones) or fill (a class at every pixel)",
-    )
-    z_dim: int = Field(32, ge=1, description="channels of the spatial noise map")
-    num_up: int | None = Field(
-        None,
-        ge=1,
-        le=8,
-        description="generator levels: noise map at tile size / 2**num_up (default: from the tile size, a "
-        "4 px noise map, at most 4 levels)",
-    )
-    channels: int = Field(64, ge=1, description="feature maps of the last generator block (x2 per level up)")
-    d_channels: int = Field(64, ge=1, description="feature maps of the discriminator's first layer")
-    d_layers: int = Field(4, ge=1, description="strided discriminator layers")
-    output: Literal["gumbel", "softmax"] = Field(
-        "gumbel", description="what D sees of G: straight-through Gumbel one-hot samples, or the softmax"
-    )
-    tau: float = Field(1.0, gt=0, description="Gumbel-softmax temperature")
-    lambda_freq: float = Field(10.0, ge=0, description="weight of the class-frequency condition loss")
-    bank_size: int = Field(1024, ge=1, description="class-frequency vectors of real tiles kept for sampling")
-
-
 # --- remote scene sources (issue 9, geogan/scenes/sentinelhub.py and stac.py) -------------------
 # What to fetch; where it goes is the caller's (``geogan scenes fetch --out``, or the pipeline's
 # folder). Credentials are never fields here: they come from the environment or the Sentinel Hub
@@ -365,11 +279,10 @@ class _RemoteSource(StageOptions):
         return self
 
 
-def _no_userinfo(value: str | None, name: str) -> str | None:
+def _no_userinfo(value: str | None, name: str) -> None:
     """Refuse URLs with ``user:password@``: credentials do not belong in options (they get logged)."""
     if value and "@" in value.split("//", 1)[-1].split("/", 1)[0]:
         raise ValueError(f"{name}: give credentials through the environment, not inside the URL")
-    return value
 
 
 class SentinelHubSource(_RemoteSource):
@@ -398,7 +311,8 @@ class SentinelHubSource(_RemoteSource):
     @field_validator("base_url", "token_url")
     @classmethod
     def _plain_url(cls, value: str | None, info) -> str | None:
-        return _no_userinfo(value, info.field_name)
+        _no_userinfo(value, info.field_name)
+        return value
 
 
 class StacSource(_RemoteSource):
@@ -425,7 +339,8 @@ class StacSource(_RemoteSource):
     @field_validator("url")
     @classmethod
     def _plain_url(cls, value: str) -> str:
-        return _no_userinfo(value, "url")
+        _no_userinfo(value, "url")
+        return value
 
 
 class QgisInstallOptions(StageOptions):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import yaml
@@ -73,8 +74,8 @@ PROCEDURAL_STAGES = _dual_gan(
         "lr_g": 1e-3,
         "lr_d": 2e-3,
     },
-    masks={"steps": 100, "z_dim": 8, "channels": 16, "d_channels": 16},
-    images={"steps": 150, "channels": 8, "z_dim": 8, "spade_hidden": 16, "d_channels": 16},
+    masks={"steps": 100, "preset": "tiny"},
+    images={"steps": 150, "preset": "tiny"},
     generate={"n": 16},
     evaluate={"max_tiles": 64, "encoder_steps": 20, "encoder_width": 8, "pixels": 2000, "swd_patches": 8},
 )
@@ -168,7 +169,7 @@ def pipeline_doc(options: DemoOptions, scene: dict[str, Path] | None = None) -> 
     stages = PROCEDURAL_STAGES
     if options.input is not None:
         _check_sen12ms(options.input)
-        source = {"kind": "sen12ms", "path": str(options.input.resolve())}
+        source: dict[str, Any] = {"kind": "sen12ms", "path": str(options.input.resolve())}
     elif scene is None:
         source = {
             "kind": "procedural",

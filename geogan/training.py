@@ -1,7 +1,8 @@
 """The training loop every generative model shares.
 
 A model plugs in as a :class:`TrainTask` (how to build its modules and optimisers, one training
-step, how to draw sample tiles) registered by name in :data:`TASKS`. The loop owns the rest:
+step, how to draw sample tiles) registered by name in :data:`geogan.models.MODELS`. The loop owns
+the rest:
 
 * the run folder (``config.yaml``, ``stats.json``, ``checkpoints/``, ``samples/``, ``logs/``);
 * the device (CUDA with bf16 autocast where present, else CPU; several GPUs through DDP in
@@ -34,10 +35,10 @@ import random
 import re
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sized
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -51,6 +52,8 @@ from geogan.bands import FALSE_COLOUR, S2, TRUE_COLOUR, composite
 from geogan.config import TrainOptions
 from geogan.errors import InputError
 from geogan.files import replacing
+from geogan.models import MODELS, Model
+from geogan.models.options import DualGANOptions
 from geogan.progress import Progress
 from geogan.tiles import STATS_FILE
 
@@ -82,7 +85,7 @@ class DataInfo:
 
 
 class TrainTask(ABC):
-    """One kind of model the loop trains: subclass it and add it to :data:`TASKS`.
+    """One kind of model the loop trains: subclass it and add it to :data:`geogan.models.MODELS`.
 
     The loop seeds the RNGs, calls :meth:`build`, moves the modules and optimisers onto the
     device (``self.nets`` holds the device-wrapped modules, ``self.optimizers`` the wrapped
@@ -92,7 +95,6 @@ class TrainTask(ABC):
     """
 
     name: ClassVar[str]
-    options_model: ClassVar[type[TrainOptions]]
     generator_name: ClassVar[str] = "generator"
     #: whether :meth:`sample` needs ``batch["mask"]`` (class indices) to make its images
     conditional: ClassVar[bool] = False
@@ -139,20 +141,17 @@ class TrainTask(ABC):
             raise CheckpointError(f"{type(self).__name__} keeps no extra state, got {sorted(state)}")
 
 
-# Task name -> "module:class", imported when used so the loop never imports every model.
-TASKS: dict[str, str] = {
-    "msg-stylegan": "geogan.models.msg_stylegan:MSGStyleGANTask",
-    "spade": "geogan.models.spade:SpadeTask",
-    "mask-gan": "geogan.models.mask_gan:MaskGANTask",
-}
+def model_entry(name: str) -> Model:
+    """The registered model ``name`` (its options class and task)."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; models are {', '.join(sorted(MODELS))}") from None
 
 
 def task_class(name: str) -> type[TrainTask]:
-    """The :class:`TrainTask` registered as ``name``."""
-    try:
-        module, attr = TASKS[name].split(":")
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; models are {', '.join(sorted(TASKS))}") from None
+    """The :class:`TrainTask` of model ``name``, imported now (the registry does not import torch)."""
+    module, attr = model_entry(name).task.split(":")
     return getattr(importlib.import_module(module), attr)
 
 
@@ -197,7 +196,7 @@ class StepBatchSampler(Sampler[list[int]]):
 
 def rng_state() -> dict[str, Any]:
     """Every RNG state training draws from, as tensors and plain values ``weights_only`` accepts."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)},
@@ -290,7 +289,8 @@ def checkpoints(run: Path) -> list[Path]:
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """``ema = beta * ema + (1 - beta) * model`` for parameters; buffers are copied."""
-    ema_p, p = list(ema.parameters()), list(model.parameters())
+    ema_p: list[Tensor] = list(ema.parameters())
+    p = list(model.parameters())
     torch._foreach_lerp_(ema_p, [q.detach().to(e.dtype) for q, e in zip(p, ema_p, strict=True)], 1.0 - beta)
     for e, b in zip(ema.buffers(), model.buffers(), strict=True):
         e.copy_(b)
@@ -326,12 +326,12 @@ def _write_png(path: Path, picture: np.ndarray) -> None:
 
 
 def to_reflectance_dn(images: np.ndarray, normalizer: Any | None) -> np.ndarray:
-    """Model tiles (N, C, H, W) in [-1, 1] -> S2 bands in L1C digital numbers (never 0 = nodata)."""
-    if normalizer is not None:
-        images = normalizer.decode(images)
-    else:  # no statistics: map [-1, 1] linearly onto 1..10000, enough for a stretched picture
-        images = (np.clip(images, -1, 1) + 1) * 4999.5 + 1
-    return images[:, : S2.count]
+    """Model tiles (N, C, H, W) in [-1, 1] -> S2 bands in L1C digital numbers (never 0 = nodata);
+    without statistics, [-1, 1] onto 1..10000, enough for a stretched picture."""
+    from geogan.datasets import Normalizer
+
+    normalizer = normalizer or Normalizer.l1c_range(images.shape[1])
+    return np.asarray(normalizer.decode(images))[:, : S2.count]
 
 
 def write_sample_grids(
@@ -385,7 +385,7 @@ def read_run_config(run: Path) -> tuple[type[TrainTask], DataInfo, TrainOptions]
         doc = yaml.safe_load(path.read_text())
         cls = task_class(doc["task"])
         data = DataInfo(**{**doc["data"], "band_names": tuple(doc["data"]["band_names"])})
-        options = cls.options_model.model_validate(doc["options"])
+        options = model_entry(doc["task"]).options.model_validate(doc["options"])
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a geogan run configuration ({err})") from None
     return cls, data, options
@@ -438,9 +438,6 @@ def describe(dataset: Dataset) -> DataInfo:
     return DataInfo(channels, tuple(names), int(getattr(dataset, "num_classes", 0)), int(image.shape[1]))
 
 
-# Most generator levels by default, per option model: SPADE starts at 8 px on 256 px tiles (as
-# NVlabs SPADE), the mask GAN's noise map at 16 px; smaller tiles start at 4 px.
-MAX_LEVELS = {"SpadeOptions": 5, "MaskGANOptions": 4}
 MIN_START = 2  # px of a generator's first map: batch normalisation needs more than one value a map
 
 
@@ -457,17 +454,24 @@ def default_levels(resolution: int, most: int) -> int:
     return max(1, _levels(resolution, 4, most))
 
 
+def fitted(value: int | None, name: str) -> int:
+    """A size option that :func:`fit_to_data` fills when left to the tiles (``None``)."""
+    if value is None:
+        raise ValueError(f"{name}: not set; fit the options to the tiles first (training.fit_to_data)")
+    return value
+
+
 def fit_to_data(options: TrainOptions, data: DataInfo) -> TrainOptions:
     """Fill the size options left to the data (``resolution``, ``num_up``: None) from the tiles, and
     refuse sizes the tiles cannot take, naming the option."""
-    fields = type(options).model_fields
+    given = options.model_dump(include={"resolution", "num_up"})
     update: dict[str, Any] = {}
-    if "resolution" in fields and options.resolution is None:
+    if "resolution" in given and given["resolution"] is None:
         update["resolution"] = data.resolution
-    if "num_up" in fields:
-        num_up = options.num_up
+    if isinstance(options, DualGANOptions):
+        num_up = given["num_up"]
         if num_up is None:
-            num_up = update["num_up"] = default_levels(data.resolution, MAX_LEVELS[type(options).__name__])
+            num_up = update["num_up"] = default_levels(data.resolution, options.max_levels)
         start = data.resolution / 2**num_up
         if start < MIN_START or start != int(start):
             most = _levels(data.resolution, MIN_START, 8)
@@ -555,6 +559,7 @@ class _MetricLog:
         new = self.fields is None
         if new:
             self.fields = list(row)
+        assert self.fields is not None
         with open(self.csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
             if new:
@@ -569,8 +574,110 @@ class _MetricLog:
 # The loop
 
 
+def _count(dataset: Dataset) -> int:
+    return len(cast(Sized, dataset))  # a map-style dataset of tiles has a length
+
+
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def _run_checkpoints(run: Path, resume: bool) -> list[Path]:
+    """The run folder's checkpoints, refusing a fresh run over them and a resume without them."""
+    found = checkpoints(run)
+    if found and not resume:
+        raise ValueError(
+            f"{run} already holds checkpoints; pass --resume to continue it or choose another --out"
+        )
+    if resume and not found:
+        raise ValueError(f"{run}: no checkpoint to resume from (looked in {run / 'checkpoints'})")
+    return found
+
+
+def _restore(path: Path, task: str, modules, ema: nn.Module, optimizers, model: TrainTask) -> tuple[int, Any]:
+    """Load checkpoint ``path`` into the run's modules, EMA, optimisers and task; (step, RNG state)."""
+    state = load_checkpoint(path, task)
+    for name, module in modules.items():
+        if name not in state["modules"]:
+            raise CheckpointError(f"{path}: holds no {name!r} module")
+        _load_module(module, state["modules"][name], path, name)
+    _load_module(ema, state["ema"], path, "EMA generator")
+    for name, opt in optimizers.items():
+        try:
+            opt.load_state_dict(state["optimizers"][name])
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{path}: optimiser {name!r} does not fit ({err})") from None
+    model.load_extra_state(state.get("extra", {}))
+    log.info("resuming %s from %s (step %d)", task, path, int(state["step"]))
+    return int(state["step"]), state["rng"]
+
+
+def _write_run_folder(run: Path, task: str, data: DataInfo, options: TrainOptions) -> None:
+    """``config.yaml`` (task, data, every option) and the tiles' ``stats.json`` into the run folder."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / CONFIG_FILE).write_text(yaml.safe_dump(_config_doc(task, data, options), sort_keys=False))
+    stats = Path(options.tiles) / STATS_FILE if options.tiles else None
+    if stats is not None and stats.is_file():
+        shutil.copyfile(stats, run / STATS_FILE)
+
+
+@dataclass
+class _CheckpointWriter:
+    """Writes ``checkpoints/step-N.pt`` (on the main process) and keeps the newest few."""
+
+    run: Path
+    task: str
+    model: TrainTask
+    modules: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    ema: nn.Module
+    keep: int
+    main: bool
+
+    def save(self, step: int) -> Path:
+        path = self.run / "checkpoints" / f"step-{step:08d}.pt"
+        if self.main:
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "task": self.task,
+                "step": step,
+                "modules": {n: m.state_dict() for n, m in self.modules.items()},
+                "ema": self.ema.state_dict(),
+                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+                "extra": self.model.extra_state(),
+                "rng": rng_state(),
+            }
+            save_checkpoint(path, state)
+            for old in checkpoints(self.run)[: -self.keep]:
+                old.unlink()
+            log.info("wrote %s", path)
+        return path
+
+
+def _loaders(dataset: Dataset, options: TrainOptions, fabric: Any, start: int) -> tuple[DataLoader, dict]:
+    """The step-seeded training batches from step ``start``, and the fixed tiles of the sample grids."""
+    sampler = StepBatchSampler(
+        _count(dataset),
+        options.batch_size,
+        options.seed,
+        start,
+        options.steps,
+        fabric.global_rank,
+        fabric.world_size,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=options.workers,
+        pin_memory=fabric.device.type == "cuda",
+        generator=torch.Generator().manual_seed(options.seed),  # keeps the global RNG untouched
+    )
+    first = DataLoader(
+        dataset, batch_size=min(options.samples, _count(dataset)), generator=torch.Generator().manual_seed(0)
+    )
+    fixed = next(iter(first))  # the first tiles, the same in every run; the global RNG is not drawn
+    return loader, _to_device(fixed, fabric.device)
 
 
 def train(
@@ -587,18 +694,11 @@ def train(
     With ``resume`` the run continues from its newest checkpoint exactly as if uninterrupted;
     without it, a run folder that already holds checkpoints is an error.
     """
-    cls = task_class(task)
-    if not isinstance(options, cls.options_model):
-        options = cls.options_model.model_validate(options.model_dump())
+    cls, model_options = task_class(task), model_entry(task).options
+    if not isinstance(options, model_options):
+        options = model_options.model_validate(options.model_dump(exclude_unset=True))
     run = Path(options.out)
-    found = checkpoints(run)
-    if found and not resume:
-        raise ValueError(
-            f"{run} already holds checkpoints; pass --resume to continue it or choose another --out"
-        )
-    if resume and not found:
-        raise ValueError(f"{run}: no checkpoint to resume from (looked in {run / 'checkpoints'})")
-
+    found = _run_checkpoints(run, resume)
     if dataset is None:
         dataset = open_tiles(options)
     data = describe(dataset)
@@ -621,31 +721,9 @@ def train(
     modules, optimizers = model.build()
     generator = modules[cls.generator_name]
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    start = 0
-    if resume:
-        path = found[-1]
-        state = load_checkpoint(path, task)
-        for name, module in modules.items():
-            if name not in state["modules"]:
-                raise CheckpointError(f"{path}: holds no {name!r} module")
-            _load_module(module, state["modules"][name], path, name)
-        _load_module(ema, state["ema"], path, "EMA generator")
-        for name, opt in optimizers.items():
-            try:
-                opt.load_state_dict(state["optimizers"][name])
-            except (KeyError, ValueError) as err:
-                raise CheckpointError(f"{path}: optimiser {name!r} does not fit ({err})") from None
-        model.load_extra_state(state.get("extra", {}))
-        start = int(state["step"])
-        log.info("resuming %s from %s (step %d)", task, path, start)
-
+    start, rng = _restore(found[-1], task, modules, ema, optimizers, model) if resume else (0, None)
     if main:
-        run.mkdir(parents=True, exist_ok=True)
-        config_path = run / CONFIG_FILE
-        config_path.write_text(yaml.safe_dump(_config_doc(task, data, options), sort_keys=False))
-        stats = Path(options.tiles) / STATS_FILE if options.tiles else None
-        if stats is not None and stats.is_file():
-            shutil.copyfile(stats, run / STATS_FILE)
+        _write_run_folder(run, task, data, options)
     normalizer = getattr(dataset, "normalizer", None)
     scheme = None
     if data.num_classes:
@@ -657,52 +735,10 @@ def train(
     model.nets = {name: fabric.setup_module(m) for name, m in modules.items()}
     model.optimizers = {name: fabric.setup_optimizers(o) for name, o in optimizers.items()}
     ema.to(fabric.device)
-
-    sampler = StepBatchSampler(
-        len(dataset),
-        options.batch_size,
-        options.seed,
-        start,
-        options.steps,
-        fabric.global_rank,
-        fabric.world_size,
-    )
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=options.workers,
-        pin_memory=fabric.device.type == "cuda",
-        generator=torch.Generator().manual_seed(options.seed),  # keeps the global RNG untouched
-    )
-    fixed = DataLoader(
-        dataset, batch_size=min(options.samples, len(dataset)), generator=torch.Generator().manual_seed(0)
-    )
-    fixed = next(iter(fixed))  # the first tiles, the same in every run; the global RNG is not drawn
-    fixed = _to_device(fixed, fabric.device)
-
+    loader, fixed = _loaders(dataset, options, fabric, start)
+    writer = _CheckpointWriter(run, task, model, modules, optimizers, ema, options.keep_checkpoints, main)
     metric_log = _MetricLog(run / "logs", start) if main else None
     newest = found[-1] if found else None
-
-    def save(step: int) -> Path:
-        path = run / "checkpoints" / f"step-{step:08d}.pt"
-        if main:
-            state = {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
-                "task": task,
-                "step": step,
-                "modules": {n: m.state_dict() for n, m in modules.items()},
-                "ema": ema.state_dict(),
-                "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-                "extra": model.extra_state(),
-                "rng": rng_state(),
-            }
-            save_checkpoint(path, state)
-            for old in checkpoints(run)[: -options.keep_checkpoints]:
-                old.unlink()
-            log.info("wrote %s", path)
-        fabric.barrier()
-        return path
 
     def grids(step: int) -> None:
         if not main:
@@ -727,7 +763,7 @@ def train(
     log.info(
         "training %s on %d tiles (%d bands, %d px) on %s, %s, steps %d -> %d, run folder %s",
         task,
-        len(dataset),
+        _count(dataset),
         data.channels,
         data.resolution,
         fabric.device,
@@ -736,9 +772,8 @@ def train(
         options.steps,
         run,
     )
-    if resume:  # last, so nothing above draws from the restored RNGs
-        set_rng_state(state["rng"])
-        del state
+    if rng is not None:  # last, so nothing above draws from the restored RNGs
+        set_rng_state(rng)
     try:
         with progress:
             bar = progress.add_task(f"train {task}", total=options.steps, completed=start, metrics="")
@@ -756,12 +791,14 @@ def train(
                 if done % options.sample_every == 0 or done == options.steps:
                     grids(done)
                 if done % options.checkpoint_every == 0 or done == options.steps:
-                    newest = save(done)
+                    newest = writer.save(done)
+                    fabric.barrier()
     finally:
         if metric_log is not None:
             metric_log.close()
-    if newest is None or start >= options.steps:
+    if start >= options.steps:
         log.info("%s already trained to step %d; nothing to do", run, start)
+    assert newest is not None  # a fresh run writes a checkpoint at its last step
     return newest
 
 

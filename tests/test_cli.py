@@ -15,17 +15,15 @@ from geogan.config import (
     DemoOptions,
     EvaluateOptions,
     GenerateOptions,
-    MaskGANOptions,
-    MSGStyleGANOptions,
     QgisInstallOptions,
     QgisPackageOptions,
     RasterizeOptions,
     SentinelHubSource,
-    SpadeOptions,
     StacSource,
     TileOptions,
 )
 from geogan.errors import option_errors
+from geogan.models.options import MaskGANOptions, MSGStyleGANOptions, SpadeOptions
 
 runner = CliRunner()
 

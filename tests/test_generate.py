@@ -21,22 +21,19 @@ from typer.testing import CliRunner
 from geogan import sample
 from geogan.bands import S2
 from geogan.cli import app
-from geogan.config import GenerateOptions, MaskGANOptions, MSGStyleGANOptions, SpadeOptions, TileOptions
+from geogan.config import GenerateOptions, TileOptions
 from geogan.export import pair_paths, validate_stac
 from geogan.generate import batch_seed, generate
 from geogan.labels import IGBP, rasterize
+from geogan.models.options import MaskGANOptions, MSGStyleGANOptions, SpadeOptions
 from geogan.tiles import read_tile_index
 from geogan.tiling import tile
 from geogan.training import load_generator, train
 
 SIZE = 32
 TINY = dict(
+    preset="tiny",
     resolution=SIZE,
-    z_dim=16,
-    w_dim=16,
-    mapping_layers=1,
-    channel_base=128,
-    channel_max=16,
     batch_size=4,
     split=None,
     log_every=1,
@@ -163,6 +160,7 @@ def test_cli_generates_and_reports_a_wrong_run_folder(run, tmp_path):
 
 # --- conditional generation: the dual GAN (SPADE images from masks, mask-GAN masks) ----------------
 
+# Smaller than the models' tiny presets: two-step runs whose untrained masks the tests below know.
 SPADE_TINY = dict(
     channels=8,
     z_dim=8,

@@ -10,7 +10,6 @@ import yaml
 from typer.testing import CliRunner
 
 from geogan.cli import app
-from geogan.config import MaskGANOptions
 from geogan.datasets import ChipDataset
 from geogan.labels import IGBP
 from geogan.models.mask_gan import (
@@ -21,17 +20,14 @@ from geogan.models.mask_gan import (
     sample_masks,
     targets_with_minimum,
 )
+from geogan.models.options import MaskGANOptions
 from geogan.training import checkpoints, load_checkpoint, load_generator, train
 
 K = len(IGBP)
 TINY = dict(
+    preset="tiny",
     resolution=32,
-    channels=16,
-    z_dim=8,
     num_up=3,
-    d_channels=16,
-    d_layers=3,
-    bank_size=256,
     batch_size=8,
     split=None,
     log_every=5,

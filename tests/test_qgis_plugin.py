@@ -19,7 +19,8 @@ import pytest
 import rasterio
 from qgis_tools import needs_qgis, qgis_process
 
-from geogan.config import EvaluateOptions, SpadeOptions
+from geogan.config import EvaluateOptions
+from geogan.models.options import SpadeOptions
 from geogan.qgis import PLUGIN, algorithms
 
 pytestmark = needs_qgis

@@ -16,14 +16,8 @@ from distributed import Client
 from rasterio.windows import Window
 from test_tiles import assert_no_chip_touches_another_split
 
-from geogan.config import (
-    EvaluateOptions,
-    GenerateOptions,
-    MaskGANOptions,
-    MSGStyleGANOptions,
-    SpadeOptions,
-    TileOptions,
-)
+from geogan.config import EvaluateOptions, GenerateOptions, TileOptions
+from geogan.models.options import MaskGANOptions, MSGStyleGANOptions, SpadeOptions
 from geogan.tiles import read_split, read_tile_index
 from geogan.tiling import tile
 from geogan.training import train

@@ -11,9 +11,9 @@ import yaml
 from typer.testing import CliRunner
 
 from geogan.cli import app
-from geogan.config import SpadeOptions
 from geogan.datasets import ChipDataset
 from geogan.labels import IGBP
+from geogan.models.options import SpadeOptions
 from geogan.models.spade import (
     MultiscalePatchDiscriminator,
     OasisDiscriminator,
@@ -25,13 +25,8 @@ from geogan.training import checkpoints, load_checkpoint, load_generator, task_c
 
 K = len(IGBP)
 TINY = dict(
-    channels=8,
-    z_dim=8,
+    preset="tiny",
     num_up=3,
-    spade_hidden=16,
-    d_channels=16,
-    d_layers=3,
-    num_d=2,
     batch_size=8,
     split=None,
     log_every=5,

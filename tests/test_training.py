@@ -14,9 +14,9 @@ from procedural import make_tiles
 from typer.testing import CliRunner
 
 from geogan.cli import app
-from geogan.config import MSGStyleGANOptions
 from geogan.datasets import ChipDataset
 from geogan.models.msg_stylegan import MSGGenerator
+from geogan.models.options import MSGStyleGANOptions
 from geogan.training import (
     CheckpointError,
     StepBatchSampler,
@@ -29,7 +29,9 @@ from geogan.training import (
 )
 
 TINY = dict(
+    preset="tiny",
     resolution=16,
+    # twice the tiny preset's sizes: the fidelity checks below were set at these
     z_dim=32,
     w_dim=32,
     mapping_layers=2,
@@ -292,6 +294,83 @@ def test_registry_names_the_known_models():
         task_class("gan9000")
 
 
+def test_each_registered_model_is_a_train_command_with_options_of_its_own():
+    from geogan.config import TrainOptions
+    from geogan.models import MODELS
+
+    gan_only = {"lr_g", "lr_d", "betas", "r1_gamma", "r1_every", "augment", "augment_p", "ada_target"}
+    assert not gan_only & set(TrainOptions.model_fields)  # the loop's options name no GAN
+    runner = CliRunner()
+    for name, model in MODELS.items():
+        assert issubclass(model.options, TrainOptions) and "tiny" in model.options.presets
+        assert set(model.options.presets["tiny"]) <= set(model.options.model_fields)
+        shown = runner.invoke(app, ["train", name, "--help"], env={"COLUMNS": "200"})
+        assert shown.exit_code == 0 and model.summary in shown.output
+    assert "r1_gamma" not in MODELS["spade"].options.model_fields  # the dual GAN has no R1 option now
+    assert "r1_gamma" in MODELS["msg-stylegan"].options.model_fields
+
+
+def test_a_preset_sets_the_network_sizes_and_options_given_beside_it_win(tiles, tmp_path):
+    from geogan.models.options import SpadeOptions
+
+    tiny = SpadeOptions(preset="tiny", channels=12)
+    assert (tiny.channels, tiny.z_dim, tiny.spade_hidden, tiny.d_channels) == (12, 8, 16, 16)
+    assert SpadeOptions.model_validate(tiny.model_dump(mode="json")) == tiny  # a run's config reads back
+    with pytest.raises(ValueError, match="preset"):
+        SpadeOptions(preset="huge")
+    run = tmp_path / "preset-run"
+    args = ["train", "msg-stylegan", "--tiles", str(tiles), "--out", str(run), "--preset", "tiny"]
+    result = CliRunner().invoke(app, [*args, "--w-dim", "8", "--steps", "1", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    options = yaml.safe_load((run / "config.yaml").read_text())["options"]
+    assert (options["preset"], options["z_dim"], options["w_dim"], options["channel_max"]) == (
+        "tiny",
+        16,
+        8,
+        16,
+    )
+
+
+def test_run_folders_of_older_geogan_with_the_dual_gan_r1_and_ada_options_still_read(tmp_path):
+    """Before the options split every run carried R1 and ADA options; the dual GAN's were inert."""
+    from geogan.models.options import SpadeOptions
+    from geogan.pipeline.runner import decide
+    from geogan.pipeline.spec import load
+    from geogan.training import CONFIG_FILE, read_run_config
+
+    options = SpadeOptions(preset="tiny", out=tmp_path / "run")
+    old = {
+        **options.model_dump(mode="json"),
+        "r1_gamma": 0.0,
+        "r1_every": 16,
+        "ada_target": None,
+        "ada_images": 7,
+    }
+    data = {"channels": 13, "band_names": [f"b{i}" for i in range(13)], "num_classes": 17, "resolution": 32}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / CONFIG_FILE).write_text(
+        yaml.safe_dump({"task": "spade", "data": data, "options": old})
+    )
+    assert read_run_config(tmp_path / "run")[2] == options
+    with pytest.raises(ValueError, match="ada_target"):  # a value that would have meant something: refused
+        SpadeOptions.model_validate({**old, "ada_target": 0.6})
+    # A pipeline's record of such a run: the stage stays up to date, not retrained.
+    spec = tmp_path / "p.yaml"
+    spec.write_text(
+        "out: out\nsources:\n  a: {kind: procedural, scenes: 1}\n"
+        "stages:\n  tile: {size: 32}\n  images: {stage: train, model: spade, preset: tiny}\n"
+    )
+    stage = load(spec).stages[-1]
+    from geogan.pipeline.stages import fingerprinted
+
+    values = fingerprinted(stage)
+    record = {"options": {**values, "r1_gamma": 0.0, "r1_every": 16, "ada_target": None}, "status": "done"}
+    record.update(inputs={}, outputs="x")
+    assert decide(stage, record, values, {}, "x") == ("skip", "up to date")
+    record["options"]["ada_target"] = 0.6
+    assert decide(stage, record, values, {}, "x")[0] == "reset"
+
+
 def test_cli_trains_resumes_and_reports_bad_options(tiles, tmp_path):
     runner = CliRunner()
     run = tmp_path / "cli-run"
@@ -317,7 +396,7 @@ def test_cli_trains_resumes_and_reports_bad_options(tiles, tmp_path):
 
 
 def test_model_sizes_follow_the_tiles_and_unfit_ones_name_the_option():
-    from geogan.config import MaskGANOptions, MSGStyleGANOptions, SpadeOptions
+    from geogan.models.options import MaskGANOptions, MSGStyleGANOptions, SpadeOptions
     from geogan.training import DataInfo, fit_to_data
 
     def fitted(options, size):

@@ -38,7 +38,7 @@ handled by ``unknown``:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -46,11 +46,11 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from geogan import labels
-from geogan.config import MaskGANOptions
 from geogan.errors import InputError
 from geogan.models.augment import augment
+from geogan.models.options import MaskGANOptions
 from geogan.models.spade import _conv3, hinge_d, one_hot
-from geogan.training import DataInfo, TrainTask
+from geogan.training import DataInfo, TrainTask, fitted
 
 MARGIN = 0.05  # how far above a requested minimum the condition asks for
 MAX_TRIES = 50  # rounds of rejection sampling before giving up
@@ -106,6 +106,9 @@ class MaskGenerator(nn.Module):
     with zero padding the map's edge was the only positional signal on the 4 px noise map, and
     trained on Havelland the generator put one blob of the same shape at the centre of every mask.
     """
+
+    bank: Tensor  # buffers: real tiles' class fractions, and how many were banked
+    banked: Tensor
 
     def __init__(
         self,
@@ -259,7 +262,6 @@ class MaskGANTask(TrainTask):
     """
 
     name = "mask-gan"
-    options_model = MaskGANOptions
     options: MaskGANOptions
     conditional: ClassVar[bool] = False  # needs no input but the size (and optional class_min)
     outputs: ClassVar[tuple[str, ...]] = ("mask",)
@@ -273,13 +275,14 @@ class MaskGANTask(TrainTask):
                 f"the tiles are {data.resolution} px but the model is set to {options.resolution} px; "
                 f"set resolution: {data.resolution} (or re-tile)"
             )
-        step = 2**options.num_up
-        if options.resolution % step:
+        self.num_up = fitted(options.num_up, "num_up")
+        step = 2**self.num_up
+        if data.resolution % step:
             raise ValueError(f"resolution {options.resolution} is not a multiple of 2**num_up = {step}")
 
     def build(self) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
         o, k = self.options, self.data.num_classes
-        g = MaskGenerator(k, o.z_dim, o.channels, o.num_up, o.bank_size, unknown=o.unknown == "learn")
+        g = MaskGenerator(k, o.z_dim, o.channels, self.num_up, o.bank_size, unknown=o.unknown == "learn")
         d = MaskDiscriminator(g.outputs, o.d_channels, o.d_layers)
         opt_g = torch.optim.Adam(g.parameters(), lr=o.lr_g, betas=o.betas)
         opt_d = torch.optim.Adam(d.parameters(), lr=o.lr_d, betas=o.betas)
@@ -289,7 +292,7 @@ class MaskGANTask(TrainTask):
         """A generated one-hot map for conditions ``c`` (nodata where ``valid`` is false) and its logits."""
         o = self.options
         b, h, w = valid.shape
-        z = torch.randn(b, o.z_dim, h // 2**o.num_up, w // 2**o.num_up, device=c.device)
+        z = torch.randn(b, o.z_dim, h // 2**self.num_up, w // 2**self.num_up, device=c.device)
         logits = g(z, c).float()
         if o.output == "gumbel":
             fake = F.gumbel_softmax(logits, tau=o.tau, hard=True, dim=1)
@@ -351,12 +354,12 @@ class MaskGANTask(TrainTask):
 
     def _generator_module(self) -> MaskGenerator:
         g = self.nets["generator"]
-        return getattr(g, "module", g)
+        return cast(MaskGenerator, getattr(g, "module", g))
 
     def sample(self, generator: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Masks the size of ``batch["image"]``; ``batch["class_min"]`` sets minimum class fractions."""
         b, _, h, w = batch["image"].shape
-        generator = getattr(generator, "module", generator)
+        generator = cast(MaskGenerator, getattr(generator, "module", generator))
         names = labels.scheme(self.options.scheme).names
         masks, _ = sample_masks(generator, b, h, w, batch.get("class_min"), names=names)
         return {"mask": masks}

@@ -19,12 +19,12 @@ whose samples grew smoother with training.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geogan.config import MSGStyleGANOptions
 from geogan.models.augment import AdaptiveProbability, augment
 from geogan.models.blocks import (
     EqualConv2d,
@@ -34,7 +34,8 @@ from geogan.models.blocks import (
     StyledConv,
     ToBands,
 )
-from geogan.training import DataInfo, TrainTask
+from geogan.models.options import MSGStyleGANOptions
+from geogan.training import DataInfo, TrainTask, fitted
 
 
 def channels(resolution: int, base: int, cap: int) -> int:
@@ -83,7 +84,7 @@ class MSGGenerator(nn.Module):
         x = self.const.expand(z.shape[0], -1, -1, -1)
         images: list[Tensor] = []
         for block, to_bands in zip(self.blocks, self.outputs, strict=True):
-            for layer in block:
+            for layer in cast(nn.ModuleList, block):
                 x = layer(x, w)
             image = to_bands(x, w)
             if images:
@@ -170,7 +171,6 @@ class MSGStyleGANTask(TrainTask):
     """Non-saturating logistic loss, lazy R1 on real tiles, DiffAugment (optionally ADA's p)."""
 
     name = "msg-stylegan"
-    options_model = MSGStyleGANOptions
     options: MSGStyleGANOptions
 
     def __init__(self, options: MSGStyleGANOptions, data: DataInfo) -> None:
@@ -180,7 +180,8 @@ class MSGStyleGANTask(TrainTask):
                 f"the tiles are {data.resolution} px but the model is set to {options.resolution} px; "
                 f"set resolution: {data.resolution} (or re-tile)"
             )
-        self.levels = len(resolutions(options.resolution))
+        self.resolution = fitted(options.resolution, "resolution")
+        self.levels = len(resolutions(self.resolution))
         self.ada = (
             AdaptiveProbability(options.augment_p, options.ada_target, options.ada_images)
             if options.ada_target is not None
@@ -196,7 +197,7 @@ class MSGStyleGANTask(TrainTask):
         o = self.options
         g = MSGGenerator(
             self.data.channels,
-            o.resolution,
+            self.resolution,
             o.z_dim,
             o.w_dim,
             o.mapping_layers,
@@ -204,7 +205,7 @@ class MSGStyleGANTask(TrainTask):
             o.channel_max,
         )
         d = MSGDiscriminator(
-            self.data.channels, o.resolution, o.channel_base, o.channel_max, o.combine, o.mbstd_group
+            self.data.channels, self.resolution, o.channel_base, o.channel_max, o.combine, o.mbstd_group
         )
         # Lazy regularisation (StyleGAN2): scale the discriminator's Adam to its effective step count.
         ratio = o.r1_every / (o.r1_every + 1) if o.r1_gamma > 0 else 1.0

@@ -28,16 +28,16 @@ with the two time-scale learning rates, optional DiffAugment applied alike to im
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from geogan.config import SpadeOptions
 from geogan.models.augment import augment
-from geogan.training import DataInfo, TrainTask
+from geogan.models.options import SpadeOptions
+from geogan.training import DataInfo, TrainTask, fitted
 
 
 def one_hot(mask: Tensor, num_classes: int) -> Tensor:
@@ -150,6 +150,9 @@ class SpadeGenerator(nn.Module):
     separated dark classes (forest, wetland, water) from one another, this keeps each class's
     colour where the real chips have it.
     """
+
+    class_mean: Tensor  # buffers: each class's running mean of every band, and its pixels seen
+    class_pixels: Tensor
 
     def __init__(
         self,
@@ -349,7 +352,6 @@ class SpadeTask(TrainTask):
     """
 
     name = "spade"
-    options_model = SpadeOptions
     options: SpadeOptions
     conditional: ClassVar[bool] = True  # sample() needs batch["mask"]
     outputs: ClassVar[tuple[str, ...]] = ("image", "mask")
@@ -358,7 +360,8 @@ class SpadeTask(TrainTask):
         super().__init__(options, data)
         if data.num_classes < 1:
             raise ValueError("SPADE turns masks into images: the run needs a class scheme with classes")
-        step = 2**options.num_up
+        self.num_up = fitted(options.num_up, "num_up")
+        step = 2**self.num_up
         if data.resolution % step:
             raise ValueError(
                 f"the tiles are {data.resolution} px, not a multiple of 2**num_up = {step}; lower num_up"
@@ -366,7 +369,7 @@ class SpadeTask(TrainTask):
 
     def build(self) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
         o, k, c = self.options, self.data.num_classes, self.data.channels
-        g = SpadeGenerator(k, c, o.channels, o.z_dim, o.num_up, o.spade_hidden)
+        g = SpadeGenerator(k, c, o.channels, o.z_dim, self.num_up, o.spade_hidden)
         if o.discriminator == "patchgan":
             d: nn.Module = MultiscalePatchDiscriminator(c + k, o.d_channels, o.d_layers, o.num_d)
         else:
@@ -412,7 +415,7 @@ class SpadeTask(TrainTask):
         opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
         real, mask = batch["image"], batch["mask"].long()
         onehot = one_hot(mask, self.data.num_classes)
-        generator = getattr(g, "module", g)
+        generator = cast(SpadeGenerator, getattr(g, "module", g))
         generator.remember(real, mask)
 
         # Discriminator.
@@ -424,7 +427,9 @@ class SpadeTask(TrainTask):
         if o.discriminator == "patchgan":
             real_out, fake_out = d(torch.cat([r, oh], 1)), d(torch.cat([f, oh], 1))
             pairs = zip(real_out, fake_out, strict=True)
-            loss_d = sum(hinge_d(ro[-1].float(), fo[-1].float()) for ro, fo in pairs) / len(real_out)
+            loss_d = cast(Tensor, sum(hinge_d(ro[-1].float(), fo[-1].float()) for ro, fo in pairs)) / len(
+                real_out
+            )
             logs["d_real"] = sum(ro[-1].float().mean().item() for ro in real_out) / len(real_out)
             logs["d_fake"] = sum(fo[-1].float().mean().item() for fo in fake_out) / len(fake_out)
         else:
@@ -455,11 +460,14 @@ class SpadeTask(TrainTask):
             fake_out = d(torch.cat([f, oh], 1))
             with torch.no_grad():
                 real_out = d(torch.cat([r, oh], 1))
-            adv = -sum(fo[-1].float().mean() for fo in fake_out) / len(fake_out)
-            fm = sum(
-                F.l1_loss(ff.float(), rf.float())
-                for fo, ro in zip(fake_out, real_out, strict=True)
-                for ff, rf in zip(fo[:-1], ro[:-1], strict=True)
+            adv = -cast(Tensor, sum(fo[-1].float().mean() for fo in fake_out)) / len(fake_out)
+            fm = cast(
+                Tensor,
+                sum(
+                    F.l1_loss(ff.float(), rf.float())
+                    for fo, ro in zip(fake_out, real_out, strict=True)
+                    for ff, rf in zip(fo[:-1], ro[:-1], strict=True)
+                ),
             ) / len(fake_out)
             loss_g = adv + o.lambda_fm * fm
             logs["g_fm"] = fm.item()

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from geogan.config import PipelineConfig
+from geogan.config import PipelineConfig, Sen12msSource, Source
 from geogan.errors import InputError, option_errors
 from geogan.pipeline.stages import SOURCES, STAGES, SourceKind, SourcesOptions, Stage
 
@@ -36,7 +36,7 @@ class Pipeline:
     name: str
     out: Path
     config: PipelineConfig
-    sources: dict[str, tuple[SourceKind, BaseModel, Path]]  # name -> kind, options, where it lives
+    sources: dict[str, tuple[SourceKind, Source, Path]]  # name -> kind, options, where it lives
     stages: list[Stage]  # the implicit "sources" stage first
 
     def stage(self, name: str) -> Stage:
@@ -184,7 +184,7 @@ def load(path: str | Path, out: str | Path | None = None, scheduler: str | None 
     for name, options in config.sources.items():
         _check_name(name, f"{path}:{marks.get(('sources', name), '?')}: sources.{name}")
         kind = SOURCES[options.kind]
-        if "path" in type(options).model_fields and options.path is not None:
+        if isinstance(options, Sen12msSource):
             options = options.model_copy(update={"path": _resolve(options.path, base)})
         for role in ("s2", "s1", "labels"):
             value = getattr(options, role, None)
@@ -296,5 +296,5 @@ def _stage(
         field_name, text = problem
         line = marks.get((*prefix, field_name), marks.get(prefix, "?"))
         raise PipelineError(f"{file}:{line}: stages.{name}.{field_name}: {text}")
-    takes = {n: sources[n] for n in options.sources} if kind.takes_sources else {}
+    takes = {n: sources[n] for n in getattr(options, "sources", ())} if kind.takes_sources else {}
     return Stage(name, kind, options, line=marks.get(prefix), inputs=inputs, model=model, sources=takes)

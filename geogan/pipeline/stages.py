@@ -25,7 +25,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -40,6 +40,7 @@ from geogan.config import (
     Source,
     StageOptions,
     TileOptions,
+    TrainOptions,
 )
 from geogan.errors import RunFailed
 from geogan.files import sweep
@@ -238,14 +239,14 @@ class StageKind:
     name: str
     choose: Callable[[dict], tuple[type[StageOptions], str | None]]  # raw options -> model, model name
     run: Callable[[Stage, Context], dict[str, Any]]  # runs the stage; returns counts for the summary
-    digest: Callable[[StageOptions], str]  # fingerprint of what it wrote ("" when nothing)
+    digest: Callable[[Any], str]  # its options -> fingerprint of what it wrote ("" when nothing)
     wire: dict[str, str] = field(default_factory=dict)
     reads: tuple[str, ...] = ()
     volatile: frozenset[str] = frozenset()
     grows: dict[str, str] = field(default_factory=dict)  # option -> "any" | "up"
     incremental_inputs: frozenset[str] = frozenset()
     takes_sources: bool = False
-    check: Callable[[StageOptions], tuple[str, str] | None] | None = None  # -> (field, problem)
+    check: Callable[[Any], tuple[str, str] | None] | None = None  # its options -> (field, problem)
     refs: frozenset[str] = frozenset()  # options that may name an earlier stage (its folder is meant)
 
     def options_model(self, raw: dict) -> tuple[type[StageOptions], str | None]:
@@ -257,28 +258,38 @@ def _fixed(model: type[StageOptions]) -> Callable[[dict], tuple[type[StageOption
 
 
 def _choose_train(raw: dict) -> tuple[type[StageOptions], str]:
-    from geogan.training import TASKS, task_class
+    from geogan.models import MODELS
 
     model = raw.get("model")
     if model is None:
-        raise ValueError(f"missing: which model to train ({', '.join(sorted(TASKS))})")
-    try:
-        return task_class(model).options_model, model
-    except ImportError as err:
-        raise ValueError(f"model {model!r} is not available in this installation ({err})") from None
+        raise ValueError(f"missing: which model to train ({', '.join(sorted(MODELS))})")
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; models are {', '.join(sorted(MODELS))}")
+    return MODELS[model].options, model
+
+
+OptionsT = TypeVar("OptionsT", bound=StageOptions)
+
+
+def options_of(stage: Stage, model: type[OptionsT]) -> OptionsT:
+    """``stage.options``, which the stage's kind made as a ``model``."""
+    if not isinstance(stage.options, model):
+        raise TypeError(
+            f"stage {stage.name}: options are {type(stage.options).__name__}, not {model.__name__}"
+        )
+    return stage.options
 
 
 def _run_sources(stage: Stage, ctx: Context) -> dict[str, Any]:
-    for name, options in stage.options.sources.items():
+    given = options_of(stage, SourcesOptions)
+    for name, options in given.sources.items():
         kind = SOURCES[options.kind]
-        folder = stage.options.out / name
+        folder = given.out / name
         if kind.made:
             sweep(folder)
         kind.make(options, folder)
-    files = sum(
-        len(SOURCES[o.kind].files(o, stage.options.out / n)) for n, o in stage.options.sources.items()
-    )
-    return {"sources": len(stage.options.sources), "rasters": files}
+    files = sum(len(SOURCES[o.kind].files(o, given.out / n)) for n, o in given.sources.items())
+    return {"sources": len(given.sources), "rasters": files}
 
 
 def _digest_sources(options: SourcesOptions) -> str:
@@ -299,17 +310,17 @@ def tile_sources(stage: Stage) -> list[str]:
 def _run_tile(stage: Stage, ctx: Context) -> dict[str, Any]:
     from geogan.tiling import tile
 
-    options = stage.options.model_copy(update={"sources": tile_sources(stage)})
+    options = options_of(stage, TileOptions).model_copy(update={"sources": tile_sources(stage)})
     summary = tile(options, client=_client_for(options, ctx), progress=ctx.progress)
     counts = {"written": summary.written, "skipped": summary.skipped, "chips": summary.chips}
     if summary.failures:
         first = summary.failures[0]["error"]
         raise StageFailed(
-            f"{len(summary.failures)} scene(s) failed, e.g. {first}; all listed in "
-            f"{stage.options.out / 'failures.json'}"
+            f"{len(summary.failures)} scene(s) failed, e.g. {first}; "
+            f"all listed in {options.out / 'failures.json'}"
         )
     if not summary.chips:
-        raise StageFailed(f"{stage.options.out}: no chips were kept (check size, min_valid and the sources)")
+        raise StageFailed(f"{options.out}: no chips were kept (check size, min_valid and the sources)")
     return counts
 
 
@@ -326,12 +337,14 @@ def _digest_tile(options: TileOptions) -> str:
 def _run_train(stage: Stage, ctx: Context) -> dict[str, Any]:
     from geogan.training import checkpoints, train
 
-    resume = bool(checkpoints(Path(stage.options.out)))
-    newest = train(stage.model, stage.options, resume=resume, console=ctx.console)
-    return {"checkpoint": newest.name if newest else None, "steps": stage.options.steps, "resumed": resume}
+    options = options_of(stage, TrainOptions)
+    assert stage.model is not None  # a train stage names its model (see _choose_train)
+    resume = bool(checkpoints(Path(options.out)))
+    newest = train(stage.model, options, resume=resume, console=ctx.console)
+    return {"checkpoint": newest.name, "steps": options.steps, "resumed": resume}
 
 
-def _digest_train(options: StageOptions) -> str:
+def _digest_train(options: TrainOptions) -> str:
     from geogan.training import checkpoints
 
     found = checkpoints(Path(options.out))
@@ -344,7 +357,8 @@ def _digest_train(options: StageOptions) -> str:
 def _run_generate(stage: Stage, ctx: Context) -> dict[str, Any]:
     from geogan.generate import generate
 
-    summary = generate(stage.options, client=_client_for(stage.options, ctx))
+    options = options_of(stage, GenerateOptions)
+    summary = generate(options, client=_client_for(options, ctx))
     return {"written": summary.written, "skipped": summary.skipped}
 
 
@@ -359,7 +373,7 @@ def _digest_generate(options: GenerateOptions) -> str:
 def _run_evaluate(stage: Stage, ctx: Context) -> dict[str, Any]:
     from geogan.evaluate import evaluate
 
-    summary = evaluate(stage.options, progress=ctx.progress)
+    summary = evaluate(options_of(stage, EvaluateOptions), progress=ctx.progress)
     return {"report": summary.report.name, "copies": len(summary.copies), "verdict": summary.verdict}
 
 
