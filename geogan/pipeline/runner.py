@@ -31,6 +31,7 @@ from typing import Any, Protocol, cast
 
 from rich.console import Console
 
+from geogan.config import is_inert
 from geogan.files import folder_lock, sweep, write_text
 from geogan.pipeline.spec import SOURCES_STAGE, Pipeline, PipelineError, Stage
 from geogan.pipeline.stages import SOURCES, Context, SourcesOptions, fingerprinted
@@ -152,10 +153,11 @@ def decide(stage: Stage, record: dict | None, values: dict, inputs: dict, output
     old_values, old_inputs = record.get("options", {}), record.get("inputs", {})
     hard: list[str] = []
     soft: list[str] = []
+    retired = getattr(stage.options, "retired", {})
     for key in sorted(set(old_values) | set(values)):
         old, new = old_values.get(key), values.get(key)
-        if old == new:
-            continue
+        if old == new or (key not in values and is_inert(retired, key, old)):
+            continue  # unchanged, or an option older geogan had that never changed what was made
         how = stage.kind.grows.get(key)
         text = f"option {key}: {_short(old)} -> {_short(new)}"
         numbers = isinstance(old, int | float) and isinstance(new, int | float)

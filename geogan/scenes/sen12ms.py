@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from geogan.scenes import Scene
+from geogan.scenes.scene import Scene
 
 PATCH = re.compile(r"^(ROIs\d+)_([A-Za-z]+)_s2_(\d+)_(p\d+)\.tif$")
 
