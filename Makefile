@@ -30,6 +30,7 @@ test-fast: install  # about 7 min here: leaves out whole pipelines and long trai
 lint: install
 	$(VENV)/bin/ruff check geogan geogan_processing tests benchmarks
 	$(VENV)/bin/ruff format --check geogan geogan_processing tests benchmarks
+	$(VENV)/bin/mypy geogan
 
 bench: install
 	$(PY) benchmarks/tiling.py
