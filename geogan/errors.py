@@ -14,6 +14,7 @@ that failed), 2 bad input, 3 a folder another geogan run holds.
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,18 +87,40 @@ def user_error(err: BaseException) -> GeoganError | None:
     return None
 
 
-def option_errors(err, where: Callable[[tuple], str] | None = None, sep: str = "; ") -> str:
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+_QUOTED = re.compile(r"(`[^`]*`)")
+
+
+def as_fields(text: str) -> str:
+    """``text`` with each ``--some-flag`` named as its option field ``some_flag``, for a caller that
+    gave options as fields (a pipeline file) rather than flags. Commands quoted in backticks, such
+    as ``geogan evaluate --drop-copies``, stay as they are: they are meant to be typed."""
+    parts = _QUOTED.split(text)
+    return "".join(
+        part if part.startswith("`") else _FLAG.sub(lambda m: m.group(1).replace("-", "_"), part)
+        for part in parts
+    )
+
+
+def option_errors(
+    err, where: Callable[[tuple], str] | None = None, sep: str = "; ", whole: str | None = None
+) -> str:
     """Each error of a pydantic ValidationError as ``WHERE: problem``: the one formatter of option
     errors, whether the options came from flags, a config file or a pipeline file.
 
     ``where`` names the place of an error's location (a tuple of fields); by default its
-    ``--dashed-option``. An error of the options together (a model validator's) has no place and
-    is given as it is; a field the model does not have is an "unknown field".
+    ``--dashed-option``. An error of the options together (a model validator's) has no field: it is
+    given at ``whole`` where there is one (a pipeline stage), else as it is; a field the model does
+    not have is an "unknown field".
     """
     where = where or (lambda loc: "--" + str(loc[0]).replace("_", "-"))
 
     def one(e: dict) -> str:
-        message = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
-        return f"{where(tuple(e['loc']))}: {message}" if e["loc"] else message
+        message = (
+            "unknown field" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+        )
+        if e["loc"]:
+            return f"{where(tuple(e['loc']))}: {message}"
+        return f"{whole}: {message}" if whole else message
 
     return sep.join(one(e) for e in err.errors())

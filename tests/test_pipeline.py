@@ -219,12 +219,19 @@ def test_wrong_fields_are_reported_with_file_line_stage_and_field(tmp_path):
         "sources.flow-country.patch_sizes": (64, "sources.flow-country.patch_sizes: unknown field"),
         "stages.evaluat": ({}, "unknown stage 'evaluat'"),
         "stages.evaluate.drop_copies": (True, "stages.evaluate.drop_copies: moving pairs out"),
+        # An error of the options together: at the stage, naming fields, not the flags `geogan generate`
+        # would name (--grid, --crs); a command to type stays as it is (`geogan evaluate --drop-copies`).
+        "stages.generate.crs": (
+            "EPSG:32633",
+            "stages.generate: crs: only with grid (grid AOI.gpkg",
+        ),
     }
     for dotted, (value, expected) in cases.items():
         bad = write_pipeline(tmp_path / "case.yaml", tmp_path / "out", {dotted: value})
         with pytest.raises(PipelineError, match=r"case\.yaml:\d+: ") as err:
             load(bad)
         assert expected in str(err.value), (dotted, str(err.value))
+        assert "--" not in str(err.value).replace("`geogan evaluate --drop-copies`", ""), str(err.value)
 
 
 def test_sen12ms_pipeline_validates_against_a_sen12ms_folder(sen12ms_root, tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ from typing import Any, Protocol, cast
 from rich.console import Console
 
 from geogan.config import is_inert
+from geogan.errors import as_fields
 from geogan.files import folder_lock, sweep, write_text
 from geogan.pipeline.spec import SOURCES_STAGE, Pipeline, PipelineError, Stage
 from geogan.pipeline.stages import SOURCES, Context, SourcesOptions, fingerprinted
@@ -377,7 +378,7 @@ def _run_stage(
         counts = stage.kind.run(stage, ctx)
     except Exception as err:  # recorded, logged and shown; the run stops here
         seconds = time.perf_counter() - started
-        message = str(err) or type(err).__name__
+        message = as_fields(str(err)) or type(err).__name__  # the pipeline file names fields, not flags
         records[stage.name].update(status="failed", error=message, finished=_now())
         _write_state(root, state)
         runlog.write(

@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from geogan.config import PipelineConfig, Sen12msSource, Source
-from geogan.errors import InputError, option_errors
+from geogan.errors import InputError, as_fields, option_errors
 from geogan.pipeline.stages import SOURCES, STAGES, SourceKind, SourcesOptions, Stage
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -150,7 +150,10 @@ def _place(file: Path, marks: dict[tuple, int], prefix: tuple, loc: tuple) -> st
 
 
 def _errors(err: ValidationError, file: Path, marks: dict, prefix: tuple) -> PipelineError:
-    return PipelineError(option_errors(err, lambda loc: _place(file, marks, prefix, loc), sep="\n"))
+    text = option_errors(
+        err, lambda loc: _place(file, marks, prefix, loc), sep="\n", whole=_place(file, marks, prefix, ())
+    )
+    return PipelineError(as_fields(text))  # a pipeline file names fields, not flags
 
 
 # --- the pipeline ----------------------------------------------------------------------------------
