@@ -92,26 +92,31 @@ def make_scene(path: Path, size: int) -> Path:
     return path
 
 
+def chip_profile(src, level: int) -> dict:
+    """The GeoTIFF profile of every run's chips (transform aside): ZSTD at ``level``, predictor 2."""
+    return dict(
+        driver="GTiff",
+        width=CHIP,
+        height=CHIP,
+        count=src.count,
+        dtype=src.dtypes[0],
+        crs=src.crs,
+        nodata=src.nodata,
+        tiled=True,
+        blockxsize=CHIP,
+        blockysize=CHIP,
+        compress="zstd",
+        zstd_level=level,
+        predictor=2,
+    )
+
+
 def plain_loop(scene: Path, out: Path, level: int) -> float:
     """The baseline: one process reads each window and writes it as a chip, no Dask."""
     out.mkdir()
     start = time.perf_counter()
     with rasterio.open(scene) as src:
-        profile = dict(
-            driver="GTiff",
-            width=CHIP,
-            height=CHIP,
-            count=src.count,
-            dtype=src.dtypes[0],
-            crs=src.crs,
-            nodata=src.nodata,
-            tiled=True,
-            blockxsize=CHIP,
-            blockysize=CHIP,
-            compress="zstd",
-            zstd_level=level,
-            predictor=2,
-        )
+        profile = chip_profile(src, level)
         for row in range(0, src.height - CHIP + 1, CHIP):
             for col in range(0, src.width - CHIP + 1, CHIP):
                 window = Window(col, row, CHIP, CHIP)
@@ -195,21 +200,7 @@ def torchgeo_loop(scene: Path, out: Path, level: int) -> float:
         window = box(
             left, top - src.height // CHIP * CHIP * yres, left + src.width // CHIP * CHIP * xres, top
         )
-        profile = dict(
-            driver="GTiff",
-            width=CHIP,
-            height=CHIP,
-            count=src.count,
-            dtype=src.dtypes[0],
-            crs=src.crs,
-            nodata=src.nodata,
-            tiled=True,
-            blockxsize=CHIP,
-            blockysize=CHIP,
-            compress="zstd",
-            zstd_level=level,
-            predictor=2,
-        )
+        profile = chip_profile(src, level)
     sampler = GridGeoSampler(dataset, size=CHIP, stride=CHIP, roi=window)
     for k, query in enumerate(sampler):
         sample = dataset[query]
