@@ -371,6 +371,20 @@ def test_run_folders_of_older_geogan_with_the_dual_gan_r1_and_ada_options_still_
     assert decide(stage, record, values, {}, "x")[0] == "reset"
 
 
+def test_bf16_autocast_trains_on_a_cpu_when_asked_for_by_name(tiles, tmp_path, caplog):
+    caplog.set_level("INFO", logger="geogan.training")
+    path = train("msg-stylegan", options(tiles, tmp_path / "bf16", steps=2, precision="bf16", sample_every=2))
+    assert "MixedPrecision" in caplog.text  # Fabric's bf16-mixed: autocast, float32 weights
+    trained = load_generator(tmp_path / "bf16")
+    assert path.name == "step-00000002.pt" and trained.options.precision == "bf16"
+    assert all(p.dtype == torch.float32 for p in trained.generator.parameters())
+    image = trained.sample({"image": torch.zeros(2, 13, 16, 16)})["image"]
+    assert torch.isfinite(image).all()
+    caplog.clear()
+    train("msg-stylegan", options(tiles, tmp_path / "auto", steps=1))
+    assert "MixedPrecision" not in caplog.text  # auto: float32 on a CPU
+
+
 def test_cli_trains_resumes_and_reports_bad_options(tiles, tmp_path):
     runner = CliRunner()
     run = tmp_path / "cli-run"

@@ -18,6 +18,7 @@ whose samples grew smoother with training.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import cast
 
@@ -167,6 +168,26 @@ class MSGDiscriminator(nn.Module):
         return self.out(self.final_fc(x.flatten(1))).squeeze(1)
 
 
+@contextlib.contextmanager
+def _inner_gradient():
+    """Let R1's ``torch.autograd.grad`` through Lightning Fabric's guard. Under bf16-mixed precision
+    Fabric hooks every module output to insist that gradients come from ``fabric.backward``, which
+    bf16 (no loss scaler) only needs for the loss itself; a gradient inside the step is fine. Without
+    this, MSG-StyleGAN failed at its first R1 step in bf16 (on a CPU with ``--precision bf16``, and
+    on CUDA where bf16 is the default)."""
+    from lightning.fabric import wrappers
+
+    inside = getattr(wrappers, "_in_fabric_backward", None)
+    if inside is None:  # a Lightning without the guard
+        yield
+        return
+    wrappers._in_fabric_backward = True
+    try:
+        yield
+    finally:
+        wrappers._in_fabric_backward = inside
+
+
 class MSGStyleGANTask(TrainTask):
     """Non-saturating logistic loss, lazy R1 on real tiles, DiffAugment (optionally ADA's p)."""
 
@@ -242,7 +263,8 @@ class MSGStyleGANTask(TrainTask):
         if o.r1_gamma > 0 and step % o.r1_every == 0:
             real_r1 = real.detach().requires_grad_(True)
             logits = d(self._augment(pyramid(real_r1, self.levels)))
-            (grad,) = torch.autograd.grad(logits.sum(), real_r1, create_graph=True)
+            with _inner_gradient():
+                (grad,) = torch.autograd.grad(logits.sum(), real_r1, create_graph=True)
             penalty = grad.float().square().sum(dim=(1, 2, 3)).mean()
             opt_d.zero_grad(set_to_none=True)
             self.fabric.backward(penalty * (o.r1_gamma / 2) * o.r1_every + 0 * logits.sum())
