@@ -22,7 +22,6 @@ writing, and writes them to ``benchmarks/RESULTS.md`` (this script's section).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 import rasterio
 import torch
 from distributed import Client
-from results import RESULTS, marks, write_section
+from results import RESULTS, marks, quiet_logs, write_section
 
 from geogan import export, sample
 from geogan.cluster import local_cluster
@@ -99,9 +98,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING)
-    for name in ("distributed", "geogan", "lightning", "lightning.fabric", "rasterio", "pyogrio"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_logs()
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="geogan-bench-generate-") as tmp:
         root = Path(tmp)

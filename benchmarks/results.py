@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+QUIET = ("distributed", "geogan", "lightning", "lightning.fabric", "rasterio", "pyogrio")
+
+
+def quiet_logs() -> None:
+    """Warnings on, and only errors from the libraries whose progress would drown a benchmark's output."""
+    logging.basicConfig(level=logging.WARNING)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def marks(script: str) -> tuple[str, str]:

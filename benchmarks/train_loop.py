@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import statistics
 import tempfile
@@ -36,11 +35,12 @@ import types
 from pathlib import Path
 
 import torch
+from results import quiet_logs
 from training import BATCH, CONFIGS, make_tiles
 
 from geogan.datasets import ChipDataset
 from geogan.models import MODELS
-from geogan.training import describe, model_entry, task_class, train
+from geogan.training import describe, fit_to_data, model_entry, task_class, train
 
 SIZE = 64
 WARM = 3
@@ -81,8 +81,6 @@ def bare_model(name: str, tiles: Path, root: Path, channels_last: bool = False, 
     cls = task_class(name)
     opts = options(name, tiles, root / "bare", WARM + STEPS)
     dataset = ChipDataset(tiles, split=None, roles=opts.roles, scheme=opts.scheme)
-    from geogan.training import fit_to_data
-
     data = describe(dataset)
     opts = fit_to_data(opts, data)
     torch.manual_seed(0)
@@ -140,9 +138,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (slow to compile)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING)
-    for name in ("distributed", "geogan", "lightning", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_logs()
     print(f"{SIZE} px, batch {BATCH}, {args.threads} thread(s), load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="geogan-bench-loop-") as tmp:
         root = Path(tmp)

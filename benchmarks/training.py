@@ -25,7 +25,6 @@ with the hardware, torch version and date.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import platform
 import statistics
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import torch
 from distributed import Client
-from results import RESULTS, marks, write_section
+from results import RESULTS, marks, quiet_logs, write_section
 
 from geogan import sample
 from geogan.config import TileOptions
@@ -221,9 +220,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING)
-    for name in ("distributed", "geogan", "lightning", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_logs()
     hw = hardware()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []

@@ -266,7 +266,6 @@ def _train_command(name: str, model: Model) -> None:
     run.__doc__ = model.summary
     command = flags.command(model.options, extra={"resume": Resume}, base=_resumed)(run)
     train_app.command(name)(command)
-    globals()[run.__name__] = command
 
 
 for _name, _model in MODELS.items():

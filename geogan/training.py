@@ -464,12 +464,11 @@ def fitted(value: int | None, name: str) -> int:
 def fit_to_data(options: TrainOptions, data: DataInfo) -> TrainOptions:
     """Fill the size options left to the data (``resolution``, ``num_up``: None) from the tiles, and
     refuse sizes the tiles cannot take, naming the option."""
-    given = options.model_dump(include={"resolution", "num_up"})
     update: dict[str, Any] = {}
-    if "resolution" in given and given["resolution"] is None:
+    if "resolution" in type(options).model_fields and getattr(options, "resolution", None) is None:
         update["resolution"] = data.resolution
     if isinstance(options, DualGANOptions):
-        num_up = given["num_up"]
+        num_up = options.num_up
         if num_up is None:
             num_up = update["num_up"] = default_levels(data.resolution, options.max_levels)
         start = data.resolution / 2**num_up

@@ -77,8 +77,8 @@ class DualGANOptions(AdversarialOptions):
         "ada_target": None,
         "ada_images": ...,
     }
-    #: most generator levels when num_up is left to the tile size
-    max_levels: ClassVar[int] = 4
+    #: most generator levels when num_up is left to the tile size (each stage sets its own)
+    max_levels: ClassVar[int]
 
     mask_role: Literal["lc", "mask"] = Field(
         "lc", description="mask chips: lc (SEN12MS land cover) or mask (from `geogan labels rasterize`)"
@@ -89,6 +89,15 @@ class DualGANOptions(AdversarialOptions):
     augment: tuple[Augmentation, ...] = Field(
         (), description="differentiable augmentations for the discriminator, applied alike to image and mask"
     )
+    num_up: int | None = Field(
+        None,
+        ge=1,
+        le=8,
+        description="generator levels: its first map is tile size / 2**num_up (default: from the tile "
+        "size, a 4 px first map, at most 5 levels for SPADE and 4 for the mask GAN)",
+    )
+    channels: int = Field(64, ge=1, description="feature maps of the last generator block (x2 per level up)")
+    d_channels: int = Field(64, ge=1, description="feature maps of the discriminator's first layer")
 
 
 class SpadeOptions(DualGANOptions):
@@ -99,20 +108,11 @@ class SpadeOptions(DualGANOptions):
     }
     max_levels: ClassVar[int] = 5  # on 256 px tiles it starts at 8 px, as NVlabs SPADE
 
-    channels: int = Field(64, ge=1, description="feature maps of the last generator block (x2 per level up)")
     z_dim: int = Field(64, ge=1, description="style (noise) vector size")
-    num_up: int | None = Field(
-        None,
-        ge=1,
-        le=8,
-        description="generator levels: it starts at tile size / 2**num_up (default: from the tile size, "
-        "a 4 px start, at most 5 levels)",
-    )
     spade_hidden: int = Field(64, ge=1, description="hidden maps of each SPADE normalisation")
     discriminator: Literal["patchgan", "oasis"] = Field(
         "patchgan", description="patchgan: multi-scale, hinge + feature matching; oasis: K+1 classes a pixel"
     )
-    d_channels: int = Field(64, ge=1, description="feature maps of the discriminator's first layer")
     d_layers: int = Field(3, ge=1, description="PatchGAN layers, or OASIS U-Net depth")
     num_d: int = Field(2, ge=1, description="PatchGAN scales")
     encoder: bool = Field(False, description="train an image encoder (VAE) for styles taken from examples")
@@ -139,15 +139,6 @@ class MaskGANOptions(DualGANOptions):
         "are partly unlabelled like the real ones) or fill (a class at every pixel)",
     )
     z_dim: int = Field(32, ge=1, description="channels of the spatial noise map")
-    num_up: int | None = Field(
-        None,
-        ge=1,
-        le=8,
-        description="generator levels: noise map at tile size / 2**num_up (default: from the tile size, a "
-        "4 px noise map, at most 4 levels)",
-    )
-    channels: int = Field(64, ge=1, description="feature maps of the last generator block (x2 per level up)")
-    d_channels: int = Field(64, ge=1, description="feature maps of the discriminator's first layer")
     d_layers: int = Field(4, ge=1, description="strided discriminator layers")
     output: Literal["gumbel", "softmax"] = Field(
         "gumbel", description="what D sees of G: straight-through Gumbel one-hot samples, or the softmax"
