@@ -93,9 +93,9 @@ REAL_STAGES = _dual_gan(
         "lr_d": 1e-3,
         "mask_role": "lc",
     },
-    masks={"steps": 800, "z_dim": 16, "channels": 16, "d_channels": 32},
+    masks={"steps": 1600, "z_dim": 16, "channels": 16, "d_channels": 32},
     images={"steps": 500, "channels": 16, "z_dim": 16, "spade_hidden": 32, "d_channels": 32},
-    generate={"n": 128},
+    generate={"n": 256},
     evaluate={
         "max_tiles": 800,
         "encoder_steps": 100,

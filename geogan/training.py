@@ -60,8 +60,9 @@ from geogan.tiles import STATS_FILE
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "geogan-checkpoint"
-CHECKPOINT_VERSION = 4  # 2: MSG-StyleGAN skip generator; 3: SPADE group norm + border, mask GAN unknown;
-# 4: SPADE noise inputs, class-mean base, bilinear upsampling
+CHECKPOINT_VERSION = 5  # 2: MSG-StyleGAN skip generator; 3: SPADE group norm + border, mask GAN unknown;
+# 4: SPADE noise inputs, class-mean base, bilinear upsampling; 5: SPADE class-mean loss, mask GAN
+# bilinear upsampling and divergence condition loss
 CONFIG_FILE = "config.yaml"
 # Options a resumed run may change: they steer the schedule and the outputs, not the training.
 RESUMABLE = frozenset(

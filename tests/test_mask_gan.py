@@ -17,6 +17,7 @@ from geogan.models.mask_gan import (
     MaskDiscriminator,
     MaskGenerator,
     class_fractions,
+    fraction_divergence,
     sample_masks,
     targets_with_minimum,
 )
@@ -88,6 +89,29 @@ def test_class_fractions_and_targets_with_a_minimum():
         out[0], torch.tensor([0.5, 0.3, 0.45, 0.0]) * torch.tensor([0.55 / 0.8, 0.55 / 0.8, 1, 1])
     )
     assert out[1, 2] == pytest.approx(0.45) and out[1, 3] == pytest.approx(0.55)  # others keep their share
+
+
+def test_the_condition_loss_draws_back_a_class_the_generator_stopped_drawing():
+    """A map that should be 30 % water but whose water logits are far below the rest: the L1 of the
+    sampled fractions gives water's logits almost no gradient, the divergence a clear push up."""
+    logits = torch.zeros(4, 3, 16, 16)
+    logits[:, 2] = -12.0  # class 2 (water) drawn nowhere
+    target = torch.tensor([[0.4, 0.3, 0.3]]).expand(4, -1)
+    valid = torch.ones(4, 16, 16, dtype=torch.bool)
+    soft = logits.clone().requires_grad_(True)
+    fraction_divergence(soft, target, valid).backward()
+    push = -soft.grad[:, 2].sum().item()
+    assert push == pytest.approx(0.3, rel=0.01)  # d KL / d logit = expected - target, per map
+    l1 = logits.clone().requires_grad_(True)
+    torch.manual_seed(0)
+    fake = torch.nn.functional.gumbel_softmax(l1, tau=1, hard=True, dim=1)
+    ((fake.mean((2, 3)) - target).abs().sum(1).mean()).backward()
+    assert -l1.grad[:, 2].sum().item() < 1e-3 * push
+    # Pixels outside ``valid`` take no part.
+    valid[:, :8] = False
+    soft.grad = None
+    fraction_divergence(soft, target, valid).backward()
+    assert soft.grad[:, :, :8].abs().sum() == 0
 
 
 def test_mask_gan_learns_the_class_mix_of_the_real_masks(trained_run, tiles):

@@ -96,6 +96,25 @@ def test_class_balanced_cross_entropy_ignores_nodata_and_balances_classes():
     assert float(g[2, 0, 3].abs()) == pytest.approx(3 * float(g[1, 0, 0].abs()), rel=1e-5)
 
 
+def test_class_mean_loss_compares_each_class_of_a_batch_with_the_real_chips_mean():
+    g = SpadeGenerator(3, bands=2, channels=8, z_dim=8, num_up=3, spade_hidden=16)
+    mask = torch.zeros(1, 8, 8, dtype=torch.long)
+    mask[:, :4] = 1
+    mask[:, 6:] = -1  # unknown pixels: one more class
+    real = torch.zeros(1, 2, 8, 8)
+    real[:, 0] = torch.where(mask == 1, 0.5, -0.5)[0]
+    g.remember(real, mask)
+    assert g.mean_error(real, mask).item() == pytest.approx(0, abs=1e-6)
+    fake = real.clone()
+    fake[:, 1][mask == 0] += 0.3  # class 0 too bright in band 2 only
+    # Classes 0, 1 and unknown are in the batch, 2 bands each: 0.3 off in one of the 6 means.
+    assert g.mean_error(fake, mask).item() == pytest.approx(0.3 / 6, rel=1e-5)
+    fake.requires_grad_(True)
+    g.mean_error(fake, mask).backward()
+    assert fake.grad[:, 1][mask == 0].gt(0).all() and fake.grad[:, 0].abs().sum() == 0
+    assert g.mean_error(fake, torch.full_like(mask, 2)).item() > 0  # class 2 never seen: mean 0
+
+
 def test_spade_trains_on_cpu_and_its_images_follow_the_mask_like_the_real_data(tiles, tmp_path):
     run = tmp_path / "run"
     newest = train("spade", options(tiles, run, steps=150, sample_every=75, checkpoint_every=75))

@@ -9,7 +9,10 @@ and generated ones as straight-through Gumbel-softmax samples (one-hot forward, 
 Class-frequency control is by conditioning, checked by rejection. Generator and discriminator
 both take a target vector ``c`` of K class fractions (broadcast as K constant channels); in
 training ``c`` is each real tile's own class histogram, and besides the adversarial loss the
-generator is pulled (``lambda_freq``) to make maps whose class fractions equal ``c``. The
+generator is pulled (``lambda_freq``) to make maps whose class fractions equal ``c``: the KL
+divergence of ``c`` from the map's expected fractions (:func:`fraction_divergence`), which keeps
+pulling a rare class back in where an L1 distance of sampled fractions had lost its gradient (on
+Havelland the mask GAN had stopped drawing water and grass altogether). The
 generator keeps a bank of real tiles' histograms (a buffer, so it travels with the EMA and the
 checkpoints). To sample, a histogram is drawn from the bank; with ``class_min = {k: f}`` its
 class ``k`` is raised to ``f`` plus a margin and the other classes scaled down to make room.
@@ -17,9 +20,9 @@ Every returned mask is then checked: masks short of a minimum are drawn again, u
 ``max_tries`` rounds, and if some are still short a :class:`ClassFrequencyError` says which
 class, how many masks reached it and the acceptance rate. Masks that are returned always meet
 their minimum fractions. The condition alone is a request, not a guarantee: in the tests'
-tiny run, asking for half water (about a tenth of the real pixels) gave masks of 74 % water on average
+tiny run, asking for half water (about a tenth of the real pixels) gave masks of 64 % water on average
 (the argmax sharpens what the condition raises), and raises the acceptance rate of a 50 % minimum
-about fivefold (9 % -> 46 %) over rejection alone.
+elevenfold (8 % -> 89 %) over rejection alone.
 
 Unlabelled pixels (-1) in real masks, as an analyst's sparse polygons leave most of a scene, are
 handled by ``unknown``:
@@ -99,12 +102,26 @@ def check_class_min(class_min: Mapping[int, float], num_classes: int) -> dict[in
     return out
 
 
+def fraction_divergence(logits: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """KL(target || expected): each map's asked class fractions against the mean of its softmax.
+
+    Unlike an L1 distance of sampled fractions, whose gradient vanishes with the softmax of a class
+    the generator has stopped drawing, the gradient of the log here stays about the fraction asked,
+    so a rare class (water, wetland) that a map should hold is drawn back into it.
+    """
+    weight = valid.unsqueeze(1).to(logits.dtype)
+    expected = (logits.softmax(1) * weight).sum((2, 3)) / weight.sum((2, 3)).clamp(min=1)
+    return (target * (torch.log(target.clamp(min=1e-6)) - torch.log(expected.clamp(min=1e-6)))).sum(1).mean()
+
+
 class MaskGenerator(nn.Module):
     """Spatial noise + class-fraction condition -> per-pixel class logits (B, K, H, W).
 
     Its 3x3 convolutions replicate the border, as SPADE's do (:func:`geogan.models.spade._conv3`):
     with zero padding the map's edge was the only positional signal on the 4 px noise map, and
     trained on Havelland the generator put one blob of the same shape at the centre of every mask.
+    It upsamples bilinearly: nearest upsampling left steps of the first map's pixels along every
+    class edge.
     """
 
     bank: Tensor  # buffers: real tiles' class fractions, and how many were banked
@@ -157,7 +174,7 @@ class MaskGenerator(nn.Module):
 
         x = self.head(with_c(z))
         for block in self.blocks:
-            x = block(with_c(F.interpolate(x, scale_factor=2, mode="nearest")))
+            x = block(with_c(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)))
         return self.out(with_c(x))
 
     @torch.no_grad()
@@ -336,10 +353,10 @@ class MaskGANTask(TrainTask):
         d.requires_grad_(False)
         fake, logits = self._fake(g, c, valid)
         adv = -d(self._augment(real, fake)[1], c).float().mean()
-        # Class fractions of the generated map (straight-through: hard forward, soft gradient).
+        # Class fractions of the generated map, and the condition loss on the expected ones.
         got = fake.sum((2, 3)) / valid.sum((1, 2)).clamp(min=1)[:, None]
         freq = (got - c).abs().sum(1).mean()
-        loss_g = adv + o.lambda_freq * freq
+        loss_g = adv + o.lambda_freq * fraction_divergence(logits, c, valid)
         opt_g.zero_grad(set_to_none=True)
         self.fabric.backward(loss_g)
         opt_g.step()

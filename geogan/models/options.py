@@ -118,6 +118,12 @@ class SpadeOptions(DualGANOptions):
     encoder: bool = Field(False, description="train an image encoder (VAE) for styles taken from examples")
     lambda_fm: float = Field(10.0, ge=0, description="weight of discriminator feature matching (patchgan)")
     lambda_kl: float = Field(0.05, ge=0, description="weight of the encoder's KL term")
+    lambda_class_mean: float = Field(
+        10.0,
+        ge=0,
+        description="weight of the class-mean loss: each class's mean of every band in a fake batch "
+        "against the real chips' (0: off)",
+    )
     labelmix: bool = Field(True, description="LabelMix regularisation of the OASIS discriminator")
     lambda_labelmix: float = Field(10.0, ge=0, description="weight of LabelMix")
 
