@@ -242,7 +242,7 @@ def test_corrupt_checkpoints_are_clear_errors_naming_the_file(trained_run, tmp_p
         load_checkpoint(other)
     older = tmp_path / "older.pt"
     torch.save({**torch.load(good, weights_only=True), "version": 1}, older)
-    with pytest.raises(CheckpointError, match=f"{older}: checkpoint version 1, expected 4: .* train the run"):
+    with pytest.raises(CheckpointError, match=f"{older}: checkpoint version 1, expected 5: .* train the run"):
         load_checkpoint(older)
 
 
