@@ -207,6 +207,16 @@ class GenerateOptions(StageOptions):
         "train", description="split of the --like folder's masks to use (train: the masks the GAN saw)"
     )
     mask_run: Path | None = Field(None, description="mask-GAN run folder (stage I) that makes the masks")
+    layout: Literal["as-is", "warp", "mosaic"] = Field(
+        "as-is",
+        description="with --like or --masks: the masks as they are, or new layouts made from them: warp "
+        "(each flipped, rotated, scaled, sheared and gently bent) or mosaic (parts of four masks on one)",
+    )
+    balance: bool = Field(
+        False,
+        description="with --like or --masks: choose the masks so that the real and synthetic labelled "
+        "pixels together come near an even share of every class",
+    )
     min_class: dict[str, float] = Field(
         {},
         description="minimum class fractions of the masks, NAME=FRACTION (class name or id; repeatable)",
@@ -245,9 +255,16 @@ class GenerateOptions(StageOptions):
         given = [f"--{f.replace('_', '-')}" for f in sources if getattr(self, f) is not None]
         if len(given) > 1:
             raise ValueError(f"masks: give one source of masks, not {' and '.join(given)}")
-        if self.grid is not None and given and given[0] != "--mask-run":
+        if (self.layout != "as-is" or self.balance) and given[:1] not in (["--masks"], ["--like"]):
+            lever = f"--layout {self.layout}" if self.layout != "as-is" else "--balance"
             raise ValueError(
-                f"grid: images from {given[0]} keep their masks' georeference; --grid is for new masks"
+                f"masks: {lever} makes its masks from real ones: give --like TILES or --masks DIR"
+                + (f", not {given[0]}" if given else "")
+            )
+        if self.grid is not None and given and given[0] != "--mask-run" and self.layout == "as-is":
+            raise ValueError(
+                f"grid: images from {given[0]} keep their masks' georeference; --grid is for new masks "
+                "(--mask-run, or --layout warp / mosaic)"
             )
         return self
 

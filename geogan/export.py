@@ -71,6 +71,8 @@ class Provenance:
     sensor: Sensor = S2
     mask_checkpoint_sha256: str | None = None  # the mask model's, when one made the masks
     attribution: tuple[str, ...] = ()  # of the training data (tiles' stats.json), kept in every file
+    layout: str | None = None  # new layouts made from file masks: warp or mosaic (None: as they are)
+    balance: bool = False  # masks chosen for an even class mix (geogan generate --balance)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,10 @@ def _provenance_tags(provenance: Provenance, pair: Pair, created: str) -> dict[s
         tags[COPYRIGHT] = "; ".join(provenance.attribution)
     if pair.source_chip:
         tags["GEOGAN_SOURCE_CHIP"] = pair.source_chip
+    if provenance.layout:
+        tags["GEOGAN_LAYOUT"] = provenance.layout
+    if provenance.balance:
+        tags["GEOGAN_BALANCE"] = "even"
     return tags
 
 
@@ -473,6 +479,8 @@ def write_index(out: str | Path, records: Sequence[PairRecord]) -> Path:
                 "mask_checkpoint_sha256": r.tags.get("GEOGAN_MASK_CHECKPOINT_SHA256", ""),
                 "seed": int(r.tags.get("GEOGAN_SEED", "-1")),
                 "source_chip": r.tags.get("GEOGAN_SOURCE_CHIP", ""),
+                "layout": r.tags.get("GEOGAN_LAYOUT", ""),
+                "balance": r.tags.get("GEOGAN_BALANCE", ""),
                 "created": r.tags.get("GEOGAN_CREATED", ""),
                 "geogan_version": r.tags.get("GEOGAN_VERSION", ""),
             }
@@ -592,8 +600,9 @@ def _stac_item(r: PairRecord, provenance: Provenance) -> pystac.Item:
     }
     if r.tags.get("GEOGAN_MASK_CHECKPOINT_SHA256"):
         properties["geogan:mask_checkpoint_sha256"] = r.tags["GEOGAN_MASK_CHECKPOINT_SHA256"]
-    if r.tags.get("GEOGAN_SOURCE_CHIP"):
-        properties["geogan:source_chip"] = r.tags["GEOGAN_SOURCE_CHIP"]
+    for tag in ("SOURCE_CHIP", "LAYOUT", "BALANCE"):
+        if r.tags.get(f"GEOGAN_{tag}"):
+            properties[f"geogan:{tag.lower()}"] = r.tags[f"GEOGAN_{tag}"]
     item = pystac.Item(r.id, geometry, [min(lons), min(lats), max(lons), max(lats)], when, properties)
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     epsg = r.crs.to_epsg()

@@ -19,10 +19,17 @@ Three kinds of image run, told apart by their task's ``conditional`` and ``outpu
   least those class fractions, or asks the mask GAN for them.
 - a mask-GAN run makes masks only: it is the ``mask_run`` of a conditional run, never the ``run``.
 
+With file masks two levers of :mod:`geogan.layouts` change which masks the images are drawn on:
+``layout`` ``warp`` or ``mosaic`` makes new layouts from them (which, being no real chip's, go onto
+the synthetic or AOI grid, naming in ``GEOGAN_SOURCE_CHIP`` the chips they were made from), and
+``balance`` chooses the masks for an even class mix. Both are recorded in every file's tags
+(``GEOGAN_LAYOUT``, ``GEOGAN_BALANCE``), the index and the STAC items.
+
 Resuming: pair ``i`` is ``syn_{i:06d}`` in batch ``i // batch_size``, whose noise is seeded from
 (seed, batch); with file masks, pair ``i`` takes mask ``i % masks`` of the sorted (and filtered)
-list. A batch whose pairs all exist is skipped without running the model; a rerun with the same
-options writes exactly what an uninterrupted run would have.
+list, or the ``i``-th of the choice ``layout`` and ``balance`` make from ``seed``. A batch whose
+pairs all exist is skipped without running the model; a rerun with the same options writes exactly
+what an uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import torch
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
-from geogan import cluster, export, geo
+from geogan import cluster, export, geo, layouts
 from geogan.bands import LC, S2
 from geogan.config import GenerateOptions
 from geogan.datasets import mask_values
@@ -319,13 +326,18 @@ def sample_batches(
 
 
 def conditional_batches(
-    trained: TrainedGenerator, items: list[MaskFile], options: GenerateOptions, summary: GenerateSummary
+    trained: TrainedGenerator,
+    items: list[MaskFile],
+    options: GenerateOptions,
+    summary: GenerateSummary,
+    order: np.ndarray | None = None,
 ) -> Iterator[list[export.Pair]]:
-    """Batches of pairs from a conditional run, pair ``i`` on mask ``i % len(items)``'s grid."""
+    """Batches of pairs from a conditional run, pair ``i`` on mask ``order[i]``'s grid (default
+    ``i % len(items)``)."""
     classes = scheme(trained.options.scheme)
     for seed, ids in _pending(options, summary):
         torch.manual_seed(seed)
-        chosen = [items[i % len(items)] for i in ids]
+        chosen = [items[i % len(items) if order is None else order[i]] for i in ids]
         masks = [read_mask(item, classes) for item in chosen]
         images: dict[int, np.ndarray] = {}  # by position in ids, filled for every k below
         # Masks of one size are sampled together, sizes in order of first appearance.
@@ -351,6 +363,59 @@ def conditional_batches(
                 masks[k].transform,
                 seed,
                 source_chip=chosen[k].chip,
+            )
+            for k, i in enumerate(ids)
+        ]
+
+
+def read_masks(items: list[MaskFile], classes: ClassScheme, source: Path | None) -> np.ndarray:
+    """(N, H, W) class indices of every mask file; one size, for --layout and --balance."""
+    masks = [read_mask(item, classes).indices for item in items]
+    shapes = sorted({m.shape for m in masks})
+    if len(shapes) > 1:
+        raise ValueError(f"{source}: --layout and --balance need masks of one size; found {shapes}")
+    return np.stack(masks)
+
+
+def mask_picks(masks: np.ndarray, options: GenerateOptions, k: int) -> np.ndarray:
+    """(n, parts) rows of ``masks`` each pair is made from (4 for a mosaic, else 1)."""
+    parts = 4 if options.layout == "mosaic" else 1
+    if options.balance:
+        counts = layouts.class_counts(masks, k)
+        picks = layouts.balanced_picks(counts, counts.sum(0), options.n * parts)
+    elif parts == 1:
+        picks = np.arange(options.n) % len(masks)
+    else:
+        picks = np.random.default_rng(options.seed).integers(len(masks), size=options.n * parts)
+    return picks.reshape(options.n, parts)
+
+
+def layout_batches(
+    trained: TrainedGenerator,
+    items: list[MaskFile],
+    masks: np.ndarray,
+    picks: np.ndarray,
+    grid: geo.ChipGrid,
+    options: GenerateOptions,
+    summary: GenerateSummary,
+) -> Iterator[list[export.Pair]]:
+    """Batches of pairs on new layouts (--layout warp / mosaic) of the masks, on ``grid``."""
+    classes = scheme(trained.options.scheme)
+    for seed, ids in _pending(options, summary):
+        torch.manual_seed(seed)
+        chosen = torch.from_numpy(masks[picks[ids]])  # (n, parts, H, W)
+        made = layouts.mosaic(chosen) if options.layout == "mosaic" else layouts.warp(chosen[:, 0])
+        images = _decode(trained, trained.sample({"mask": made.to(_device(trained))})["image"])
+        values = classes.to_value(made.numpy())
+        yield [
+            export.Pair(
+                pair_id(i),
+                images[k],
+                values[k],
+                grid.crs,
+                grid.transforms[i],
+                seed,
+                source_chip="+".join(items[j].chip for j in picks[i]),
             )
             for k, i in enumerate(ids)
         ]
@@ -384,6 +449,8 @@ def _check_out(out: Path, provenance: export.Provenance) -> None:
     mine = {
         "GEOGAN_CHECKPOINT_SHA256": provenance.checkpoint_sha256,
         "GEOGAN_MASK_CHECKPOINT_SHA256": provenance.mask_checkpoint_sha256 or "",
+        "GEOGAN_LAYOUT": provenance.layout or "",
+        "GEOGAN_BALANCE": "even" if provenance.balance else "",
     }
     for tag, sha in mine.items():
         if tags.get(tag, "") != sha:
@@ -402,6 +469,12 @@ def _attribution(tiles: Path | None) -> tuple[str, ...]:
         return tuple(json.loads((Path(tiles) / STATS_FILE).read_text()).get("attribution", ()))
     except (TypeError, OSError, ValueError):  # no tile folder, or one from before attributions
         return ()
+
+
+def _tiles_of(options: GenerateOptions, trained: TrainedGenerator) -> Path | None:
+    """The training tiles the synthetic grid is placed beside."""
+    tiles = options.tiles or trained.options.tiles
+    return Path(tiles) if tiles else None
 
 
 def generate(options: GenerateOptions, client=None) -> GenerateSummary:
@@ -430,17 +503,32 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
         checkpoint_sha256=trained.sha256,
         scheme=classes,
         mask_checkpoint_sha256=mask_model.sha256 if mask_model is not None else None,
-        attribution=_attribution(options.tiles or trained.options.tiles),
+        attribution=_attribution(_tiles_of(options, trained)),
+        layout=options.layout if items and options.layout != "as-is" else None,
+        balance=options.balance,
     )
     _check_out(options.out, provenance)
-    if items:
+    source = options.masks or options.like
+    if items and options.layout != "as-is":
+        masks = read_masks(items, classes, source)
+        grid = plan_grid(options, masks.shape[-1], _tiles_of(options, trained))
         summary = GenerateSummary(
-            out=options.out, grid=f"the grids of {len(items)} masks in {options.masks or options.like}"
+            out=options.out,
+            grid=f"{grid.crs.to_string()}, {len(grid.transforms)} chips "
+            f"({options.layout} of {len(items)} masks)",
         )
-        batches = conditional_batches(trained, items, options, summary)
+        picks = mask_picks(masks, options, len(classes))
+        batches = layout_batches(trained, items, masks, picks, grid, options, summary)
+    elif items:
+        summary = GenerateSummary(out=options.out, grid=f"the grids of {len(items)} masks in {source}")
+        order = (
+            mask_picks(read_masks(items, classes, source), options, len(classes))[:, 0]
+            if options.balance
+            else None
+        )
+        batches = conditional_batches(trained, items, options, summary, order)
     else:
-        tiles = options.tiles or trained.options.tiles
-        grid = plan_grid(options, trained.data.resolution, Path(tiles) if tiles else None)
+        grid = plan_grid(options, trained.data.resolution, _tiles_of(options, trained))
         summary = GenerateSummary(
             out=options.out, grid=f"{grid.crs.to_string()}, {len(grid.transforms)} chips"
         )

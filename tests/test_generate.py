@@ -282,6 +282,53 @@ def test_like_takes_the_tile_folders_masks_and_min_class_filters_them(spade_run,
         generate(options(spade_run, tmp_path / "none", like=tiles, min_class={"Peat": 0.3}), client=client)
 
 
+def test_warped_and_balanced_masks_are_new_layouts_on_the_synthetic_grid(spade_run, tiles, client, tmp_path):
+    real = {c: IGBP.to_index(read(p)[0][0]) for c, p in lc_chips(tiles).items()}
+    out = tmp_path / "out"
+    summary = generate(options(spade_run, out, n=8, like=tiles, layout="warp", balance=True), client=client)
+    assert summary.written == 8 and "warp of 4 masks" in summary.grid
+    footprint = read_tile_index(tiles).union_all()
+    counts = np.zeros(len(IGBP))
+    for i in range(8):
+        image_path, mask_path = pair_paths(out, f"syn_{i:06d}")
+        image, meta = read(image_path)
+        mask, _ = read(mask_path)
+        assert meta["tags"]["GEOGAN_LAYOUT"] == "warp" and meta["tags"]["GEOGAN_BALANCE"] == "even"
+        source = meta["tags"]["GEOGAN_SOURCE_CHIP"]
+        indices = IGBP.to_index(mask[0])
+        assert set(np.unique(indices).tolist()) <= set(np.unique(real[source]).tolist())  # its classes
+        assert (indices != real[source]).mean() > 0.2  # but not its layout
+        with rasterio.open(image_path) as src:
+            assert not box(*src.bounds).intersects(footprint)  # new masks: not over a real chip
+        counts += np.bincount(indices[indices >= 0], minlength=len(IGBP))
+    # Balanced: the real and synthetic pixels together are nearer an even mix than the real alone.
+    before = sum(np.bincount(m[m >= 0], minlength=len(IGBP)) for m in real.values())
+    present = before > 0
+    even = 1 / present.sum()
+    after = before + counts
+    assert (
+        np.abs(after[present] / after.sum() - even).sum()
+        < np.abs(before[present] / before.sum() - even).sum()
+    )
+    index = gpd.read_file(out / "index.gpkg", layer="pairs")
+    assert set(index["layout"]) == {"warp"} and set(index["balance"]) == {"even"}
+    # Mosaics: four chips' parts, named; a rerun writes nothing new; another layout is another folder.
+    mosaics = tmp_path / "mosaics"
+    generate(options(spade_run, mosaics, n=3, like=tiles, layout="mosaic"), client=client)
+    _, meta = read(pair_paths(mosaics, "syn_000000")[0])
+    assert len(meta["tags"]["GEOGAN_SOURCE_CHIP"].split("+")) == 4
+    assert generate(options(spade_run, mosaics, n=3, like=tiles, layout="mosaic"), client=client).skipped == 3
+    with pytest.raises(
+        ValueError, match="holds pairs of another model .*geogan_layout mosaic, this run warp"
+    ):
+        generate(options(spade_run, mosaics, n=3, like=tiles, layout="warp"), client=client)
+    # The levers need real masks to work from.
+    with pytest.raises(ValidationError, match="--layout warp makes its masks from real ones"):
+        options(spade_run, tmp_path / "x", layout="warp")
+    with pytest.raises(ValidationError, match="--balance makes its masks from real ones: .*, not --mask-run"):
+        options(spade_run, tmp_path / "x", balance=True, mask_run=tmp_path)
+
+
 def test_rasterised_polygons_condition_the_images_and_nodata_stays_nodata(spade_run, tiles, client, tmp_path):
     copy = tmp_path / "tiles"
     shutil.copytree(tiles, copy)

@@ -54,3 +54,17 @@ def test_border_finds_a_bright_frame_and_not_an_edge_free_image():
     framed[:, :, :2, :] = framed[:, :, -2:, :] = framed[:, :, :, :2] = framed[:, :, :, -2:] = 3000
     found = pairs.border(framed)
     assert found["worst"] > 1.0 and found["frame_px"] == 2
+
+
+def test_mask_novelty_tells_a_restyled_training_mask_from_a_new_layout():
+    rng = np.random.default_rng(0)
+    real = rng.integers(-1, 3, size=(6, 16, 16))
+    copy = real[:2].copy()
+    copy[:, 0, 0] = (copy[:, 0, 0] + 1) % 3  # one pixel changed: still a copy
+    new = np.rot90(real[2:4], 1, axes=(1, 2)).copy()  # the same classes, turned
+    out = pairs.mask_novelty(real, np.concatenate([copy, new]))
+    assert out["synthetic_copies"] == 0.5  # the two restyled ones
+    assert pairs.nearest_mask_distance(copy, real).max() == 1 / 256
+    assert pairs.nearest_mask_distance(new, real).min() > 0.5
+    # The real masks against one another (their own row left out): random masks, far apart.
+    assert out["real_copies"] == 0 and out["real_median"] > 0.5

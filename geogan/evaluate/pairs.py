@@ -9,6 +9,10 @@ Three plain measures, each beside the real chips' own figure, in ``metrics.json[
 * ``class_mix``: the masks' class fractions (unknown / unlabelled pixels included as their own
   share), the number of classes a mask holds (classes with at least 1 % of its pixels) and the
   share of masks of one class only; the total variation distance between the two sets' fractions.
+* ``mask_novelty``: for every synthetic mask, the share of its pixels that differ from the most alike
+  real training mask (unknown pixels count as one more class), beside the same figure for each
+  real mask against the other real ones: near 0, a mask is a training mask restyled; the real
+  figure is how far apart the land's own layouts lie.
 * ``border``: per band, the mean of the outer ``frame`` pixels of every chip against the mean of its
   interior, relative to the interior's. Real land has no edge, so its figure is the noise floor;
   a generator that paints a frame (zero padding, a bright rim) shows a larger one.
@@ -116,10 +120,40 @@ def border(dn: np.ndarray, frame: int = 2) -> dict:
     }
 
 
+COPY = 0.05  # a mask differing from a training mask in fewer of its pixels than this is a copy
+
+
+def nearest_mask_distance(masks: np.ndarray, reference: np.ndarray, same: bool = False) -> np.ndarray:
+    """For each of ``masks`` (N, H, W), the share of pixels that differ from its nearest of
+    ``reference`` (M, H, W); ``same``: the two are one set, and a mask's own row is left out."""
+    flat = reference.reshape(len(reference), -1)
+    out = np.empty(len(masks))
+    for i, mask in enumerate(masks.reshape(len(masks), -1)):
+        differ = (flat != mask).mean(1)
+        if same:
+            differ[i] = np.inf
+        out[i] = differ.min()
+    return out
+
+
+def mask_novelty(real_mask: np.ndarray, syn_mask: np.ndarray) -> dict:
+    """Median distance of the synthetic and of the real masks to their nearest real mask, and copies."""
+    syn = nearest_mask_distance(syn_mask, real_mask)
+    real = nearest_mask_distance(real_mask, real_mask, same=True) if len(real_mask) > 1 else np.zeros(1)
+    return {
+        "synthetic_median": round(float(np.median(syn)), 4),
+        "real_median": round(float(np.median(real)), 4),
+        "copy_threshold": COPY,
+        "synthetic_copies": round(float((syn < COPY).mean()), 4),
+        "real_copies": round(float((real < COPY).mean()), 4),
+    }
+
+
 def pairs(real_dn, real_mask, syn_dn, syn_mask, names: list[str]) -> dict:
     """Everything above, for ``metrics.json["pairs"]``."""
     return {
         "class_means": compare_class_means(real_dn, real_mask, syn_dn, syn_mask, names),
         "class_mix": compare_class_mix(real_mask, syn_mask, names),
+        "mask_novelty": mask_novelty(real_mask, syn_mask),
         "border": {"real": border(real_dn), "synthetic": border(syn_dn)},
     }

@@ -192,6 +192,50 @@ def verdict(diffs: list[float]) -> dict[str, Any]:
     return {"c_beats_b": answer == "yes", "answer": answer, "difference": ci, "sentence": sentence}
 
 
+def scored_classes(
+    real_y: np.ndarray, held_y: np.ndarray, classes: int, minority_share: float
+) -> tuple[list[int], list[int], np.ndarray]:
+    """The classes present in the held-out masks, the minority ones among them (under
+    ``minority_share`` of the real training pixels; else the rarest), and every class's share."""
+    present = [c for c in range(classes) if (held_y == c).any()]
+    if not present:
+        raise ValueError("the real held-out chips have no labelled pixels to score against")
+    shares = np.bincount(real_y[real_y >= 0].ravel(), minlength=classes) / max(1, int((real_y >= 0).sum()))
+    minority = [c for c in present if shares[c] < minority_share] or [min(present, key=lambda c: shares[c])]
+    return present, minority, shares
+
+
+def train_and_score(
+    x: np.ndarray,
+    y: np.ndarray,
+    held_x: np.ndarray,
+    held_y: np.ndarray,
+    class_names: list[str],
+    present: list[int],
+    minority: list[int],
+    setup: UsefulnessSetup,
+    seed: int,
+    augment: bool,
+    on_step=None,
+    weights: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """One U-Net trained on ``x``, ``y`` (see :func:`train_unet`) and scored on the held-out chips."""
+    start = time.perf_counter()
+    classes = len(class_names)
+    model = train_unet(x, y, classes, setup, seed, augment, on_step=on_step, weights=weights)
+    per_class = iou(confusion(model, held_x, held_y, classes, setup.device))
+    return {
+        "seed": seed,
+        "miou": float(np.nanmean(per_class[present])),
+        "minority_iou": float(np.nanmean(per_class[minority])),
+        "per_class": {
+            class_names[c]: (None if np.isnan(per_class[c]) else float(per_class[c])) for c in present
+        },
+        "train_chips": len(x),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
 def _saved_runs(record: Path | None, fingerprint: str) -> dict[tuple[int, str], dict]:
     """{(seed, configuration): run} saved in ``record`` by a call with the same fingerprint."""
     try:
@@ -231,13 +275,7 @@ def usefulness(
     n_real = len(real_x) if setup.n_real is None else min(setup.n_real, len(real_x))
     if len(syn_x) == 0:
         raise ValueError("usefulness needs synthetic image + mask pairs; the synthetic folder has none")
-    present = [c for c in range(classes) if (held_y == c).any()]
-    if not present:
-        raise ValueError("the real held-out chips have no labelled pixels to score against")
-    shares = np.bincount(real_y[real_y >= 0].ravel(), minlength=classes) / max(1, int((real_y >= 0).sum()))
-    minority = [c for c in present if shares[c] < setup.minority_share]
-    if not minority:
-        minority = [min(present, key=lambda c: shares[c])]
+    present, minority, shares = scored_classes(real_y, held_y, classes, setup.minority_share)
     runs: dict[str, list[dict]] = {k: [] for k in CONFIGS}
     arrays = (real_x, real_y, syn_x, syn_y, held_x, held_y)
     digest = fingerprint([dataclasses.asdict(setup), class_names], *arrays)
@@ -259,27 +297,25 @@ def usefulness(
                     runs[key].append(saved[seed, key])
                     bar.advance(task, setup.steps)
                     continue
-                start = time.perf_counter()
                 weights = None
                 if key == "c" and setup.synthetic_share is not None:
                     s = setup.synthetic_share
                     weights = np.r_[np.full(len(rx), (1 - s) / len(rx)), np.full(len(syn_x), s / len(syn_x))]
-                model = train_unet(
-                    px, py, classes, setup, seed, augment, on_step=lambda: bar.advance(task), weights=weights
-                )
-                per_class = iou(confusion(model, held_x, held_y, classes, setup.device))
                 runs[key].append(
-                    {
-                        "seed": seed,
-                        "miou": float(np.nanmean(per_class[present])),
-                        "minority_iou": float(np.nanmean(per_class[minority])),
-                        "per_class": {
-                            class_names[c]: (None if np.isnan(per_class[c]) else float(per_class[c]))
-                            for c in present
-                        },
-                        "train_chips": len(px),
-                        "seconds": round(time.perf_counter() - start, 2),
-                    }
+                    train_and_score(
+                        px,
+                        py,
+                        held_x,
+                        held_y,
+                        class_names,
+                        present,
+                        minority,
+                        setup,
+                        seed,
+                        augment,
+                        on_step=lambda: bar.advance(task),
+                        weights=weights,
+                    )
                 )
                 log.info("usefulness seed %d config %s: mIoU %.3f", seed, key, runs[key][-1]["miou"])
                 if record is not None:

@@ -1,0 +1,141 @@
+"""Which synthetic pairs help? The levers of ``geogan generate`` side by side, on real held-out chips.
+
+From one tile folder and one trained dual GAN (a SPADE run and a mask-GAN run), each variant
+generates ``--n`` pairs with its ``geogan generate`` options; then, for every seed, one U-Net is
+trained on the real training chips with flips and rotations (b) and one on (b) plus each variant's
+pairs (c), all from the same weights and steps, and scored on the real held-out chips. The table:
+c's mIoU, the paired difference c - b with its 95 % interval over the seeds, the minority classes'
+IoU and the rarest class's. Finished runs are kept in ``--out/levers.json``: a re-run resumes.
+
+    GEOGAN_SHARED_DATA=../shared/data .venv/bin/python benchmarks/real_data.py --out /tmp/real ...
+    cd benchmarks && ../.venv/bin/python levers.py --tiles /tmp/real/havelland/tiles \
+        --spade /tmp/real/havelland/spade --masks /tmp/real/havelland/masks --out /tmp/levers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from results import quiet_logs, write_section
+
+from geogan import labels
+from geogan.config import GenerateOptions
+from geogan.datasets import Normalizer
+from geogan.evaluate.data import real_splits, synthetic_set
+from geogan.evaluate.usefulness import UsefulnessSetup, interval, scored_classes, train_and_score
+from geogan.files import write_text
+from geogan.generate import generate
+
+VARIANTS: dict[str, dict] = {
+    "mask-GAN masks": {"mask_run": "{masks}"},
+    "training masks": {"like": "{tiles}"},
+    "training masks, warped": {"like": "{tiles}", "layout": "warp"},
+    "training masks, mosaics": {"like": "{tiles}", "layout": "mosaic"},
+    "training masks, balanced": {"like": "{tiles}", "balance": True},
+    "training masks, balanced and warped": {"like": "{tiles}", "balance": True, "layout": "warp"},
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=Path, required=True)
+    parser.add_argument("--spade", type=Path, required=True, help="SPADE run folder")
+    parser.add_argument("--masks", type=Path, required=True, help="mask-GAN run folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--scheme", default="dfc2020")
+    parser.add_argument("--n", type=int, default=256, help="pairs a variant")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--unet-steps", type=int, default=200)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    quiet_logs()
+    args.out.mkdir(parents=True, exist_ok=True)
+    scheme = labels.scheme(args.scheme)
+    names = list(scheme.names)
+    normalizer = Normalizer.from_stats(args.tiles, "s2")
+    train, held, _ = real_splits(args.tiles, scheme, "lc", normalizer, None, 0, False)
+    assert train.mask is not None and held.mask is not None
+    setup = UsefulnessSetup(seeds=args.seeds, steps=args.unet_steps, device="cpu")
+    present, minority, shares = scored_classes(train.mask, held.mask, len(names), setup.minority_share)
+    rarest = min(present, key=lambda c: shares[c])
+
+    pairs = {}
+    for name in args.variants:
+        folder = args.out / slug(name)
+        options = {
+            k: (v.format(tiles=args.tiles, masks=args.masks) if isinstance(v, str) else v)
+            for k, v in VARIANTS[name].items()
+        }
+        started = time.perf_counter()
+        generate(GenerateOptions(run=args.spade, n=args.n, out=folder, seed=0, **options))
+        syn = synthetic_set(folder, scheme, normalizer, None, 0, False)
+        assert syn.mask is not None
+        pairs[name] = (syn.x, syn.mask, round(time.perf_counter() - started, 1))
+        print(f"{name}: {len(syn.x)} pairs in {pairs[name][2]} s", flush=True)
+
+    record = args.out / "levers.json"
+    saved = json.loads(record.read_text()) if record.is_file() else {}
+    runs: dict[str, list[dict]] = {"b": [], **{name: [] for name in args.variants}}
+    for seed in range(args.seeds):
+        jobs = {"b": (train.x, train.mask)}
+        for name in args.variants:
+            x, y, _ = pairs[name]
+            jobs[name] = (np.concatenate([train.x, x]), np.concatenate([train.mask, y]))
+        for key, (x, y) in jobs.items():
+            done = saved.get(f"{seed}/{key}")
+            if done is None:
+                done = train_and_score(x, y, held.x, held.mask, names, present, minority, setup, seed, True)
+                saved[f"{seed}/{key}"] = done
+                write_text(record, json.dumps(saved))
+            runs[key].append(done)
+            print(f"seed {seed} {key}: mIoU {done['miou']:.3f}", flush=True)
+
+    rows = []
+    base = runs["b"]
+    for key, rs in runs.items():
+        m = interval([r["miou"] for r in rs])
+        diff = (
+            interval([r["miou"] - b["miou"] for r, b in zip(rs, base, strict=True)]) if key != "b" else None
+        )
+        minority_iou = interval([r["minority_iou"] for r in rs])["mean"]
+        rare = interval([r["per_class"][names[rarest]] or 0.0 for r in rs])["mean"]
+        label = "(b) real + flips/rotations" if key == "b" else f"(b) + {args.n} pairs: {key}"
+        c_b = (
+            "-"
+            if diff is None
+            else f"**{diff['mean']:+.3f}** ({diff['ci_low']:+.3f} .. {diff['ci_high']:+.3f})"
+        )
+        rows.append(f"| {label} | {m['mean']:.3f} | {c_b} | {minority_iou:.3f} | {rare:.3f} |")
+    lines = [
+        "<!-- benchmarks/levers.py: begin -->",
+        "## Which pairs help: the levers of `geogan generate` (`benchmarks/levers.py`)",
+        "",
+        f"    cd benchmarks && ../.venv/bin/python levers.py --tiles {args.tiles} --spade {args.spade} \\",
+        f"        --masks {args.masks} --out {args.out} --seeds {args.seeds} --unet-steps {args.unet_steps}",
+        "",
+        f"{len(train.x)} real training chips, {len(held.x)} real held-out chips, {args.seeds} seeds, "
+        f"U-Nets of {args.unet_steps} steps (resnet18, random init); c - b paired over the seeds, 95 % "
+        f"interval; minority = {', '.join(names[c] for c in minority)}; rarest = {names[rarest]}.",
+        "",
+        f"| U-Net trained on | mIoU | c - b | minority IoU | {names[rarest]} IoU |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        "<!-- benchmarks/levers.py: end -->",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    write_section("levers.py", text)
+
+
+if __name__ == "__main__":
+    main()
