@@ -253,7 +253,7 @@ def read_mask(item: MaskFile, classes: ClassScheme) -> Mask:
 
 def fractions(indices: np.ndarray, k: int) -> np.ndarray:
     """Each class's share of a mask's pixels (nodata included in the total)."""
-    return np.bincount(indices[indices >= 0].ravel(), minlength=k)[:k] / indices.size
+    return layouts.class_counts([indices], k)[0] / indices.size
 
 
 def select_masks(items: list[MaskFile], classes: ClassScheme, class_min: dict[int, float]) -> list[MaskFile]:
@@ -331,14 +331,16 @@ def conditional_batches(
     options: GenerateOptions,
     summary: GenerateSummary,
     order: np.ndarray | None = None,
+    read: list[Mask] | None = None,
 ) -> Iterator[list[export.Pair]]:
     """Batches of pairs from a conditional run, pair ``i`` on mask ``order[i]``'s grid (default
-    ``i % len(items)``)."""
+    ``i % len(items)``); the masks are read batch by batch unless ``read`` holds them all."""
     classes = scheme(trained.options.scheme)
     for seed, ids in _pending(options, summary):
         torch.manual_seed(seed)
-        chosen = [items[i % len(items) if order is None else order[i]] for i in ids]
-        masks = [read_mask(item, classes) for item in chosen]
+        rows = [i % len(items) if order is None else int(order[i]) for i in ids]
+        chosen = [items[j] for j in rows]
+        masks = [read[j] for j in rows] if read is not None else [read_mask(item, classes) for item in chosen]
         images: dict[int, np.ndarray] = {}  # by position in ids, filled for every k below
         # Masks of one size are sampled together, sizes in order of first appearance.
         for shape in dict.fromkeys(m.indices.shape for m in masks):
@@ -368,20 +370,19 @@ def conditional_batches(
         ]
 
 
-def read_masks(items: list[MaskFile], classes: ClassScheme, source: Path | None) -> np.ndarray:
-    """(N, H, W) class indices of every mask file; one size, for --layout and --balance."""
-    masks = [read_mask(item, classes).indices for item in items]
-    shapes = sorted({m.shape for m in masks})
+def stacked(masks: list[Mask], source: Path | None) -> np.ndarray:
+    """(N, H, W) class indices of masks of one size, for --layout."""
+    shapes = sorted({m.indices.shape for m in masks})
     if len(shapes) > 1:
-        raise ValueError(f"{source}: --layout and --balance need masks of one size; found {shapes}")
-    return np.stack(masks)
+        raise ValueError(f"{source}: --layout needs masks of one size; found {shapes}")
+    return np.stack([m.indices for m in masks])
 
 
-def mask_picks(masks: np.ndarray, options: GenerateOptions, k: int) -> np.ndarray:
+def mask_picks(masks: list[Mask], options: GenerateOptions, k: int) -> np.ndarray:
     """(n, parts) rows of ``masks`` each pair is made from (4 for a mosaic, else 1)."""
     parts = 4 if options.layout == "mosaic" else 1
     if options.balance:
-        counts = layouts.class_counts(masks, k)
+        counts = layouts.class_counts([m.indices for m in masks], k)
         picks = layouts.balanced_picks(counts, counts.sum(0), options.n * parts)
     elif parts == 1:
         picks = np.arange(options.n) % len(masks)
@@ -509,24 +510,26 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
     )
     _check_out(options.out, provenance)
     source = options.masks or options.like
+    read: list[Mask] = []
+    if items and (options.layout != "as-is" or options.balance):  # the levers look at every mask once
+        read = [read_mask(item, classes) for item in items]
     if items and options.layout != "as-is":
-        masks = read_masks(items, classes, source)
+        masks = stacked(read, source)
         grid = plan_grid(options, masks.shape[-1], _tiles_of(options, trained))
         summary = GenerateSummary(
             out=options.out,
             grid=f"{grid.crs.to_string()}, {len(grid.transforms)} chips "
             f"({options.layout} of {len(items)} masks)",
         )
-        picks = mask_picks(masks, options, len(classes))
+        picks = mask_picks(read, options, len(classes))
         batches = layout_batches(trained, items, masks, picks, grid, options, summary)
     elif items:
         summary = GenerateSummary(out=options.out, grid=f"the grids of {len(items)} masks in {source}")
-        order = (
-            mask_picks(read_masks(items, classes, source), options, len(classes))[:, 0]
-            if options.balance
-            else None
-        )
-        batches = conditional_batches(trained, items, options, summary, order)
+        if options.balance:
+            order = mask_picks(read, options, len(classes))[:, 0]
+            batches = conditional_batches(trained, items, options, summary, order, read)
+        else:
+            batches = conditional_batches(trained, items, options, summary)
     else:
         grid = plan_grid(options, trained.data.resolution, _tiles_of(options, trained))
         summary = GenerateSummary(

@@ -23,11 +23,11 @@ repeatable.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-LAYOUTS = ("as-is", "warp", "mosaic")
 MAX_REPEATS = 4  # a mask at most this many times its even share of the picks, under --balance
 
 
@@ -76,10 +76,9 @@ def _turn(mask: torch.Tensor) -> torch.Tensor:
     return torch.flip(mask, dims=(1,)) if bool(torch.randint(2, ())) else mask
 
 
-def class_counts(masks: np.ndarray, k: int) -> np.ndarray:
-    """(N, H, W) class indices (-1 unknown) -> (N, K) labelled pixels of each class."""
-    flat = masks.reshape(len(masks), -1)
-    return np.stack([(flat == c).sum(1) for c in range(k)], 1).astype(np.float64)
+def class_counts(masks: Sequence[np.ndarray] | np.ndarray, k: int) -> np.ndarray:
+    """N masks of class indices (-1 unknown; any sizes) -> (N, K) labelled pixels of each class."""
+    return np.stack([np.bincount(m[m >= 0].ravel(), minlength=k)[:k] for m in masks]).astype(np.float64)
 
 
 def balanced_picks(counts: np.ndarray, real: np.ndarray, n: int) -> np.ndarray:

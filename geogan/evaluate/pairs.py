@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from geogan.bands import S2
+from geogan.layouts import class_counts
 
 MIN_PIXELS = 2000  # a class needs this many pixels in both sets for its means to be compared
 PRESENT = 0.01  # a class counts as in a mask from this share of its pixels on
@@ -76,9 +77,8 @@ def compare_class_means(
 def class_mix(mask: np.ndarray, names: list[str]) -> dict:
     """Class fractions (unknown as its own share), classes a mask holds and one-class masks."""
     k = len(names)
-    n = mask.shape[0]
-    flat = mask.reshape(n, -1)
-    counts = np.stack([(flat == c).sum(1) for c in range(k)], 1)  # (N, K)
+    flat = mask.reshape(mask.shape[0], -1)
+    counts = class_counts(mask, k)  # (N, K)
     shares = counts / flat.shape[1]
     present = (shares >= PRESENT).sum(1)
     labelled = counts.sum()

@@ -353,7 +353,7 @@ class MaskGANTask(TrainTask):
         d.requires_grad_(False)
         fake, logits = self._fake(g, c, valid)
         adv = -d(self._augment(real, fake)[1], c).float().mean()
-        # Class fractions of the generated map, and the condition loss on the expected ones.
+        # The condition loss is on the expected fractions; the sampled ones' L1 is only logged.
         got = fake.sum((2, 3)) / valid.sum((1, 2)).clamp(min=1)[:, None]
         freq = (got - c).abs().sum(1).mean()
         loss_g = adv + o.lambda_freq * fraction_divergence(logits, c, valid)
