@@ -3,7 +3,8 @@
 From one tile folder and one trained dual GAN (a SPADE run and a mask-GAN run), each variant
 generates ``--n`` pairs with its ``geogan generate`` options; then, for every seed, one U-Net is
 trained on the real training chips with flips and rotations (b) and one on (b) plus each variant's
-pairs (c), all from the same weights and steps, and scored on the real held-out chips. The table:
+pairs (c), all from the same weights and steps, and scored on the real held-out chips; variants that
+set `synthetic_share` or `pretrain_share` mix their pairs that way instead of uniformly. The table:
 c's mIoU, the paired difference c - b with its 95 % interval over the seeds, the minority classes'
 IoU and the rarest class's. Finished runs are kept in ``--out/levers.json``: a re-run resumes.
 
@@ -15,18 +16,18 @@ IoU and the rarest class's. Finished runs are kept in ``--out/levers.json``: a r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 
-import numpy as np
 from results import quiet_logs, write_section
 
 from geogan import labels
 from geogan.config import GenerateOptions
 from geogan.datasets import Normalizer
 from geogan.evaluate.data import real_splits, synthetic_set
-from geogan.evaluate.usefulness import UsefulnessSetup, interval, scored_classes, train_and_score
+from geogan.evaluate.usefulness import UsefulnessSetup, interval, mixed, scored_classes, train_and_score
 from geogan.files import write_text
 from geogan.generate import generate
 
@@ -37,7 +38,13 @@ VARIANTS: dict[str, dict] = {
     "training masks, mosaics": {"like": "{tiles}", "layout": "mosaic"},
     "training masks, balanced": {"like": "{tiles}", "balance": True},
     "training masks, balanced and warped": {"like": "{tiles}", "balance": True, "layout": "warp"},
+    "training masks, share 0.1": {"like": "{tiles}", "synthetic_share": 0.1},
+    "training masks, share 0.25": {"like": "{tiles}", "synthetic_share": 0.25},
+    "training masks, pre-train then fine-tune": {"like": "{tiles}", "pretrain_share": 0.5},
+    "mask-GAN masks, pre-train then fine-tune": {"mask_run": "{masks}", "pretrain_share": 0.5},
+    "training masks, balanced, share 0.25": {"like": "{tiles}", "balance": True, "synthetic_share": 0.25},
 }
+MIXING = ("synthetic_share", "pretrain_share")  # usefulness settings; the rest are generate's options
 
 
 def slug(name: str) -> str:
@@ -67,32 +74,47 @@ def main() -> None:
     present, minority, shares = scored_classes(train.mask, held.mask, len(names), setup.minority_share)
     rarest = min(present, key=lambda c: shares[c])
 
-    pairs = {}
+    pairs, folders = {}, {}
     for name in args.variants:
-        folder = args.out / slug(name)
         options = {
             k: (v.format(tiles=args.tiles, masks=args.masks) if isinstance(v, str) else v)
             for k, v in VARIANTS[name].items()
+            if k not in MIXING
         }
-        started = time.perf_counter()
-        generate(GenerateOptions(run=args.spade, n=args.n, out=folder, seed=0, **options))
-        syn = synthetic_set(folder, scheme, normalizer, None, 0, False)
+        key = json.dumps(options, sort_keys=True)  # variants that mix the same pairs share one folder
+        if key not in folders:
+            folders[key] = args.out / slug(name)
+            started = time.perf_counter()
+            generate(GenerateOptions(run=args.spade, n=args.n, out=folders[key], seed=0, **options))
+            print(f"{name}: {args.n} pairs in {time.perf_counter() - started:.1f} s", flush=True)
+        syn = synthetic_set(folders[key], scheme, normalizer, None, 0, False)
         assert syn.mask is not None
-        pairs[name] = (syn.x, syn.mask, round(time.perf_counter() - started, 1))
-        print(f"{name}: {len(syn.x)} pairs in {pairs[name][2]} s", flush=True)
+        mixing = {k: v for k, v in VARIANTS[name].items() if k in MIXING}
+        pairs[name] = mixed(train.x, train.mask, syn.x, syn.mask, dataclasses.replace(setup, **mixing))
 
     record = args.out / "levers.json"
     saved = json.loads(record.read_text()) if record.is_file() else {}
     runs: dict[str, list[dict]] = {"b": [], **{name: [] for name in args.variants}}
     for seed in range(args.seeds):
-        jobs = {"b": (train.x, train.mask)}
-        for name in args.variants:
-            x, y, _ = pairs[name]
-            jobs[name] = (np.concatenate([train.x, x]), np.concatenate([train.mask, y]))
-        for key, (x, y) in jobs.items():
+        jobs = {"b": (train.x, train.mask, None, None), **pairs}
+        for key, (x, y, weights, pretrain) in jobs.items():
             done = saved.get(f"{seed}/{key}")
             if done is None:
-                done = train_and_score(x, y, held.x, held.mask, names, present, minority, setup, seed, True)
+                done = train_and_score(
+                    x,
+                    y,
+                    held.x,
+                    held.mask,
+                    names,
+                    present,
+                    minority,
+                    setup,
+                    seed,
+                    True,
+                    None,
+                    weights,
+                    pretrain,
+                )
                 saved[f"{seed}/{key}"] = done
                 write_text(record, json.dumps(saved))
             runs[key].append(done)

@@ -217,6 +217,19 @@ class GenerateOptions(StageOptions):
         description="with --like or --masks: choose the masks so that the real and synthetic labelled "
         "pixels together come near an even share of every class",
     )
+    best_of: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="conditional runs: make this many images of each mask and keep the one a segmenter "
+        "trained on the real training chips labels most like its mask (the score goes into index.gpkg)",
+    )
+    scorer_steps: int = Field(300, ge=1, description="training steps of --best-of's segmenter")
+    style_from: Path | None = Field(
+        None,
+        description="tile folder whose real training chips give each image its style, through the SPADE "
+        "run's image encoder (a run trained with --encoder)",
+    )
     min_class: dict[str, float] = Field(
         {},
         description="minimum class fractions of the masks, NAME=FRACTION (class name or id; repeatable)",
@@ -412,7 +425,23 @@ class EvaluateOptions(StageOptions):
     synthetic_share: float | None = Field(
         None, gt=0, lt=1, description="share of each (c) batch drawn from synthetic pairs (default: uniform)"
     )
+    pretrain_share: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="(c) pre-trains on the synthetic pairs alone for this share of the steps, then "
+        "fine-tunes on the real chips for the rest, instead of mixing them",
+    )
     device: str = Field("auto", description="torch device: auto (cuda if there is one), cpu, cuda, cuda:1")
+
+    @model_validator(mode="after")
+    def _one_mixing(self) -> EvaluateOptions:
+        if self.synthetic_share is not None and self.pretrain_share is not None:
+            raise ValueError(
+                "synthetic_share: mixes real and synthetic in each batch; pretrain_share trains on them "
+                "one after the other: give one of --synthetic-share and --pretrain-share"
+            )
+        return self
 
 
 # --- pipeline files (`geogan run`) -------------------------------------------------------------

@@ -73,6 +73,9 @@ class Provenance:
     attribution: tuple[str, ...] = ()  # of the training data (tiles' stats.json), kept in every file
     layout: str | None = None  # new layouts made from file masks: warp or mosaic (None: as they are)
     balance: bool = False  # masks chosen for an even class mix (geogan generate --balance)
+    best_of: int = 1  # candidates made of each pair, the one the scorer agrees with most kept
+    scorer: str | None = None  # the segmenter that scored the pairs (geogan.scoring), with its skill
+    styles: str | None = None  # the tile folder whose chips' encoded styles the images took
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class Pair:
     transform: Affine
     seed: int
     source_chip: str | None = None  # the real chip a conditioning mask came from
+    agreement: float | None = None  # the scorer's agreement of image and mask (geogan.scoring)
+    style_chip: str | None = None  # the real chip whose encoded style the image took
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or (self.mask is not None and self.mask.shape != self.image.shape[1:]):
@@ -178,6 +183,16 @@ def _provenance_tags(provenance: Provenance, pair: Pair, created: str) -> dict[s
         tags["GEOGAN_LAYOUT"] = provenance.layout
     if provenance.balance:
         tags["GEOGAN_BALANCE"] = "even"
+    if provenance.best_of > 1:
+        tags["GEOGAN_BEST_OF"] = str(provenance.best_of)
+    if provenance.scorer:
+        tags["GEOGAN_SCORER"] = provenance.scorer
+    if provenance.styles:
+        tags["GEOGAN_STYLES"] = provenance.styles
+    if pair.style_chip:
+        tags["GEOGAN_STYLE_CHIP"] = pair.style_chip
+    if pair.agreement is not None:
+        tags["GEOGAN_AGREEMENT"] = f"{pair.agreement:.4f}"
     return tags
 
 
@@ -481,6 +496,9 @@ def write_index(out: str | Path, records: Sequence[PairRecord]) -> Path:
                 "source_chip": r.tags.get("GEOGAN_SOURCE_CHIP", ""),
                 "layout": r.tags.get("GEOGAN_LAYOUT", ""),
                 "balance": r.tags.get("GEOGAN_BALANCE", ""),
+                "best_of": int(r.tags.get("GEOGAN_BEST_OF", "1")),
+                "style_chip": r.tags.get("GEOGAN_STYLE_CHIP", ""),
+                "agreement": float(r.tags.get("GEOGAN_AGREEMENT", "nan")),
                 "created": r.tags.get("GEOGAN_CREATED", ""),
                 "geogan_version": r.tags.get("GEOGAN_VERSION", ""),
             }
@@ -600,9 +618,13 @@ def _stac_item(r: PairRecord, provenance: Provenance) -> pystac.Item:
     }
     if r.tags.get("GEOGAN_MASK_CHECKPOINT_SHA256"):
         properties["geogan:mask_checkpoint_sha256"] = r.tags["GEOGAN_MASK_CHECKPOINT_SHA256"]
-    for tag in ("SOURCE_CHIP", "LAYOUT", "BALANCE"):
+    for tag in ("SOURCE_CHIP", "LAYOUT", "BALANCE", "SCORER", "STYLE_CHIP"):
         if r.tags.get(f"GEOGAN_{tag}"):
             properties[f"geogan:{tag.lower()}"] = r.tags[f"GEOGAN_{tag}"]
+    if r.tags.get("GEOGAN_BEST_OF"):
+        properties["geogan:best_of"] = int(r.tags["GEOGAN_BEST_OF"])
+    if r.tags.get("GEOGAN_AGREEMENT") not in (None, "nan"):
+        properties["geogan:agreement"] = float(r.tags["GEOGAN_AGREEMENT"])
     item = pystac.Item(r.id, geometry, [min(lons), min(lats), max(lons), max(lats)], when, properties)
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     epsg = r.crs.to_epsg()

@@ -25,6 +25,13 @@ the synthetic or AOI grid, naming in ``GEOGAN_SOURCE_CHIP`` the chips they were 
 ``balance`` chooses the masks for an even class mix. Both are recorded in every file's tags
 (``GEOGAN_LAYOUT``, ``GEOGAN_BALANCE``), the index and the STAC items.
 
+With any masks, ``best_of`` K makes K images of each mask and keeps the one a segmenter trained on
+the real training chips agrees with most (:mod:`geogan.scoring`); each pair's ``agreement`` goes
+into its tags (``GEOGAN_AGREEMENT``), the index (sortable in QGIS) and its STAC item. With a SPADE
+run trained with its image encoder, ``style_from`` takes each image's style from a real training
+chip drawn at random (its encoded style, sampled from the encoder's distribution) instead of from
+N(0, 1); the chip is named in ``GEOGAN_STYLE_CHIP``.
+
 Resuming: pair ``i`` is ``syn_{i:06d}`` in batch ``i // batch_size``, whose noise is seeded from
 (seed, batch); with file masks, pair ``i`` takes mask ``i % masks`` of the sorted (and filtered)
 list, or the ``i``-th of the choice ``layout`` and ``balance`` make from ``seed``. A batch whose
@@ -36,7 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +54,10 @@ import torch
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
-from geogan import cluster, export, geo, layouts
+from geogan import cluster, export, geo, layouts, scoring
 from geogan.bands import LC, S2
 from geogan.config import GenerateOptions
-from geogan.datasets import mask_values
+from geogan.datasets import chip_arrays, mask_values
 from geogan.labels import NODATA, ClassScheme, class_value, scheme
 from geogan.tiles import CHIP_NAME, INDEX_FILE, MASK_ROLE, STATS_FILE, chips_of, read_tile_index
 from geogan.training import TrainedGenerator, check_device, load_generator
@@ -147,6 +154,14 @@ def _check_mask_source(options: GenerateOptions, trained: TrainedGenerator) -> N
         )
     if not type(task).conditional and options.min_class:
         raise ValueError(f"{run}: --min-class needs a conditional run with masks; {task.name} takes none")
+    if not type(task).conditional and options.style_from is not None:
+        raise ValueError(
+            f"{run}: --style-from gives styles to images drawn from masks; {task.name} takes none"
+        )
+    if not type(task).conditional and options.best_of > 1:
+        raise ValueError(
+            f"{run}: --best-of scores images against their masks; a {task.name} run makes no masks"
+        )
 
 
 def parse_class_min(min_class: dict[str, float], classes: ClassScheme) -> dict[int, float]:
@@ -285,6 +300,75 @@ def _decode(trained: TrainedGenerator, images: torch.Tensor) -> np.ndarray:
     return normalizer.decode(images[:, : S2.count].float().cpu().numpy())
 
 
+@dataclass(frozen=True)
+class Styles:
+    """Style vectors of real chips, from a SPADE run's image encoder (``--style-from``)."""
+
+    mu: torch.Tensor  # (N, z_dim)
+    std: torch.Tensor  # (N, z_dim)
+    chips: list[str]
+
+    def draw(self, n: int) -> tuple[torch.Tensor, list[str]]:
+        """``n`` styles, each of a chip drawn at random (torch's seeded generator), and the chips."""
+        rows = torch.randint(len(self.chips), (n,))
+        z = self.mu[rows] + torch.randn(n, self.mu.shape[1]).to(self.mu.device) * self.std[rows]
+        return z, [self.chips[int(r)] for r in rows]
+
+
+def read_styles(tiles: Path, trained: TrainedGenerator) -> Styles:
+    """The styles of ``tiles``' real training chips, encoded by ``trained``'s image encoder."""
+    if trained.encoder is None:
+        raise ValueError(
+            f"{_run_folder(trained)}: --style-from needs a SPADE run trained with its image encoder "
+            "(geogan train spade --encoder); this run has none"
+        )
+    if trained.data.channels != S2.count:
+        raise ValueError(
+            f"{_run_folder(trained)}: --style-from encodes Sentinel-2 chips; this run's encoder takes "
+            f"{trained.data.channels} bands ({', '.join(trained.data.band_names)})"
+        )
+    assert trained.normalizer is not None  # _check_run refuses a run without stats.json
+    classes = scheme(trained.options.scheme)
+    role = getattr(trained.options, "mask_role", None)
+    x, _, chips = chip_arrays(tiles, ("train",), classes, role, trained.normalizer.select(S2.band_names))
+    if not chips:
+        raise ValueError(f"{Path(tiles) / 'split.json'}: no chips in the train split to take styles from")
+    device = next(trained.encoder.parameters()).device
+    with torch.no_grad():
+        parts = [trained.encoder(torch.from_numpy(x[i : i + 64]).to(device)) for i in range(0, len(x), 64)]
+    mu = torch.cat([m for m, _ in parts]).float()
+    std = torch.exp(0.5 * torch.cat([v for _, v in parts]).float())
+    log.info("styles of %d real training chips of %s", len(chips), tiles)
+    return Styles(mu, std, chips)
+
+
+Draw = Callable[[torch.Tensor], tuple[np.ndarray, list[float | None], list[str | None]]]
+
+
+def drawer(
+    trained: TrainedGenerator, options: GenerateOptions, judge: scoring.Scorer | None, styles: Styles | None
+) -> Draw:
+    """A function from masks (B, H, W) to a conditional run's images (DN) for them, each the best
+    of ``options.best_of`` by ``judge`` (one each without), with its agreement and style chip."""
+
+    def draw(masks: torch.Tensor) -> tuple[np.ndarray, list[float | None], list[str | None]]:
+        chips: list[str | None] = []
+
+        def sample(m: torch.Tensor) -> torch.Tensor:
+            batch: dict[str, torch.Tensor] = {"mask": m}
+            if styles is not None:
+                batch["style"], drawn = styles.draw(len(m))
+                chips.extend(drawn)
+            return trained.sample(batch)["image"]
+
+        images, scores, best = scoring.best_of(sample, masks.to(_device(trained)), options.best_of, judge)
+        n = len(masks)
+        style: list[str | None] = [chips[b * n + i] for i, b in enumerate(best)] if chips else [None] * n
+        return _decode(trained, images), scores, style
+
+    return draw
+
+
 def _pending(options: GenerateOptions, summary: GenerateSummary) -> Iterator[tuple[int, list[int]]]:
     """(batch seed, pair numbers) of each batch not yet wholly on disk."""
     for start in range(0, options.n, options.batch_size):
@@ -302,6 +386,7 @@ def sample_batches(
     summary: GenerateSummary,
     mask_model: TrainedGenerator | None = None,
     class_min: dict[int, float] | None = None,
+    draw: Draw | None = None,
 ) -> Iterator[list[export.Pair]]:
     """Batches of pairs from an unconditional run, or a conditional one fed by a mask run, on ``grid``."""
     classes = scheme(trained.options.scheme)
@@ -309,18 +394,29 @@ def sample_batches(
     for seed, ids in _pending(options, summary):
         torch.manual_seed(seed)
         n = len(ids)
+        scores: list[float | None] = [None] * n
+        style: list[str | None] = [None] * n
+        values: list[np.ndarray | None] | np.ndarray = [None] * n
         if mask_model is None:
             empty = torch.zeros(n, trained.data.channels, size, size, device=_device(trained))
-            out = trained.sample({"image": empty})
+            images = _decode(trained, trained.sample({"image": empty})["image"])
         else:
             empty = torch.zeros(n, 1, size, size, device=_device(mask_model))
             masks = mask_model.sample({"image": empty, "class_min": class_min or {}})["mask"]
-            out = trained.sample({"mask": masks.to(_device(trained))})
-            out["mask"] = masks
-        images = _decode(trained, out["image"])
-        values = classes.to_value(out["mask"].cpu().numpy()) if "mask" in out else [None] * n
+            assert draw is not None  # given with a mask model
+            images, scores, style = draw(masks)
+            values = classes.to_value(masks.cpu().numpy())
         yield [
-            export.Pair(pair_id(i), images[k], values[k], grid.crs, grid.transforms[i], seed)
+            export.Pair(
+                pair_id(i),
+                images[k],
+                values[k],
+                grid.crs,
+                grid.transforms[i],
+                seed,
+                agreement=scores[k],
+                style_chip=style[k],
+            )
             for k, i in enumerate(ids)
         ]
 
@@ -332,30 +428,34 @@ def conditional_batches(
     summary: GenerateSummary,
     order: np.ndarray | None = None,
     read: list[Mask] | None = None,
+    draw: Draw | None = None,
 ) -> Iterator[list[export.Pair]]:
     """Batches of pairs from a conditional run, pair ``i`` on mask ``order[i]``'s grid (default
     ``i % len(items)``); the masks are read batch by batch unless ``read`` holds them all."""
     classes = scheme(trained.options.scheme)
+    draw = draw or drawer(trained, options, None, None)
     for seed, ids in _pending(options, summary):
         torch.manual_seed(seed)
         rows = [i % len(items) if order is None else int(order[i]) for i in ids]
         chosen = [items[j] for j in rows]
         masks = [read[j] for j in rows] if read is not None else [read_mask(item, classes) for item in chosen]
         images: dict[int, np.ndarray] = {}  # by position in ids, filled for every k below
+        scores: dict[int, float | None] = {}
+        style: dict[int, str | None] = {}
         # Masks of one size are sampled together, sizes in order of first appearance.
         for shape in dict.fromkeys(m.indices.shape for m in masks):
             group = [k for k, m in enumerate(masks) if m.indices.shape == shape]
             batch = torch.from_numpy(np.stack([masks[k].indices for k in group])).to(_device(trained))
             try:
-                out = trained.sample({"mask": batch})
+                made, agreement, styled = draw(batch)
             except (ValueError, RuntimeError) as err:
                 names = ", ".join(str(chosen[k].path) for k in group[:3])
                 raise ValueError(
                     f"{names}: the {trained.task.name} model cannot make {shape[1]} x {shape[0]} px "
                     f"images ({err})"
                 ) from None
-            for k, image in zip(group, _decode(trained, out["image"]), strict=True):
-                images[k] = image
+            for k, image, score, chip in zip(group, made, agreement, styled, strict=True):
+                images[k], scores[k], style[k] = image, score, chip
         yield [
             export.Pair(
                 pair_id(i),
@@ -365,6 +465,8 @@ def conditional_batches(
                 masks[k].transform,
                 seed,
                 source_chip=chosen[k].chip,
+                agreement=scores[k],
+                style_chip=style[k],
             )
             for k, i in enumerate(ids)
         ]
@@ -399,6 +501,7 @@ def layout_batches(
     grid: geo.ChipGrid,
     options: GenerateOptions,
     summary: GenerateSummary,
+    draw: Draw,
 ) -> Iterator[list[export.Pair]]:
     """Batches of pairs on new layouts (--layout warp / mosaic) of the masks, on ``grid``."""
     classes = scheme(trained.options.scheme)
@@ -406,7 +509,7 @@ def layout_batches(
         torch.manual_seed(seed)
         chosen = torch.from_numpy(masks[picks[ids]])  # (n, parts, H, W)
         made = layouts.mosaic(chosen) if options.layout == "mosaic" else layouts.warp(chosen[:, 0])
-        images = _decode(trained, trained.sample({"mask": made.to(_device(trained))})["image"])
+        images, scores, style = draw(made)
         values = classes.to_value(made.numpy())
         yield [
             export.Pair(
@@ -417,6 +520,8 @@ def layout_batches(
                 grid.transforms[i],
                 seed,
                 source_chip="+".join(items[j].chip for j in picks[i]),
+                agreement=scores[k],
+                style_chip=style[k],
             )
             for k, i in enumerate(ids)
         ]
@@ -452,6 +557,8 @@ def _check_out(out: Path, provenance: export.Provenance) -> None:
         "GEOGAN_MASK_CHECKPOINT_SHA256": provenance.mask_checkpoint_sha256 or "",
         "GEOGAN_LAYOUT": provenance.layout or "",
         "GEOGAN_BALANCE": "even" if provenance.balance else "",
+        "GEOGAN_BEST_OF": str(provenance.best_of) if provenance.best_of > 1 else "",
+        "GEOGAN_STYLES": provenance.styles or "",
     }
     for tag, sha in mine.items():
         if tags.get(tag, "") != sha:
@@ -478,6 +585,26 @@ def _tiles_of(options: GenerateOptions, trained: TrainedGenerator) -> Path | Non
     return Path(tiles) if tiles else None
 
 
+def _scorer(options: GenerateOptions, trained: TrainedGenerator) -> scoring.Scorer:
+    """--best-of's segmenter, trained on (or taken from a former run on) the run's real tiles."""
+    tiles = _tiles_of(options, trained)
+    if tiles is None or not (tiles / INDEX_FILE).is_file():
+        raise FileNotFoundError(
+            f"{tiles or _run_folder(trained)}: --best-of trains its scorer on the real training chips; "
+            "pass their tile folder with --tiles DIR"
+        )
+    assert trained.normalizer is not None  # _check_run refuses a run without stats.json
+    return scoring.scorer(
+        tiles,
+        scheme(trained.options.scheme),
+        getattr(trained.options, "mask_role", None),
+        trained.normalizer.select(S2.band_names),
+        options.scorer_steps,
+        Path(options.out) / ".geogan",
+        options.device,
+    )
+
+
 def generate(options: GenerateOptions, client=None) -> GenerateSummary:
     """Sample ``options.n`` pairs from a trained run into ``options.out``; see the module doc."""
     options = options.model_copy(update={"device": check_device(options.device)})
@@ -499,6 +626,9 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
             assert options.like is not None  # the elif: --masks or --like
             items = tile_masks(options.like, getattr(trained.options, "mask_role", None), options.like_split)
         items = select_masks(items, classes, class_min)
+    judge = _scorer(options, trained) if options.best_of > 1 else None
+    styles = read_styles(options.style_from, trained) if options.style_from is not None else None
+    draw = drawer(trained, options, judge, styles)
     provenance = export.Provenance(
         model=model,
         checkpoint_sha256=trained.sha256,
@@ -507,6 +637,9 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
         attribution=_attribution(_tiles_of(options, trained)),
         layout=options.layout if items and options.layout != "as-is" else None,
         balance=options.balance,
+        best_of=options.best_of,
+        scorer=judge.description if judge is not None else None,
+        styles=str(options.style_from) if options.style_from is not None else None,
     )
     _check_out(options.out, provenance)
     source = options.masks or options.like
@@ -522,20 +655,20 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
             f"({options.layout} of {len(items)} masks)",
         )
         picks = mask_picks(read, options, len(classes))
-        batches = layout_batches(trained, items, masks, picks, grid, options, summary)
+        batches = layout_batches(trained, items, masks, picks, grid, options, summary, draw)
     elif items:
         summary = GenerateSummary(out=options.out, grid=f"the grids of {len(items)} masks in {source}")
         if options.balance:
             order = mask_picks(read, options, len(classes))[:, 0]
-            batches = conditional_batches(trained, items, options, summary, order, read)
+            batches = conditional_batches(trained, items, options, summary, order, read, draw)
         else:
-            batches = conditional_batches(trained, items, options, summary)
+            batches = conditional_batches(trained, items, options, summary, draw=draw)
     else:
         grid = plan_grid(options, trained.data.resolution, _tiles_of(options, trained))
         summary = GenerateSummary(
             out=options.out, grid=f"{grid.crs.to_string()}, {len(grid.transforms)} chips"
         )
-        batches = sample_batches(trained, grid, options, summary, mask_model, class_min)
+        batches = sample_batches(trained, grid, options, summary, mask_model, class_min, draw)
     log.info(
         "read %s (%s); writing %d pairs into %s on %s",
         trained.checkpoint,

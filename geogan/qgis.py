@@ -97,6 +97,7 @@ ALGORITHMS: list[tuple[tuple[str, ...], str, str, str, set[str]]] = [
             "masks",
             "layout",
             "balance",
+            "best_of",
             "seed",
         },
     ),

@@ -818,6 +818,7 @@ class TrainedGenerator:
     checkpoint: Path
     sha256: str
     step: int
+    encoder: nn.Module | None = None  # SPADE's image encoder (styles from examples), if it was trained
 
     @torch.no_grad()
     def sample(self, batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -840,9 +841,14 @@ def load_generator(
     state = load_checkpoint(checkpoint, cls.name)
     task = cls(options, data)
     torch.manual_seed(options.seed)
-    generator = task.build()[0][cls.generator_name]
+    modules = task.build()[0]
+    generator = modules[cls.generator_name]
     _load_module(generator, state["ema"], checkpoint, "EMA generator")
     generator.to(device).eval().requires_grad_(False)
+    encoder = modules.get("encoder")
+    if encoder is not None:
+        _load_module(encoder, state["modules"]["encoder"], checkpoint, "image encoder")
+        encoder.to(device).eval().requires_grad_(False)
     return TrainedGenerator(
         task=task,
         generator=generator,
@@ -852,4 +858,5 @@ def load_generator(
         checkpoint=checkpoint,
         sha256=sha256(checkpoint),
         step=int(state["step"]),
+        encoder=encoder,
     )

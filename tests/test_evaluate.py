@@ -16,6 +16,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import torch
 from distributed import Client, LocalCluster
 from rasterio.transform import Affine
 from scipy.ndimage import gaussian_filter
@@ -274,6 +275,48 @@ def test_usefulness_resumes_from_its_record_with_the_results_of_an_uninterrupted
     # Another setup does not take the record's runs.
     other = usefulness.usefulness(*data, dataclasses.replace(setup, steps=4), progress=False, record=record)
     assert len(json.loads(record.read_text())["runs"]) == 8 and other["setup"]["steps"] == 4
+
+
+def test_pretraining_trains_on_the_synthetic_pairs_first_then_on_the_real_chips():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, (12, 16, 16))
+    x = (y[:, None] * 0.8 + rng.normal(0, 0.3, (12, 3, 16, 16))).astype(np.float32)
+    real, syn = (x[:6], y[:6]), (x[6:], y[6:])
+    setup = usefulness.UsefulnessSetup(steps=4, batch_size=4)
+
+    def weights(model):
+        return [t.detach().clone() for t in model.state_dict().values()]
+
+    def same(a, b):
+        return all(torch.equal(s, t) for s, t in zip(weights(a), weights(b), strict=True))
+
+    plain_real = usefulness.train_unet(*real, 2, setup, seed=0, augment=True)
+    plain_syn = usefulness.train_unet(*syn, 2, setup, seed=0, augment=True)
+    # No pre-training steps: the real run; every step pre-training: the synthetic run.
+    assert same(usefulness.train_unet(*real, 2, setup, 0, True, pretrain=(*syn, 0)), plain_real)
+    assert same(usefulness.train_unet(*real, 2, setup, 0, True, pretrain=(*syn, 4)), plain_syn)
+    half = usefulness.train_unet(*real, 2, setup, 0, True, pretrain=(*syn, 2))
+    assert not same(half, plain_real) and not same(half, plain_syn)
+
+    table = usefulness.usefulness(
+        *real,
+        *syn,
+        x[:4],
+        y[:4],
+        ["water", "bog"],
+        usefulness.UsefulnessSetup(seeds=1, steps=4, batch_size=4, pretrain_share=0.5),
+        progress=False,
+    )
+    c = table["configs"]["c"]
+    assert c["label"].startswith("synthetic for 50% of the steps") and c["train_chips"] == 6
+    assert table["setup"]["pretrain_share"] == 0.5
+
+
+def test_one_way_of_mixing_at_a_time(tmp_path):
+    with pytest.raises(ValueError, match="give one of --synthetic-share and --pretrain-share"):
+        EvaluateOptions(
+            real=tmp_path, synthetic=tmp_path, out=tmp_path, synthetic_share=0.5, pretrain_share=0.5
+        )
 
 
 # -- the stage, through the CLI -----------------------------------------------------------------------------

@@ -18,12 +18,12 @@ from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import box
 from typer.testing import CliRunner
 
-from geogan import sample
+from geogan import sample, scoring
 from geogan.bands import S2
 from geogan.cli import app
 from geogan.config import GenerateOptions, TileOptions
 from geogan.export import pair_paths, validate_stac
-from geogan.generate import batch_seed, generate
+from geogan.generate import batch_seed, generate, read_styles
 from geogan.labels import IGBP, rasterize
 from geogan.models.options import MaskGANOptions, MSGStyleGANOptions, SpadeOptions
 from geogan.tiles import read_tile_index
@@ -327,6 +327,91 @@ def test_warped_and_balanced_masks_are_new_layouts_on_the_synthetic_grid(spade_r
         options(spade_run, tmp_path / "x", layout="warp")
     with pytest.raises(ValidationError, match="--balance makes its masks from real ones: .*, not --mask-run"):
         options(spade_run, tmp_path / "x", balance=True, mask_run=tmp_path)
+
+
+def test_best_of_keeps_the_candidate_the_scorer_agrees_with_and_records_its_score(
+    spade_run, mask_run, tiles, run, client, tmp_path, caplog
+):
+    out = tmp_path / "out"
+    summary = generate(options(spade_run, out, n=4, like=tiles, best_of=3, scorer_steps=3), client=client)
+    assert summary.written == 4
+    index = gpd.read_file(out / "index.gpkg", layer="pairs").set_index("id")
+    trained = load_generator(spade_run)
+    judge = scoring.scorer(
+        tiles, IGBP, "lc", trained.normalizer.select(S2.band_names), 3, out / ".geogan"
+    )  # the saved one: same chips, same settings
+    assert "4 real training chips" in judge.description and "no held-out chips" in judge.description
+    for i in range(4):
+        image_path, mask_path = pair_paths(out, f"syn_{i:06d}")
+        _, meta = read(image_path)
+        tags = meta["tags"]
+        assert tags["GEOGAN_BEST_OF"] == "3" and tags["GEOGAN_SCORER"] == judge.description
+        score = float(tags["GEOGAN_AGREEMENT"])
+        assert 0 <= score <= 1 and index.loc[f"syn_{i:06d}", "agreement"] == pytest.approx(score, abs=1e-4)
+        assert index.loc[f"syn_{i:06d}", "best_of"] == 3
+    item = next((out / "stac").rglob("syn_000000.json")).read_text()
+    assert '"geogan:best_of": 3' in item and '"geogan:agreement"' in item
+
+    # The kept image is the best of the mask's candidates (the same draw, scored here).
+    masks = torch.from_numpy(np.stack([IGBP.to_index(read(p)[0][0]) for p in lc_chips(tiles).values()]))
+    torch.manual_seed(0)
+    kept, scores, best = scoring.best_of(lambda m: trained.sample({"mask": m})["image"], masks, 3, judge)
+    torch.manual_seed(0)
+    candidates = trained.sample({"mask": masks.repeat(3, 1, 1)})["image"]
+    every = judge.agreement(candidates, masks.repeat(3, 1, 1)).reshape(3, len(masks))
+    np.testing.assert_allclose(scores, every.max(0))
+    assert best == list(every.argmax(0))
+    for i, b in enumerate(best):
+        torch.testing.assert_close(kept[i], candidates[b * len(masks) + i])
+
+    # Resumed: nothing written again, the scorer taken from the folder; another K is another recipe.
+    caplog.set_level("INFO", logger="geogan.scoring")
+    again = generate(options(spade_run, out, n=4, like=tiles, best_of=3, scorer_steps=3), client=client)
+    assert again.skipped == 4 and "scorer taken from" in caplog.text
+    with pytest.raises(ValueError, match="geogan_best_of 3, this run 2"):
+        generate(options(spade_run, out, n=4, like=tiles, best_of=2, scorer_steps=3), client=client)
+    # The mask GAN's masks are scored too; an image-only run has no masks to score against.
+    made = generate(
+        options(spade_run, tmp_path / "gan", n=2, mask_run=mask_run, best_of=2, scorer_steps=3), client=client
+    )
+    assert (
+        made.written == 2
+        and "GEOGAN_AGREEMENT" in read(pair_paths(tmp_path / "gan", "syn_000000")[0])[1]["tags"]
+    )
+    with pytest.raises(ValueError, match="--best-of scores images against their masks; a msg-stylegan run"):
+        generate(options(run, tmp_path / "msg", best_of=2), client=client)
+
+
+def test_styles_from_real_chips_go_through_the_runs_image_encoder(spade_run, tiles, client, tmp_path):
+    encoded = tmp_path / "spade-encoder"
+    train("spade", SpadeOptions(**SPADE_TINY, tiles=tiles, out=encoded, encoder=True))
+    out = tmp_path / "out"
+    summary = generate(options(encoded, out, n=4, like=tiles, style_from=tiles), client=client)
+    assert summary.written == 4
+    trained = load_generator(encoded)
+    styles = read_styles(tiles, trained)
+    assert styles.chips == sorted(lc_chips(tiles)) and styles.mu.shape == (4, SPADE_TINY["z_dim"])
+    # Pair 0 is the decoded image for its mask with the style of the chip drawn under its batch's seed.
+    torch.manual_seed(batch_seed(3, 0))
+    masks = torch.from_numpy(np.stack([IGBP.to_index(read(p)[0][0]) for p in lc_chips(tiles).values()][:2]))
+    z, chips = styles.draw(2)
+    x = trained.sample({"mask": masks, "style": z})["image"].numpy()
+    decode = trained.normalizer.select(S2.band_names).decode
+    image, meta = read(pair_paths(out, "syn_000000")[0])
+    np.testing.assert_array_equal(image, np.maximum(decode(x[0]), 1))
+    assert meta["tags"]["GEOGAN_STYLE_CHIP"] == chips[0] and meta["tags"]["GEOGAN_STYLES"] == str(tiles)
+    index = gpd.read_file(out / "index.gpkg", layer="pairs")
+    assert set(index["style_chip"]) <= set(styles.chips) and index["style_chip"].iloc[0] == chips[0]
+    # Styles and the scorer together: the kept candidate's style chip is recorded.
+    both = generate(
+        options(encoded, tmp_path / "both", n=2, like=tiles, style_from=tiles, best_of=2, scorer_steps=2),
+        client=client,
+    )
+    tags = read(pair_paths(tmp_path / "both", "syn_000001")[0])[1]["tags"]
+    assert both.written == 2 and tags["GEOGAN_STYLE_CHIP"] in styles.chips and "GEOGAN_AGREEMENT" in tags
+    # A run without the encoder has no styles to give.
+    with pytest.raises(ValueError, match="--style-from needs a SPADE run trained with its image encoder"):
+        generate(options(spade_run, tmp_path / "none", n=2, like=tiles, style_from=tiles), client=client)
 
 
 def test_rasterised_polygons_condition_the_images_and_nodata_stays_nodata(spade_run, tiles, client, tmp_path):

@@ -175,6 +175,7 @@ def evaluate(options: EvaluateOptions, progress: bool = True) -> EvaluateSummary
             encoder=options.unet_encoder,
             minority_share=options.minority_share,
             synthetic_share=options.synthetic_share,
+            pretrain_share=options.pretrain_share,
             device=device,
         )
         metrics["usefulness"] = usefulness.usefulness(

@@ -7,7 +7,9 @@ held-out chips (scenes never trained on):
 - ``a``: N real training chips;
 - ``b``: the same N real chips with random flips and 90 degree rotations (classical augmentation);
 - ``c``: ``b`` plus every synthetic pair, batches drawn uniformly from the union (or with a fixed
-  ``synthetic_share`` of each batch from the synthetic pairs);
+  ``synthetic_share`` of each batch from the synthetic pairs), or, with ``pretrain_share``, the
+  first share of the steps on the synthetic pairs alone and the rest on ``b``'s chips (pre-train,
+  then fine-tune: the same steps in all);
 - ``d``: the synthetic pairs only, with the same augmentation.
 
 Each configuration runs once per seed; within a seed, all four start from the same weights and
@@ -56,6 +58,7 @@ class UsefulnessSetup:
     encoder: str = "resnet18"
     minority_share: float = 0.1
     synthetic_share: float | None = None  # share of each (c) batch drawn from synthetic (None: uniform)
+    pretrain_share: float | None = None  # (c): this share of the steps on synthetic only, then real
     device: str = "cpu"
 
 
@@ -100,10 +103,12 @@ def train_unet(
     augment: bool,
     on_step=None,
     weights: np.ndarray | None = None,
+    pretrain: tuple[np.ndarray, np.ndarray, int] | None = None,
 ) -> torch.nn.Module:
     """Train a fresh U-Net on chips ``x`` (N, C, H, W) and class indices ``y`` (N, H, W; -1 ignored).
 
-    Batches are drawn with replacement, uniformly or with the chips' sampling ``weights``.
+    Batches are drawn with replacement, uniformly or with the chips' sampling ``weights``. With
+    ``pretrain`` (chips, masks, steps), the first of the ``setup.steps`` steps draw from those.
     """
     torch.manual_seed(seed)
     model = unet(x.shape[1], classes, x.shape[-1], setup.encoder).to(setup.device)
@@ -111,10 +116,13 @@ def train_unet(
     generator = torch.Generator().manual_seed(seed + 1)
     data, target = torch.from_numpy(x), torch.from_numpy(y)
     p = torch.ones(len(data)) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    pre_x, pre_y, first = pretrain if pretrain is not None else (x[:1], y[:1], 0)
+    phases = [(torch.from_numpy(pre_x), torch.from_numpy(pre_y), torch.ones(len(pre_x))), (data, target, p)]
     model.train()
-    for _ in range(setup.steps):
-        rows = torch.multinomial(p, setup.batch_size, replacement=True, generator=generator)
-        bx, by = data[rows], target[rows]
+    for step in range(setup.steps):
+        chips, masks, chance = phases[0 if step < first else 1]
+        rows = torch.multinomial(chance, setup.batch_size, replacement=True, generator=generator)
+        bx, by = chips[rows], masks[rows]
         if augment:
             bx, by = _augment(bx, by, generator)
         logits = model(bx.to(setup.device))
@@ -218,11 +226,14 @@ def train_and_score(
     augment: bool,
     on_step=None,
     weights: np.ndarray | None = None,
+    pretrain: tuple[np.ndarray, np.ndarray, int] | None = None,
 ) -> dict[str, Any]:
     """One U-Net trained on ``x``, ``y`` (see :func:`train_unet`) and scored on the held-out chips."""
     start = time.perf_counter()
     classes = len(class_names)
-    model = train_unet(x, y, classes, setup, seed, augment, on_step=on_step, weights=weights)
+    model = train_unet(
+        x, y, classes, setup, seed, augment, on_step=on_step, weights=weights, pretrain=pretrain
+    )
     per_class = iou(confusion(model, held_x, held_y, classes, setup.device))
     return {
         "seed": seed,
@@ -234,6 +245,21 @@ def train_and_score(
         "train_chips": len(x),
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def mixed(
+    rx: np.ndarray, ry: np.ndarray, sx: np.ndarray, sy: np.ndarray, setup: UsefulnessSetup
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray, int] | None]:
+    """(c)'s training data as :func:`train_unet` takes it: chips, masks, sampling weights and
+    pre-training, from the real (``rx``, ``ry``) and synthetic (``sx``, ``sy``) sets and the
+    setup's way of mixing them."""
+    if setup.pretrain_share is not None:
+        return rx, ry, None, (sx, sy, round(setup.steps * setup.pretrain_share))
+    x, y = np.concatenate([rx, sx]), np.concatenate([ry, sy])
+    if setup.synthetic_share is None:
+        return x, y, None, None
+    s = setup.synthetic_share
+    return x, y, np.r_[np.full(len(rx), (1 - s) / len(rx)), np.full(len(sx), s / len(sx))], None
 
 
 def _saved_runs(record: Path | None, fingerprint: str) -> dict[tuple[int, str], dict]:
@@ -287,20 +313,16 @@ def usefulness(
             rows = np.sort(np.random.default_rng(seed).choice(len(real_x), n_real, replace=False))
             rx, ry = real_x[rows], real_y[rows]
             pools = {
-                "a": (rx, ry, False),
-                "b": (rx, ry, True),
-                "c": (np.concatenate([rx, syn_x]), np.concatenate([ry, syn_y]), True),
-                "d": (syn_x, syn_y, True),
+                "a": (rx, ry, None, None, False),
+                "b": (rx, ry, None, None, True),
+                "c": (*mixed(rx, ry, syn_x, syn_y, setup), True),
+                "d": (syn_x, syn_y, None, None, True),
             }
-            for key, (px, py, augment) in pools.items():
+            for key, (px, py, weights, pretrain, augment) in pools.items():
                 if (seed, key) in saved:
                     runs[key].append(saved[seed, key])
                     bar.advance(task, setup.steps)
                     continue
-                weights = None
-                if key == "c" and setup.synthetic_share is not None:
-                    s = setup.synthetic_share
-                    weights = np.r_[np.full(len(rx), (1 - s) / len(rx)), np.full(len(syn_x), s / len(syn_x))]
                 runs[key].append(
                     train_and_score(
                         px,
@@ -315,6 +337,7 @@ def usefulness(
                         augment,
                         on_step=lambda: bar.advance(task),
                         weights=weights,
+                        pretrain=pretrain,
                     )
                 )
                 log.info("usefulness seed %d config %s: mIoU %.3f", seed, key, runs[key][-1]["miou"])
@@ -324,6 +347,8 @@ def usefulness(
     table = {}
     for key, label in CONFIGS.items():
         r = runs[key]
+        if key == "c" and setup.pretrain_share is not None:
+            label = f"synthetic for {setup.pretrain_share:.0%} of the steps, then N real + flips/rot90"
         table[key] = {
             "label": label,
             "train_chips": r[0]["train_chips"],
