@@ -43,6 +43,15 @@ VARIANTS: dict[str, dict] = {
     "training masks, pre-train then fine-tune": {"like": "{tiles}", "pretrain_share": 0.5},
     "mask-GAN masks, pre-train then fine-tune": {"mask_run": "{masks}", "pretrain_share": 0.5},
     "training masks, balanced, share 0.25": {"like": "{tiles}", "balance": True, "synthetic_share": 0.25},
+    "training masks, best of 4": {"like": "{tiles}", "best_of": 4},
+    "mask-GAN masks, best of 4": {"mask_run": "{masks}", "best_of": 4},
+    "training masks, balanced, best of 4": {"like": "{tiles}", "balance": True, "best_of": 4},
+    "encoder SPADE, training masks": {"run": "{encoder}", "like": "{tiles}"},
+    "encoder SPADE, training masks, real chips' styles": {
+        "run": "{encoder}",
+        "like": "{tiles}",
+        "style_from": "{tiles}",
+    },
 }
 MIXING = ("synthetic_share", "pretrain_share")  # usefulness settings; the rest are generate's options
 
@@ -56,6 +65,9 @@ def main() -> None:
     parser.add_argument("--tiles", type=Path, required=True)
     parser.add_argument("--spade", type=Path, required=True, help="SPADE run folder")
     parser.add_argument("--masks", type=Path, required=True, help="mask-GAN run folder")
+    parser.add_argument(
+        "--encoder", type=Path, help="SPADE run trained with --encoder (the styles' variants)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scheme", default="dfc2020")
     parser.add_argument("--n", type=int, default=256, help="pairs a variant")
@@ -76,16 +88,25 @@ def main() -> None:
 
     pairs, folders = {}, {}
     for name in args.variants:
+        if "{encoder}" in VARIANTS[name].values() and args.encoder is None:
+            parser.error(f"{name!r} needs --encoder RUN (a SPADE run trained with --encoder)")
         options = {
-            k: (v.format(tiles=args.tiles, masks=args.masks) if isinstance(v, str) else v)
-            for k, v in VARIANTS[name].items()
-            if k not in MIXING
+            "run": args.spade,
+            **{
+                k: (
+                    v.format(tiles=args.tiles, masks=args.masks, encoder=args.encoder)
+                    if isinstance(v, str)
+                    else v
+                )
+                for k, v in VARIANTS[name].items()
+                if k not in MIXING
+            },
         }
-        key = json.dumps(options, sort_keys=True)  # variants that mix the same pairs share one folder
+        key = json.dumps(options, sort_keys=True, default=str)  # variants mixing the same pairs: one folder
         if key not in folders:
             folders[key] = args.out / slug(name)
             started = time.perf_counter()
-            generate(GenerateOptions(run=args.spade, n=args.n, out=folders[key], seed=0, **options))
+            generate(GenerateOptions(n=args.n, out=folders[key], seed=0, **options))
             print(f"{name}: {args.n} pairs in {time.perf_counter() - started:.1f} s", flush=True)
         syn = synthetic_set(folders[key], scheme, normalizer, None, 0, False)
         assert syn.mask is not None
@@ -141,7 +162,8 @@ def main() -> None:
         "## Which pairs help: the levers of `geogan generate` (`benchmarks/levers.py`)",
         "",
         f"    cd benchmarks && ../.venv/bin/python levers.py --tiles {args.tiles} --spade {args.spade} \\",
-        f"        --masks {args.masks} --out {args.out} --seeds {args.seeds} --unet-steps {args.unet_steps}",
+        f"        --masks {args.masks} --out {args.out} --seeds {args.seeds} --unet-steps {args.unet_steps}"
+        + (f" --encoder {args.encoder}" if args.encoder else ""),
         "",
         f"{len(train.x)} real training chips, {len(held.x)} real held-out chips, {args.seeds} seeds, "
         f"U-Nets of {args.unet_steps} steps (resnet18, random init); c - b paired over the seeds, 95 % "

@@ -546,6 +546,22 @@ def test_generate_into_a_folder_of_another_models_pairs_is_refused(spade_run, ti
     assert again.returncode == 0 and len(list((out / "images").glob("*.tif"))) == 3, again.stderr[-2000:]
 
 
+def test_best_of_and_style_from_say_what_they_lack_and_write_nothing(spade_run, tiles, tmp_path):
+    out = tmp_path / "pairs"
+    base = ["generate", "--run", str(spade_run), "-n", "2", "--out", str(out), "--like", str(tiles)]
+    cases = [
+        (["--best-of", "2", "--tiles", str(tmp_path / "nowhere")], "--best-of trains its scorer on the real"),
+        (["--style-from", str(tiles)], "--style-from needs a SPADE run trained with its image encoder"),
+        (["--best-of", "0"], "--best-of: Input should be greater than or equal to 1"),
+    ]
+    for extra, words in cases:
+        result = geogan(*base, *extra)
+        message = " ".join(result.stderr.split())
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert words in message, message[-1000:]
+        assert not out.exists()
+
+
 def test_fetch_stac_never_prints_the_token_of_its_url(tmp_path):
     token = "tok-5e3cret-91"
     result = geogan(
