@@ -36,11 +36,12 @@ from geogan.progress import Progress
 log = logging.getLogger(__name__)
 
 MIN_SHARE = 0.01  # classes under this share of a mask's labelled pixels do not count in its score
-BATCH = 16
 
 
 @dataclass
 class Scorer:
+    """A segmenter of real chips and what it is; :meth:`agreement` scores images against masks."""
+
     model: torch.nn.Module
     bands: int
     description: str  # what it is and how well it does on real held-out chips
