@@ -46,6 +46,15 @@ VARIANTS: dict[str, dict] = {
     "training masks, best of 4": {"like": "{tiles}", "best_of": 4},
     "mask-GAN masks, best of 4": {"mask_run": "{masks}", "best_of": 4},
     "training masks, balanced, best of 4": {"like": "{tiles}", "balance": True, "best_of": 4},
+    "training masks, best of 4, share 0.1": {"like": "{tiles}", "best_of": 4, "synthetic_share": 0.1},
+    "training masks, balanced, share 0.1": {"like": "{tiles}", "balance": True, "synthetic_share": 0.1},
+    "training masks, balanced, best of 4, share 0.1": {
+        "like": "{tiles}",
+        "balance": True,
+        "best_of": 4,
+        "synthetic_share": 0.1,
+    },
+    "longer-trained SPADE, training masks": {"run": "{longer}", "like": "{tiles}"},
     "encoder SPADE, training masks": {"run": "{encoder}", "like": "{tiles}"},
     "encoder SPADE, training masks, real chips' styles": {
         "run": "{encoder}",
@@ -68,6 +77,7 @@ def main() -> None:
     parser.add_argument(
         "--encoder", type=Path, help="SPADE run trained with --encoder (the styles' variants)"
     )
+    parser.add_argument("--longer", type=Path, help="the --spade run trained for more steps")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scheme", default="dfc2020")
     parser.add_argument("--n", type=int, default=256, help="pairs a variant")
@@ -86,18 +96,16 @@ def main() -> None:
     present, minority, shares = scored_classes(train.mask, held.mask, len(names), setup.minority_share)
     rarest = min(present, key=lambda c: shares[c])
 
+    runs = {"tiles": args.tiles, "masks": args.masks, "encoder": args.encoder, "longer": args.longer}
     pairs, folders = {}, {}
     for name in args.variants:
-        if "{encoder}" in VARIANTS[name].values() and args.encoder is None:
-            parser.error(f"{name!r} needs --encoder RUN (a SPADE run trained with --encoder)")
+        for flag in ("encoder", "longer"):
+            if f"{{{flag}}}" in VARIANTS[name].values() and getattr(args, flag) is None:
+                parser.error(f"{name!r} needs --{flag} RUN")
         options = {
             "run": args.spade,
             **{
-                k: (
-                    v.format(tiles=args.tiles, masks=args.masks, encoder=args.encoder)
-                    if isinstance(v, str)
-                    else v
-                )
+                k: (v.format(**runs) if isinstance(v, str) else v)
                 for k, v in VARIANTS[name].items()
                 if k not in MIXING
             },
@@ -163,7 +171,7 @@ def main() -> None:
         "",
         f"    cd benchmarks && ../.venv/bin/python levers.py --tiles {args.tiles} --spade {args.spade} \\",
         f"        --masks {args.masks} --out {args.out} --seeds {args.seeds} --unet-steps {args.unet_steps}"
-        + (f" --encoder {args.encoder}" if args.encoder else ""),
+        + "".join(f" --{f} {getattr(args, f)}" for f in ("encoder", "longer") if getattr(args, f)),
         "",
         f"{len(train.x)} real training chips, {len(held.x)} real held-out chips, {args.seeds} seeds, "
         f"U-Nets of {args.unet_steps} steps (resnet18, random init); c - b paired over the seeds, 95 % "
