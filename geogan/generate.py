@@ -406,19 +406,34 @@ def sample_batches(
             assert draw is not None  # given with a mask model
             images, scores, style = draw(masks)
             values = classes.to_value(masks.cpu().numpy())
-        yield [
-            export.Pair(
-                pair_id(i),
-                images[k],
-                values[k],
-                grid.crs,
-                grid.transforms[i],
-                seed,
-                agreement=scores[k],
-                style_chip=style[k],
-            )
-            for k, i in enumerate(ids)
-        ]
+        yield _on_grid(ids, grid, seed, images, values, scores, style)
+
+
+def _on_grid(
+    ids: list[int],
+    grid: geo.ChipGrid,
+    seed: int,
+    images: np.ndarray,
+    values: list[np.ndarray | None] | np.ndarray,
+    scores: list[float | None],
+    style: list[str | None],
+    sources: list[str] | None = None,
+) -> list[export.Pair]:
+    """Pairs ``ids`` on their chips of ``grid`` (samples of no real chip's mask)."""
+    return [
+        export.Pair(
+            pair_id(i),
+            images[k],
+            values[k],
+            grid.crs,
+            grid.transforms[i],
+            seed,
+            source_chip=None if sources is None else sources[k],
+            agreement=scores[k],
+            style_chip=style[k],
+        )
+        for k, i in enumerate(ids)
+    ]
 
 
 def conditional_batches(
@@ -511,20 +526,8 @@ def layout_batches(
         made = layouts.mosaic(chosen) if options.layout == "mosaic" else layouts.warp(chosen[:, 0])
         images, scores, style = draw(made)
         values = classes.to_value(made.numpy())
-        yield [
-            export.Pair(
-                pair_id(i),
-                images[k],
-                values[k],
-                grid.crs,
-                grid.transforms[i],
-                seed,
-                source_chip="+".join(items[j].chip for j in picks[i]),
-                agreement=scores[k],
-                style_chip=style[k],
-            )
-            for k, i in enumerate(ids)
-        ]
+        sources = ["+".join(items[j].chip for j in picks[i]) for i in ids]
+        yield _on_grid(ids, grid, seed, images, values, scores, style, sources)
 
 
 def _load_mask_run(options: GenerateOptions, trained: TrainedGenerator) -> TrainedGenerator:
