@@ -36,7 +36,7 @@ from torchgeo.datasets import IntersectionDataset, NonGeoDataset, RasterDataset,
 from torchgeo.samplers import GeoSampler, GridGeoSampler, RandomGeoSampler
 
 from geogan import labels
-from geogan.bands import LC, S2, TRUE_COLOUR, sensor
+from geogan.bands import LC, TRUE_COLOUR, sensor
 from geogan.labels import IGBP, ClassScheme
 from geogan.tiles import MASK_ROLE, SPLITS, STATS_FILE, chips_of, read_tile_index
 
@@ -297,26 +297,6 @@ class ChipDataset(NonGeoDataset):
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
-
-
-def chip_arrays(
-    tiles: Path, splits: tuple[str, ...], classes: ClassScheme, mask_role: str | None, normalizer: Normalizer
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The S2 chips of ``splits`` of tile folder ``tiles`` in memory: (N, 13, H, W) float32 values
-    normalised by ``normalizer`` (a trained run's), (N, H, W) class indices of ``classes`` (-1
-    throughout where there are no mask chips) and the chip ids."""
-    x, y, ids = [], [], []
-    for split in splits:
-        data = ChipDataset(tiles, split=split, roles=("s2",), scheme=classes, mask_role=mask_role)
-        for i in range(len(data)):
-            item = data[i]
-            image = item["image"].numpy()
-            x.append(normalizer.encode(data.normalizer.decode(image)))  # in the run's scale
-            y.append(item["mask"].numpy() if "mask" in item else np.full(image.shape[1:], -1))
-        ids += data.chips
-    if not x:
-        return np.zeros((0, S2.count, 1, 1), np.float32), np.zeros((0, 1, 1), np.int64), []
-    return np.stack(x).astype(np.float32), np.stack(y).astype(np.int64), ids
 
 
 class FlipRotate:

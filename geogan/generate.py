@@ -41,6 +41,7 @@ what an uninterrupted run would have.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -57,7 +58,8 @@ from rasterio.transform import Affine
 from geogan import cluster, export, geo, layouts, scoring
 from geogan.bands import LC, S2
 from geogan.config import GenerateOptions
-from geogan.datasets import chip_arrays, mask_values
+from geogan.datasets import mask_values
+from geogan.evaluate.data import split_chips
 from geogan.labels import NODATA, ClassScheme, class_value, scheme
 from geogan.tiles import CHIP_NAME, INDEX_FILE, MASK_ROLE, STATS_FILE, chips_of, read_tile_index
 from geogan.training import TrainedGenerator, check_device, load_generator
@@ -330,9 +332,12 @@ def read_styles(tiles: Path, trained: TrainedGenerator) -> Styles:
     assert trained.normalizer is not None  # _check_run refuses a run without stats.json
     classes = scheme(trained.options.scheme)
     role = getattr(trained.options, "mask_role", None)
-    x, _, chips = chip_arrays(tiles, ("train",), classes, role, trained.normalizer.select(S2.band_names))
-    if not chips:
+    real = split_chips(
+        tiles, "real train", {"train"}, classes, role, trained.normalizer.select(S2.band_names)
+    )
+    if real is None:
         raise ValueError(f"{Path(tiles) / 'split.json'}: no chips in the train split to take styles from")
+    x, chips = real.x, real.ids
     device = next(trained.encoder.parameters()).device
     with torch.no_grad():
         parts = [trained.encoder(torch.from_numpy(x[i : i + 64]).to(device)) for i in range(0, len(x), 64)]
@@ -345,28 +350,36 @@ def read_styles(tiles: Path, trained: TrainedGenerator) -> Styles:
 Draw = Callable[[torch.Tensor], tuple[np.ndarray, list[float | None], list[str | None]]]
 
 
+def _draw(
+    trained: TrainedGenerator,
+    masks: torch.Tensor,
+    k: int = 1,
+    judge: scoring.Scorer | None = None,
+    styles: Styles | None = None,
+) -> tuple[np.ndarray, list[float | None], list[str | None]]:
+    """A conditional run's images (DN) for ``masks`` (B, H, W), each the best of ``k`` by ``judge``
+    (one each without), with each image's agreement and the chip whose style it took."""
+    n, k = len(masks), k if judge is not None else 1
+    batch: dict[str, torch.Tensor] = {"mask": masks.to(_device(trained)).repeat(k, 1, 1)}
+    chips: list[str | None] = [None] * (k * n)
+    if styles is not None:
+        batch["style"], drawn = styles.draw(k * n)
+        chips = list(drawn)
+    images = trained.sample(batch)["image"]
+    if judge is None:
+        return _decode(trained, images), [None] * n, chips
+    kept, scores, best = scoring.best_of(images, batch["mask"], k, judge)
+    return _decode(trained, kept), scores, [chips[b * n + i] for i, b in enumerate(best)]
+
+
 def drawer(
-    trained: TrainedGenerator, options: GenerateOptions, judge: scoring.Scorer | None, styles: Styles | None
+    trained: TrainedGenerator,
+    options: GenerateOptions,
+    judge: scoring.Scorer | None = None,
+    styles: Styles | None = None,
 ) -> Draw:
-    """A function from masks (B, H, W) to a conditional run's images (DN) for them, each the best
-    of ``options.best_of`` by ``judge`` (one each without), with its agreement and style chip."""
-
-    def draw(masks: torch.Tensor) -> tuple[np.ndarray, list[float | None], list[str | None]]:
-        chips: list[str | None] = []
-
-        def sample(m: torch.Tensor) -> torch.Tensor:
-            batch: dict[str, torch.Tensor] = {"mask": m}
-            if styles is not None:
-                batch["style"], drawn = styles.draw(len(m))
-                chips.extend(drawn)
-            return trained.sample(batch)["image"]
-
-        images, scores, best = scoring.best_of(sample, masks.to(_device(trained)), options.best_of, judge)
-        n = len(masks)
-        style: list[str | None] = [chips[b * n + i] for i, b in enumerate(best)] if chips else [None] * n
-        return _decode(trained, images), scores, style
-
-    return draw
+    """:func:`_draw` with the run's --best-of, scorer and styles."""
+    return functools.partial(_draw, trained, k=options.best_of, judge=judge, styles=styles)
 
 
 def _pending(options: GenerateOptions, summary: GenerateSummary) -> Iterator[tuple[int, list[int]]]:
@@ -448,7 +461,7 @@ def conditional_batches(
     """Batches of pairs from a conditional run, pair ``i`` on mask ``order[i]``'s grid (default
     ``i % len(items)``); the masks are read batch by batch unless ``read`` holds them all."""
     classes = scheme(trained.options.scheme)
-    draw = draw or drawer(trained, options, None, None)
+    draw = draw or drawer(trained, options)
     for seed, ids in _pending(options, summary):
         torch.manual_seed(seed)
         rows = [i % len(items) if order is None else int(order[i]) for i in ids]

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from geogan.datasets import Normalizer, chip_arrays
-from geogan.evaluate.data import fingerprint
+from geogan.datasets import Normalizer
+from geogan.evaluate.data import fingerprint, split_chips
 from geogan.evaluate.usefulness import UsefulnessSetup, confusion, iou, train_unet, unet
 from geogan.files import replacing, write_text
 from geogan.labels import ClassScheme
@@ -86,20 +85,21 @@ def scorer(
     """The segmenter of ``tiles``' real training chips (``normalizer``: the image run's): the one
     saved in ``folder`` when it was trained on the same chips with the same settings, else a newly
     trained one, saved there. Its mIoU is measured on the folder's val and test chips, if any."""
-    x, y, _ = chip_arrays(tiles, ("train",), classes, mask_role, normalizer)
-    if not (y >= 0).any():
+    train = split_chips(tiles, "real train", {"train"}, classes, mask_role, normalizer)
+    if train is None or train.mask is None or not (train.mask >= 0).any():
         raise ValueError(
             f"{tiles}: --best-of trains its scorer on labelled real chips; its train split has no mask chips "
             "with labels"
         )
+    x, y = train.x, train.mask
     setup = UsefulnessSetup(steps=steps, device=device)
     k = len(classes)
     key = fingerprint([steps, seed, setup.encoder, setup.batch_size, setup.lr, k], x, y)
     weights, saved = folder / "scorer.pt", folder / "scorer.json"
-    model = unet(x.shape[1], k, x.shape[-1], setup.encoder).to(device)
     try:
         meta = json.loads(saved.read_text())
         if meta["fingerprint"] == key:
+            model = unet(x.shape[1], k, x.shape[-1], setup.encoder).to(device)
             model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
             log.info("scorer taken from %s (same chips and settings)", weights)
             return Scorer(model.eval(), x.shape[1], meta["description"])
@@ -109,12 +109,12 @@ def scorer(
     with Progress() as bar:
         task = bar.add_task("training the scorer", total=steps)
         model = train_unet(x, y, k, setup, seed, augment=True, on_step=lambda: bar.advance(task))
-    held_x, held_y, _ = chip_arrays(tiles, ("val", "test"), classes, mask_role, normalizer)
-    present = [c for c in range(k) if (held_y == c).any()]
+    held = split_chips(tiles, "real held-out", {"val", "test"}, classes, mask_role, normalizer)
+    present = [] if held is None or held.mask is None else [c for c in range(k) if (held.mask == c).any()]
     skill = "no held-out chips to measure it on"
-    if present:
-        per_class = iou(confusion(model, held_x, held_y, k, device))
-        skill = f"mIoU on its {len(held_x)} held-out chips {float(np.nanmean(per_class[present])):.3f}"
+    if held is not None and held.mask is not None and present:
+        per_class = iou(confusion(model, held.x, held.mask, k, device))
+        skill = f"mIoU on its {len(held)} held-out chips {float(np.nanmean(per_class[present])):.3f}"
     description = f"U-Net ({setup.encoder}, {steps} steps), {len(x)} real training chips of {tiles}; {skill}"
     folder.mkdir(parents=True, exist_ok=True)
     with replacing(weights) as tmp:
@@ -125,17 +125,13 @@ def scorer(
 
 
 def best_of(
-    sample: Callable[[torch.Tensor], torch.Tensor], masks: torch.Tensor, k: int, judge: Scorer | None
+    images: torch.Tensor, masks: torch.Tensor, k: int, judge: Scorer
 ) -> tuple[torch.Tensor, list[float | None], list[int]]:
-    """Images for ``masks`` (B, H, W) from ``sample`` (masks -> normalised images): one each, or the
-    best of ``k`` by ``judge``'s agreement; each kept image's agreement (None unscored) and which of
-    the candidates it is (candidate j of mask i was made as row ``j * B + i`` of one call)."""
-    n = len(masks)
-    if judge is None:
-        return sample(masks), [None] * n, [0] * n
-    candidates = masks.repeat(k, 1, 1)
-    images = sample(candidates)
-    scores = judge.agreement(images, candidates).reshape(k, n)
+    """The best of ``k`` candidate images of each of B masks by ``judge``'s agreement: ``images``
+    (k * B, bands, H, W) and ``masks`` (k * B, H, W) hold candidate j of mask i at row ``j * B + i``.
+    Returns the kept images (B, ...), their agreement and which candidate each is."""
+    n = len(masks) // k
+    scores = judge.agreement(images, masks).reshape(k, n)
     best = np.nan_to_num(scores, nan=-1.0).argmax(0)
     kept = images.reshape(k, n, *images.shape[1:])[torch.from_numpy(best), torch.arange(n)]
     return kept, [float(scores[b, i]) for i, b in enumerate(best)], [int(b) for b in best]

@@ -352,17 +352,22 @@ def test_best_of_keeps_the_candidate_the_scorer_agrees_with_and_records_its_scor
     item = next((out / "stac").rglob("syn_000000.json")).read_text()
     assert '"geogan:best_of": 3' in item and '"geogan:agreement"' in item
 
-    # The kept image is the best of the mask's candidates (the same draw, scored here).
-    masks = torch.from_numpy(np.stack([IGBP.to_index(read(p)[0][0]) for p in lc_chips(tiles).values()]))
-    torch.manual_seed(0)
-    kept, scores, best = scoring.best_of(lambda m: trained.sample({"mask": m})["image"], masks, 3, judge)
-    torch.manual_seed(0)
+    # Pairs 0 and 1 are the best of their masks' candidates: batch 0's draw, made and scored again.
+    masks = torch.from_numpy(np.stack([IGBP.to_index(read(p)[0][0]) for p in lc_chips(tiles).values()][:2]))
+    torch.manual_seed(batch_seed(3, 0))
     candidates = trained.sample({"mask": masks.repeat(3, 1, 1)})["image"]
-    every = judge.agreement(candidates, masks.repeat(3, 1, 1)).reshape(3, len(masks))
+    kept, scores, best = scoring.best_of(candidates, masks.repeat(3, 1, 1), 3, judge)
+    every = judge.agreement(candidates, masks.repeat(3, 1, 1)).reshape(3, 2)
     np.testing.assert_allclose(scores, every.max(0))
     assert best == list(every.argmax(0))
+    decode = trained.normalizer.select(S2.band_names).decode
     for i, b in enumerate(best):
-        torch.testing.assert_close(kept[i], candidates[b * len(masks) + i])
+        torch.testing.assert_close(kept[i], candidates[b * 2 + i])
+        written = read(pair_paths(out, f"syn_{i:06d}")[0])[0]
+        np.testing.assert_array_equal(written, np.maximum(decode(kept[i].numpy()), 1))
+        assert float(
+            read(pair_paths(out, f"syn_{i:06d}")[0])[1]["tags"]["GEOGAN_AGREEMENT"]
+        ) == pytest.approx(scores[i], abs=1e-4)
 
     # Resumed: nothing written again, the scorer taken from the folder; another K is another recipe.
     caplog.set_level("INFO", logger="geogan.scoring")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from geogan import sample, scoring
 from geogan.config import TileOptions
-from geogan.datasets import Normalizer, chip_arrays
+from geogan.datasets import Normalizer
+from geogan.evaluate import usefulness
+from geogan.evaluate.data import split_chips
 from geogan.labels import IGBP
 from geogan.tiling import tile
 
@@ -41,7 +44,13 @@ def test_the_scorer_is_kept_for_the_same_chips_and_steps_and_trained_again_for_o
     caplog.set_level("INFO", logger="geogan.scoring")
     first = scoring.scorer(tiles, IGBP, "lc", normalizer, 3, tmp_path)
     assert "training the scorer" in caplog.text and "real training chips of" in first.description
-    assert "mIoU on its" in first.description or "no held-out chips" in first.description
+    # Its skill, as the description gives it, is its mIoU on the folder's val + test chips.
+    held = split_chips(tiles, "held", {"val", "test"}, IGBP, "lc", normalizer)
+    assert held is not None and held.mask is not None
+    per_class = usefulness.iou(usefulness.confusion(first.model, held.x, held.mask, len(IGBP), "cpu"))
+    present = [c for c in range(len(IGBP)) if (held.mask == c).any()]
+    assert f"4 real training chips of {tiles}; mIoU on its {len(held)} held-out chips" in first.description
+    assert first.description.endswith(f"{np.nanmean(per_class[present]):.3f}")
     weights = (tmp_path / "scorer.pt").stat().st_mtime_ns
     caplog.clear()
     again = scoring.scorer(tiles, IGBP, "lc", normalizer, 3, tmp_path)
@@ -52,5 +61,6 @@ def test_the_scorer_is_kept_for_the_same_chips_and_steps_and_trained_again_for_o
     scoring.scorer(tiles, IGBP, "lc", normalizer, 4, tmp_path)  # other settings: trained again
     assert "training the scorer" in caplog.text
     # A perfect segmenter agrees fully: the real chips' own masks score 1 against themselves.
-    x, y, _ = chip_arrays(tiles, ("train",), IGBP, "lc", normalizer)
-    assert len(x) > 0 and all(scoring.agreement(m, m) == 1 for m in torch.from_numpy(y) if (m >= 0).any())
+    train = split_chips(tiles, "train", {"train"}, IGBP, "lc", normalizer)
+    assert train is not None and train.mask is not None
+    assert all(scoring.agreement(m, m) == 1 for m in torch.from_numpy(train.mask) if (m >= 0).any())

@@ -70,6 +70,33 @@ def _pick(n: int, limit: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, limit, replace=False))
 
 
+def split_chips(
+    tiles: Path,
+    name: str,
+    wanted: set[str],
+    scheme: ClassScheme,
+    mask_role: str | None,
+    normalizer: Normalizer,
+    max_tiles: int | None = None,
+    rng: np.random.Generator | None = None,
+    progress: bool = False,
+) -> ChipSet | None:
+    """The S2 chips of tile folder ``tiles`` in splits ``wanted`` (at most ``max_tiles``, drawn with
+    ``rng``), as a chip set named ``name``; None when those splits hold no chips."""
+    splits = read_split(tiles)["chips"]
+    data = ChipDataset(tiles, split=None, roles=("s2",), scheme=scheme, mask_role=mask_role)
+    rows = [i for i, c in enumerate(data.chips) if splits.get(c) in wanted]
+    if not rows:
+        return None
+    rows = [rows[i] for i in _pick(len(rows), max_tiles, rng or np.random.default_rng(0))]
+    dn, masks = [], []
+    for i in track(rows, description=f"reading {name}", disable=not progress):
+        dn.append(_read(tiles / data.paths.iloc[i]["s2"], "S2 chip"))
+        if data.mask_role:
+            masks.append(data[i]["mask"].numpy())  # class indices, converted as training sees them
+    return _chipset(name, [data.chips[i] for i in rows], dn, masks or None, normalizer)
+
+
 def real_splits(
     tiles: Path,
     scheme: ClassScheme,
@@ -80,25 +107,16 @@ def real_splits(
     progress: bool = True,
 ) -> tuple[ChipSet, ChipSet, dict[str, list[str]]]:
     """The training chips and the held-out (val + test) chips of a tile folder, and their scenes."""
-    index = read_tile_index(tiles)
-    splits = read_split(tiles)["chips"]
-    data = ChipDataset(tiles, split=None, roles=("s2",), scheme=scheme, mask_role=mask_role)
-    scene = index.drop_duplicates("chip").set_index("chip")["scene"]
+    scene = read_tile_index(tiles).drop_duplicates("chip").set_index("chip")["scene"]
     rng = np.random.default_rng(seed)
     out = []
     scenes: dict[str, list[str]] = {}
     for name, wanted in (("real train", {"train"}), ("real held-out", {"val", "test"})):
-        rows = [i for i, c in enumerate(data.chips) if splits.get(c) in wanted]
-        if not rows:
+        chips = split_chips(tiles, name, wanted, scheme, mask_role, normalizer, max_tiles, rng, progress)
+        if chips is None:
             raise ValueError(f"{tiles}: no chips in split(s) {sorted(wanted)} (see {tiles / SPLIT_FILE})")
-        rows = [rows[i] for i in _pick(len(rows), max_tiles, rng)]
-        scenes[name] = sorted({scene[data.chips[i]] for i in rows})
-        dn, masks = [], []
-        for i in track(rows, description=f"reading {name}", disable=not progress):
-            dn.append(_read(tiles / data.paths.iloc[i]["s2"], "S2 chip"))
-            if data.mask_role:
-                masks.append(data[i]["mask"].numpy())  # class indices, converted as training sees them
-        out.append(_chipset(name, [data.chips[i] for i in rows], dn, masks or None, normalizer))
+        scenes[name] = sorted({scene[c] for c in chips.ids})
+        out.append(chips)
     return out[0], out[1], scenes
 
 
