@@ -311,12 +311,15 @@ def write_pairs(
 ) -> int:
     """Write batches of pairs on the Dask cluster of ``client`` while the next batches are made.
 
-    ``batches`` is consumed lazily (a model can yield them as it samples); at most
-    ``max_in_flight`` batches (default twice the cluster's threads) wait to be written at
-    once, which bounds memory. Returns the number of pairs written (existing ones are skipped).
+    ``batches`` is consumed lazily (a model can yield them as it samples). Each batch is spread
+    over every worker thread (one task per part), so that a batch larger than the cluster keeps
+    all of it busy; at most ``max_in_flight`` parts (default twice the cluster's threads: about
+    two batches) wait to be written at once, which bounds memory. Returns the number of pairs
+    written (existing ones are skipped).
     """
+    threads = max(1, sum(client.nthreads().values()))
     if max_in_flight is None:
-        max_in_flight = 2 * max(1, sum(client.nthreads().values()))
+        max_in_flight = 2 * threads
     out = Path(out)
     written = 0
     pending: dict = {}
@@ -337,12 +340,14 @@ def write_pairs(
                 progress.advance(task, len(ids))
 
         for batch in batches:
-            if not batch:
-                continue
-            future = client.submit(write_batch, str(out), list(batch), provenance, pure=False)
-            pending[future] = [p.id for p in batch]
-            if len(pending) >= max_in_flight:
-                collect(wait(list(pending), return_when="FIRST_COMPLETED").done)
+            batch = list(batch)
+            size = -(-len(batch) // threads)  # ceil: one part per worker thread
+            for start in range(0, len(batch), size):
+                part = batch[start : start + size]
+                future = client.submit(write_batch, str(out), part, provenance, pure=False)
+                pending[future] = [p.id for p in part]
+                if len(pending) >= max_in_flight:
+                    collect(wait(list(pending), return_when="FIRST_COMPLETED").done)
         while pending:
             collect(wait(list(pending), return_when="FIRST_COMPLETED").done)
     log.info("wrote %d pairs into %s", written, out)

@@ -14,7 +14,7 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 from pystac.extensions.projection import ProjectionExtension
 from qgis_tools import needs_qgis, run_algorithm, unique_values
 from rasterio.crs import CRS
@@ -152,6 +152,18 @@ def test_rerun_skips_written_pairs_and_replaces_leftovers(exported, client):
     assert not export.pair_written(out / "rerun", extra.id)
     assert export.write_pair(out / "rerun", extra, PROVENANCE)
     assert cog_validate(str(new_image), quiet=True)[0]
+
+
+def test_a_batch_larger_than_the_cluster_is_spread_over_its_threads(tmp_path, client):
+    """One model batch of 5 pairs on 2 worker threads: two write tasks (3 + 2 pairs), not one, so a
+    large batch keeps every worker busy (a GPU batch of 64 once kept 8 of 12 workers so)."""
+    grid = geo.chips_beside(5, SIZE, 10.0, UTM30, REAL_BOUNDS)
+    pairs = [make_pair(i, grid.crs, t) for i, t in enumerate(grid.transforms)]
+    with get_task_stream(client) as stream:
+        assert export.write_pairs(tmp_path, [pairs], PROVENANCE, client) == 5
+    tasks = [t for t in stream.data if "write_batch" in str(t["key"])]
+    assert len(tasks) == 2
+    assert all(export.pair_paths(tmp_path, p.id)[0].is_file() for p in pairs)
 
 
 def test_bad_mask_values_are_refused_before_anything_is_written(tmp_path):
