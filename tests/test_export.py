@@ -85,7 +85,9 @@ def test_pairs_are_valid_cogs_that_read_back(exported):
             assert src.dtypes[0] == "uint16" and src.nodata == 0
             assert src.overviews(1) == [2]
             np.testing.assert_array_equal(src.read(), expected_image(pair))
+            assert src.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"  # every reader decodes it
             tags = src.tags()
+        assert tags["OVERVIEW_RESAMPLING"] == "AVERAGE"
         assert tags["GEOGAN_SYNTHETIC"] == "true"
         assert tags["GEOGAN_VERSION"] == geogan.__version__
         assert tags["GEOGAN_MODEL"] == "spade"
@@ -96,8 +98,11 @@ def test_pairs_are_valid_cogs_that_read_back(exported):
             assert src.crs == pair.crs and src.transform == pair.transform
             assert src.dtypes[0] == "uint8" and src.nodata == 0
             np.testing.assert_array_equal(src.read(1), pair.mask)
+            overview = src.read(1, out_shape=(SIZE // 2, SIZE // 2))
+            assert set(np.unique(overview)) <= set(np.unique(pair.mask))  # MODE: classes, never blends
             cmap = src.colormap(1)
             assert src.tags()["GEOGAN_SCHEME"] == "igbp"
+            assert src.tags()["OVERVIEW_RESAMPLING"] == "MODE"
         for value, rgba in IGBP.colormap().items():
             assert cmap[value] == rgba
 
