@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--unet-steps", type=int, default=200)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     quiet_logs()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -186,7 +187,8 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    write_section("levers.py", text)
+    if not args.no_write:
+        write_section("levers.py", text)
 
 
 if __name__ == "__main__":
