@@ -116,7 +116,7 @@ DEFLATE_LEVEL = 1
 def _cog_layout(height: int, width: int) -> tuple[int, list[int]]:
     """Tile size (at most half the chip, so there is an overview) and overview factors."""
     tile = min(256, max(16, (min(height, width) // 2) // 16 * 16))
-    factors = []
+    factors: list[int] = []
     while min(height, width) // (2 ** (len(factors) + 1)) >= tile:
         factors.append(2 ** (len(factors) + 1))
     return tile, factors
