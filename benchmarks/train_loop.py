@@ -6,8 +6,10 @@ the same run:
 * **geogan**: ``geogan.training.train`` as ``geogan train`` runs it (tiles read from the tile
   folder by its DataLoader, Lightning Fabric, the generator EMA, metric logging every
   ``log_every`` steps, the progress bar). Its steady per-step time is the difference of two runs,
-  ``WARM + STEPS`` and ``WARM`` steps, over ``STEPS``: start-up (imports, building the model, the
-  last sample grid and checkpoint) is in both and cancels out.
+  ``W + STEPS`` and ``W`` steps, over ``STEPS``: start-up (imports, building the model, the
+  last sample grid and checkpoint) is in both and cancels out. ``W`` is one epoch (at least
+  ``WARM``), so the timed steps take their chips from the dataset's memory; it is also measured
+  with every chip read from its files (the dataset's cache off).
 * **bare**: the same networks, losses and optimisers (the model's own ``train_step``, with
   ``loss.backward()`` in place of Fabric's), on one batch already in memory: no data loading,
   EMA, logging or checkpoints. Median seconds of ``STEPS`` steps after ``WARM``.
@@ -38,6 +40,7 @@ import torch
 from results import quiet_logs
 from training import BATCH, CONFIGS, make_tiles
 
+from geogan import datasets
 from geogan.datasets import ChipDataset
 from geogan.models import MODELS
 from geogan.training import describe, fit_to_data, model_entry, task_class, train
@@ -65,14 +68,25 @@ def options(name: str, tiles: Path, out: Path, steps: int):
     )
 
 
-def geogan_step(name: str, tiles: Path, root: Path) -> float:
-    """Steady seconds per step of ``geogan.training.train`` (two runs' difference)."""
+def geogan_step(name: str, tiles: Path, root: Path, cache: bool = True) -> float:
+    """Steady seconds per step of ``geogan.training.train`` (two runs' difference).
+
+    The shorter run takes at least one epoch, so the difference is of steps whose chips come from
+    the dataset's memory (as in a run of many epochs); ``cache=False`` reads every chip from its
+    files each time (``geogan.datasets.CACHE_BYTES = 0``), as geogan did before 2026-12-06.
+    """
+    warm = max(WARM, -(-len(ChipDataset(tiles, split=None)) // BATCH))
+    budget = datasets.CACHE_BYTES
+    datasets.CACHE_BYTES = budget if cache else 0
     seconds = []
-    for steps in (WARM, WARM + STEPS):
-        out = root / f"{name}-{steps}-{time.monotonic_ns()}"
-        start = time.perf_counter()
-        train(name, options(name, tiles, out, steps))
-        seconds.append(time.perf_counter() - start)
+    try:
+        for steps in (warm, warm + STEPS):
+            out = root / f"{name}-{steps}-{time.monotonic_ns()}"
+            start = time.perf_counter()
+            train(name, options(name, tiles, out, steps))
+            seconds.append(time.perf_counter() - start)
+    finally:
+        datasets.CACHE_BYTES = budget
     return (seconds[1] - seconds[0]) / STEPS
 
 
@@ -151,6 +165,8 @@ def main() -> None:
                 bare, _ = bare_step(model, batch)
                 ours = geogan_step(name, tiles, root)
                 found = {"geogan / bare": ours / bare}
+                uncached = geogan_step(name, tiles, root, cache=False)
+                found["geogan, chips read each step / bare"] = uncached / bare
                 model, batch = bare_model(name, tiles, root, channels_last=True)
                 found["channels_last / bare"] = bare_step(model, batch)[0] / bare
                 model, batch = bare_model(name, tiles, root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import geopandas as gpd
@@ -120,6 +121,37 @@ def test_chip_dataset_samples_are_the_normalised_chips_and_their_classes(tiles):
 
     assert "mask" not in ChipDataset(tiles, mask_role=None)[0]
     assert "mask" not in ChipDataset(tiles, mask_role="mask")[0]  # no rasterised masks here
+
+
+def test_chip_dataset_keeps_decoded_samples_in_memory_up_to_its_budget(tiles, tmp_path):
+    """After one pass the samples come from memory (the chip files can go), as copies that no
+    transform can change; past ``cache_bytes`` they are read from the files each time."""
+    folder = tmp_path / "tiles"
+    shutil.copytree(tiles, folder)
+
+    def scale_in_place(sample):
+        sample["image"].mul_(0)
+        return sample
+
+    ds = ChipDataset(folder, transforms=scale_in_place)
+    first = ChipDataset(folder)[3]
+    assert (ds[3]["image"] == 0).all()  # the transform ran on the copy it got
+    rows = read_tile_index(folder)
+    for path in rows.path:
+        (folder / path).unlink()
+    ds.transforms = None  # no file left: from memory, as read before the transform
+    np.testing.assert_array_equal(ds[3]["image"].numpy(), first["image"].numpy())
+    np.testing.assert_array_equal(ds[3]["mask"].numpy(), first["mask"].numpy())
+
+    shutil.rmtree(folder)
+    shutil.copytree(tiles, folder)
+    small = ChipDataset(folder, cache_bytes=first["image"].nbytes + first["mask"].nbytes)
+    small[3], small[4]  # room for one sample: chip 3 stays, chip 4 is read each time
+    for path in rows.path:
+        (folder / path).unlink()
+    np.testing.assert_array_equal(small[3]["image"].numpy(), first["image"].numpy())
+    with pytest.raises(rasterio.RasterioIOError):
+        small[4]
 
 
 def test_splits_are_by_scene_disjoint_complete_and_seeded(tiles):
