@@ -108,8 +108,8 @@ class Pair:
 
 
 # DEFLATE, which every GeoTIFF reader decodes (ZSTD, used for the chips, is not read by every tool
-# an analyst may share the pairs with), at level 1: on a real 256 px 13-band chip 0.6 of level 6's
-# time for 3.7 % more bytes (benchmarks/RESULTS.md, "Writing a pair").
+# an analyst may share the pairs with), at level 1: on real 256 px 13-band pairs 0.58 of level 6's
+# time for 3 % more bytes (benchmarks/RESULTS.md, "Writing a pair").
 DEFLATE_LEVEL = 1
 
 
@@ -354,7 +354,7 @@ def write_pairs(
 
         for batch in batches:
             batch = list(batch)
-            size = -(-len(batch) // threads)  # ceil: one part per worker thread
+            size = max(1, -(-len(batch) // threads))  # ceil: one part per worker thread
             for start in range(0, len(batch), size):
                 part = batch[start : start + size]
                 future = client.submit(write_batch, str(out), part, provenance, pure=False)

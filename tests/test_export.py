@@ -165,7 +165,7 @@ def test_a_batch_larger_than_the_cluster_is_spread_over_its_threads(tmp_path, cl
     grid = geo.chips_beside(5, SIZE, 10.0, UTM30, REAL_BOUNDS)
     pairs = [make_pair(i, grid.crs, t) for i, t in enumerate(grid.transforms)]
     with get_task_stream(client) as stream:
-        assert export.write_pairs(tmp_path, [pairs], PROVENANCE, client) == 5
+        assert export.write_pairs(tmp_path, [[], pairs, []], PROVENANCE, client) == 5  # empty: none
     tasks = [t for t in stream.data if "write_batch" in str(t["key"])]
     assert len(tasks) == 2
     assert all(export.pair_paths(tmp_path, p.id)[0].is_file() for p in pairs)
