@@ -15,4 +15,4 @@ export PYTHONUNBUFFERED=1
 "$PY" training.py --devices cuda --precision 32 bf16 --config default --batch 32 \
     --sizes 64 128 256 --tasks spade msg-stylegan --threads 4 --section training.py-gpu
 "$PY" generate.py -n 512 --size 256 --batch-size 64 --device cuda --config default \
-    --workers 4 12 --threads 4 --section generate.py-gpu
+    --workers 4 12 15 --threads 4 --section generate.py-gpu
