@@ -36,6 +36,7 @@ bench: install
 	$(PY) benchmarks/tiling.py
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/generate.py
+	$(PY) benchmarks/writing.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
