@@ -20,8 +20,8 @@ each a geogan run of its own; ``--config default`` uses SPADE as ``geogan train`
 
     .venv/bin/python benchmarks/generate.py                # 48 pairs of 256 px, 2 workers
     .venv/bin/python benchmarks/generate.py -n 96 --size 64
-    python benchmarks/generate.py -n 1024 --size 256 --batch-size 64 --device cuda --config default \
-        --workers 4 14 --section generate.py-gpu
+    python benchmarks/generate.py -n 512 --size 256 --batch-size 64 --device cuda --config default \
+        --workers 4 12 15 --section generate.py-gpu        # as benchmarks/gpu.sh runs it
 """
 
 from __future__ import annotations

@@ -219,9 +219,10 @@ def _read(path: Path, band: int | None = None) -> np.ndarray:
 
 # -- Chip dataset ---------------------------------------------------------------------------------
 
-# Decoded samples a ChipDataset keeps in memory: hundreds of 64-256 px chips fit (189 Havelland
-# chips of 64 px: 40 MB), so after the first epoch training reads no file; a larger folder keeps
-# its first chips up to this size and reads the rest from disk.
+# Decoded samples a ChipDataset keeps in memory, per process (each DataLoader worker of
+# `--workers N` holds its own): hundreds of 64-256 px chips fit (189 Havelland chips of 64 px:
+# 46 MB), so after the first epoch training reads no file; a larger folder keeps its first chips
+# up to this size and reads the rest from disk.
 CACHE_BYTES = 2 * 1024**3
 
 
