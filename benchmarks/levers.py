@@ -55,6 +55,8 @@ VARIANTS: dict[str, dict] = {
         "synthetic_share": 0.1,
     },
     "longer-trained SPADE, training masks": {"run": "{longer}", "like": "{tiles}"},
+    "OASIS SPADE, training masks": {"run": "{oasis}", "like": "{tiles}"},
+    "OASIS SPADE, training masks, share 0.1": {"run": "{oasis}", "like": "{tiles}", "synthetic_share": 0.1},
     "encoder SPADE, training masks": {"run": "{encoder}", "like": "{tiles}"},
     "encoder SPADE, training masks, real chips' styles": {
         "run": "{encoder}",
@@ -78,6 +80,9 @@ def main() -> None:
         "--encoder", type=Path, help="SPADE run trained with --encoder (the styles' variants)"
     )
     parser.add_argument("--longer", type=Path, help="the --spade run trained for more steps")
+    parser.add_argument(
+        "--oasis", type=Path, help="SPADE run trained with --discriminator oasis (its variants)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scheme", default="dfc2020")
     parser.add_argument("--n", type=int, default=256, help="pairs a variant")
@@ -97,10 +102,16 @@ def main() -> None:
     present, minority, shares = scored_classes(train.mask, held.mask, len(names), setup.minority_share)
     rarest = min(present, key=lambda c: shares[c])
 
-    runs = {"tiles": args.tiles, "masks": args.masks, "encoder": args.encoder, "longer": args.longer}
+    runs = {
+        "tiles": args.tiles,
+        "masks": args.masks,
+        "encoder": args.encoder,
+        "longer": args.longer,
+        "oasis": args.oasis,
+    }
     pairs, folders = {}, {}
     for name in args.variants:
-        for flag in ("encoder", "longer"):
+        for flag in ("encoder", "longer", "oasis"):
             if f"{{{flag}}}" in VARIANTS[name].values() and getattr(args, flag) is None:
                 parser.error(f"{name!r} needs --{flag} RUN")
         options = {
@@ -172,7 +183,7 @@ def main() -> None:
         "",
         f"    cd benchmarks && ../.venv/bin/python levers.py --tiles {args.tiles} --spade {args.spade} \\",
         f"        --masks {args.masks} --out {args.out} --seeds {args.seeds} --unet-steps {args.unet_steps}"
-        + "".join(f" --{f} {getattr(args, f)}" for f in ("encoder", "longer") if getattr(args, f)),
+        + "".join(f" --{f} {getattr(args, f)}" for f in ("encoder", "longer", "oasis") if getattr(args, f)),
         "",
         f"{len(train.x)} real training chips, {len(held.x)} real held-out chips, {args.seeds} seeds, "
         f"U-Nets of {args.unet_steps} steps (resnet18, random init); c - b paired over the seeds, 95 % "

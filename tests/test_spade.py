@@ -21,7 +21,7 @@ from geogan.models.spade import (
     class_balanced_ce,
     one_hot,
 )
-from geogan.training import checkpoints, load_checkpoint, load_generator, task_class, train
+from geogan.training import DataInfo, checkpoints, load_checkpoint, load_generator, task_class, train
 
 K = len(IGBP)
 TINY = dict(
@@ -94,6 +94,31 @@ def test_class_balanced_cross_entropy_ignores_nodata_and_balances_classes():
     # The lone class-1 pixel weighs as much as the three class-0 pixels together.
     g = logits.grad[0]
     assert float(g[2, 0, 3].abs()) == pytest.approx(3 * float(g[1, 0, 0].abs()), rel=1e-5)
+
+
+@pytest.mark.parametrize("unknown", ["learn", "ignore"])
+def test_oasis_judges_unlabelled_pixels_only_when_it_learns_them(tmp_path, unknown):
+    # Sparse polygons leave most pixels unlabelled: there, an OASIS discriminator that ignores them
+    # gives the generator no gradient at all; with unknown: learn they are one more class to it.
+    data = DataInfo(13, tuple(f"B{i}" for i in range(13)), K, 32)
+    task = task_class("spade")(
+        options(tmp_path, tmp_path / "o", discriminator="oasis", unknown=unknown), data
+    )
+    modules, _ = task.build()
+    g, d = modules["generator"], modules["discriminator"]
+    assert d(torch.zeros(1, 13, 32, 32)).shape[1] == 1 + K + (unknown == "learn")
+    mask = torch.full((2, 32, 32), -1)
+    mask[:, :8] = WATER
+    labels = task._d_labels(one_hot(mask, K))
+    assert labels[:, :8].eq(WATER).all()
+    assert labels[:, 8:].eq(K if unknown == "learn" else -1).all()
+    # A chip with no polygon on it: the generator's adversarial gradient there.
+    blank = torch.full((2, 32, 32), -1)
+    fake = g(blank, torch.randn(2, task.options.z_dim)).detach().requires_grad_(True)
+    class_balanced_ce(d(fake), task._d_labels(one_hot(blank, K))).backward()
+    assert fake.grad is not None
+    moved = fake.grad.abs().sum(1).gt(0).float().mean().item()
+    assert moved > 0.99 if unknown == "learn" else moved == 0
 
 
 def test_class_mean_loss_compares_each_class_of_a_batch_with_the_real_chips_mean():

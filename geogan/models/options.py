@@ -124,6 +124,11 @@ class SpadeOptions(DualGANOptions):
         description="weight of the class-mean loss: each class's mean of every band in a fake batch "
         "against the real chips' (0: off)",
     )
+    unknown: Literal["learn", "ignore"] = Field(
+        "learn",
+        description="unlabelled pixels of the real masks, to the OASIS discriminator: learn (one more class, "
+        "so the generator is judged there too) or ignore (left out of its losses)",
+    )
     labelmix: bool = Field(True, description="LabelMix regularisation of the OASIS discriminator")
     lambda_labelmix: float = Field(10.0, ge=0, description="weight of LabelMix")
 

@@ -16,10 +16,12 @@ Two discriminators are offered:
 - ``oasis``: the segmentation discriminator of OASIS (Schoenfeld et al. 2021, "You Only Need
   Adversarial Supervision for Semantic Image Synthesis"): a U-Net that labels every pixel with one
   of the K classes or "fake" (class 0 of its K+1 outputs), trained with class-balanced cross
-  entropy, with optional LabelMix regularisation.
+  entropy, with optional LabelMix regularisation. An analyst's polygons leave most of a scene
+  unlabelled: with ``unknown: learn`` (the default) those pixels are one more class to it, so the
+  generator is judged there too (ignored, they gave it no gradient at all).
 
-Masks are ``LongTensor (B, H, W)`` of class indices 0..K-1, with -1 for nodata (an all-zero
-one-hot vector; ignored by the OASIS losses). Images are ``(B, bands, H, W)`` in [-1, 1].
+Masks are ``LongTensor (B, H, W)`` of class indices 0..K-1, with -1 for nodata or unlabelled (an
+all-zero one-hot vector). Images are ``(B, bands, H, W)`` in [-1, 1].
 
 :class:`SpadeTask` is the ``spade`` task of :func:`geogan.training.train` (``geogan train
 spade``): image + mask batches of a tile folder's ``s2`` and ``lc`` (or ``mask``) chips, Adam
@@ -382,13 +384,26 @@ class SpadeTask(TrainTask):
                 f"the tiles are {data.resolution} px, not a multiple of 2**num_up = {step}; lower num_up"
             )
 
+    @property
+    def d_classes(self) -> int:
+        """The OASIS discriminator's real classes: the scheme's, and unknown with ``unknown: learn``."""
+        return self.data.num_classes + (self.options.unknown == "learn")
+
+    def _d_labels(self, onehot: Tensor) -> Tensor:
+        """The OASIS discriminator's targets of a (possibly augmented) one-hot mask: class indices,
+        unlabelled pixels as class K (``unknown: learn``) or -1, left out of its losses."""
+        m = from_one_hot(onehot)
+        if self.options.unknown == "learn":
+            m = torch.where(m >= 0, m, torch.full_like(m, self.data.num_classes))
+        return m
+
     def build(self) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
         o, k, c = self.options, self.data.num_classes, self.data.channels
         g = SpadeGenerator(k, c, o.channels, o.z_dim, self.num_up, o.spade_hidden)
         if o.discriminator == "patchgan":
             d: nn.Module = MultiscalePatchDiscriminator(c + k, o.d_channels, o.d_layers, o.num_d)
         else:
-            d = OasisDiscriminator(c, k, o.d_channels, o.d_layers)
+            d = OasisDiscriminator(c, self.d_classes, o.d_channels, o.d_layers)
         modules = {"generator": g, "discriminator": d}
         g_params = list(g.parameters())
         if o.encoder:
@@ -448,13 +463,13 @@ class SpadeTask(TrainTask):
             logs["d_real"] = sum(ro[-1].float().mean().item() for ro in real_out) / len(real_out)
             logs["d_fake"] = sum(fo[-1].float().mean().item() for fo in fake_out) / len(fake_out)
         else:
-            m = from_one_hot(oh)
+            m = self._d_labels(oh)
             real_logits, fake_logits = d(r), d(f)
             loss_d = class_balanced_ce(real_logits, m) + F.cross_entropy(
                 fake_logits.float(), torch.zeros_like(m)
             )
             if o.labelmix:
-                pick = torch.randint(0, 2, (m.shape[0], self.data.num_classes + 1), device=m.device)
+                pick = torch.randint(0, 2, (m.shape[0], self.d_classes + 1), device=m.device)
                 mix = torch.gather(pick, 1, (m + 1).flatten(1)).view_as(m).unsqueeze(1).to(r.dtype)
                 mixed_logits = d(mix * r + (1 - mix) * f)
                 target = mix * real_logits + (1 - mix) * fake_logits
@@ -487,7 +502,7 @@ class SpadeTask(TrainTask):
             loss_g = adv + o.lambda_fm * fm
             logs["g_fm"] = fm.item()
         else:
-            adv = class_balanced_ce(d(f), from_one_hot(oh))
+            adv = class_balanced_ce(d(f), self._d_labels(oh))
             loss_g = adv
         if o.lambda_class_mean:
             class_mean = generator.mean_error(fake, mask)
