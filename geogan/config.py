@@ -151,6 +151,12 @@ class TrainOptions(StageOptions):
             return data  # no preset, or one the field's own check refuses
         return {**cls.presets[name], **data}
 
+    def unused(self) -> set[str]:
+        """Fields that change nothing this run trains, as the others are set (a pipeline leaves them
+        out of the stage's fingerprint: one a later geogan adds does not retrain a stage it cannot
+        change)."""
+        return set()
+
 
 class RasterizeOptions(StageOptions):
     """``geogan labels rasterize``: burn the analyst's polygons onto every chip as mask chips, or onto a

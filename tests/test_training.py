@@ -369,6 +369,15 @@ def test_run_folders_of_older_geogan_with_the_dual_gan_r1_and_ada_options_still_
     assert decide(stage, record, values, {}, "x") == ("skip", "up to date")
     record["options"]["ada_target"] = 0.6
     assert decide(stage, record, values, {}, "x")[0] == "reset"
+    # SPADE's `unknown` came later and acts on the OASIS discriminator alone: a PatchGAN stage
+    # recorded before it stays up to date; an OASIS one, whose discriminator it changes, is retrained.
+    assert "unknown" not in values
+    oasis = load(spec).stages[-1]
+    oasis.options = oasis.options.model_copy(update={"discriminator": "oasis"})
+    changed = fingerprinted(oasis)
+    assert changed["unknown"] == "learn"
+    older = {k: v for k, v in changed.items() if k != "unknown"}
+    assert decide(oasis, {**record, "options": older}, changed, {}, "x")[0] == "reset"
 
 
 def test_bf16_autocast_trains_on_a_cpu_when_asked_for_by_name(tiles, tmp_path, caplog):

@@ -132,6 +132,10 @@ class SpadeOptions(DualGANOptions):
     labelmix: bool = Field(True, description="LabelMix regularisation of the OASIS discriminator")
     lambda_labelmix: float = Field(10.0, ge=0, description="weight of LabelMix")
 
+    def unused(self) -> set[str]:
+        # Only `unknown`, the field added after pipelines had recorded the others, is left out.
+        return {"unknown"} if self.discriminator == "patchgan" else set()
+
 
 class MaskGANOptions(DualGANOptions):
     """Stage I: categorical land-cover maps conditioned on class frequencies."""
