@@ -64,6 +64,7 @@ VARIANTS: dict[str, dict] = {
         "style_from": "{tiles}",
     },
 }
+RUNS = ("encoder", "longer", "oasis")  # the other SPADE runs some variants name: --encoder RUN ...
 MIXING = ("synthetic_share", "pretrain_share")  # usefulness settings; the rest are generate's options
 
 
@@ -102,16 +103,10 @@ def main() -> None:
     present, minority, shares = scored_classes(train.mask, held.mask, len(names), setup.minority_share)
     rarest = min(present, key=lambda c: shares[c])
 
-    runs = {
-        "tiles": args.tiles,
-        "masks": args.masks,
-        "encoder": args.encoder,
-        "longer": args.longer,
-        "oasis": args.oasis,
-    }
+    runs = {"tiles": args.tiles, "masks": args.masks, **{flag: getattr(args, flag) for flag in RUNS}}
     pairs, folders = {}, {}
     for name in args.variants:
-        for flag in ("encoder", "longer", "oasis"):
+        for flag in RUNS:
             if f"{{{flag}}}" in VARIANTS[name].values() and getattr(args, flag) is None:
                 parser.error(f"{name!r} needs --{flag} RUN")
         options = {
@@ -183,7 +178,7 @@ def main() -> None:
         "",
         f"    cd benchmarks && ../.venv/bin/python levers.py --tiles {args.tiles} --spade {args.spade} \\",
         f"        --masks {args.masks} --out {args.out} --seeds {args.seeds} --unet-steps {args.unet_steps}"
-        + "".join(f" --{f} {getattr(args, f)}" for f in ("encoder", "longer", "oasis") if getattr(args, f)),
+        + "".join(f" --{f} {getattr(args, f)}" for f in RUNS if getattr(args, f)),
         "",
         f"{len(train.x)} real training chips, {len(held.x)} real held-out chips, {args.seeds} seeds, "
         f"U-Nets of {args.unet_steps} steps (resnet18, random init); c - b paired over the seeds, 95 % "

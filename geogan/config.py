@@ -19,6 +19,12 @@ class StageOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def unused(self) -> set[str]:
+        """Fields that change nothing the stage makes, as the others are set (a pipeline leaves them
+        out of the stage's fingerprint: one a later geogan adds does not redo a stage it cannot
+        change)."""
+        return set()
+
 
 class DemoOptions(StageOptions):
     out: Path = Field(Path("geogan-demo"), description="folder the demo writes into")
@@ -150,12 +156,6 @@ class TrainOptions(StageOptions):
         if not isinstance(name, str) or name not in cls.presets:
             return data  # no preset, or one the field's own check refuses
         return {**cls.presets[name], **data}
-
-    def unused(self) -> set[str]:
-        """Fields that change nothing this run trains, as the others are set (a pipeline leaves them
-        out of the stage's fingerprint: one a later geogan adds does not retrain a stage it cannot
-        change)."""
-        return set()
 
 
 class RasterizeOptions(StageOptions):

@@ -446,7 +446,7 @@ STAGES: dict[str, StageKind] = {
 def fingerprinted(stage: Stage) -> dict[str, Any]:
     """The options that decide what ``stage`` writes (volatile and wired ones left out)."""
     values = stage.options.model_dump(mode="json")
-    drop = {"out", *stage.kind.wire, *stage.kind.volatile, *getattr(stage.options, "unused", set)()}
+    drop = {"out", *stage.kind.wire, *stage.kind.volatile, *stage.options.unused()}
     values = {k: v for k, v in values.items() if k not in drop}
     if stage.model:
         values["model"] = stage.model
