@@ -425,14 +425,19 @@ def _chip(
 ) -> dict:
     window = Window(col, row, size, size)
     s2 = sources["s2"]
-    data, nodata, valid = {}, {}, {}
+    data, nodata, valid, counts = {}, {}, {}, {}
     for role, src in sources.items():
         try:
             nodata[role] = _nodata(role, src)
             data[role] = _read(src, window, nodata[role])
         except RasterioError as err:
             raise RasterioError(f"{scene.paths[role]}: cannot read window {window}: {err}") from None
-        valid[role] = float(_valid(data[role], nodata[role]).mean())
+        if role in stats:
+            counts[role] = stats[role].count(data[role], nodata[role])
+        if role in counts and counts[role].nodata == 0:  # no band holds nodata: every pixel is valid
+            valid[role] = 1.0
+        else:
+            valid[role] = float(_valid(data[role], nodata[role]).mean())
     transform = s2.window_transform(window)
     chip = {
         "chip": scene.chip_id(row, col),
@@ -454,8 +459,8 @@ def _chip(
     if "lc" in sources and valid["lc"] < min_labelled:
         chip["dropped"] = "too little labelled (lc)"
         return chip
-    for role in stats.keys() & data.keys():
-        stats[role].add(data[role], nodata[role])
+    for role, found in counts.items():
+        stats[role].add(found)
     if "lc" in data:
         values, counts = np.unique(data["lc"][0][data["lc"][0] != nodata["lc"]], return_counts=True)
         chip["histogram"] = {str(int(v)): int(n) for v, n in zip(values, counts, strict=True)}
@@ -484,7 +489,8 @@ def _chip(
 
 
 class TaskStats:
-    """Band statistics of one role over the chips of one task.
+    """Band statistics of one role over the chips of one task: :meth:`count` one chip's pixels, then
+    :meth:`add` what it counted if the chip is kept.
 
     8/16-bit integers: one histogram per band over all the chips, so count, mean, M2, min, max and
     percentiles are exact for the task (no sort, no float copy); other types: NumPy on each chip's
@@ -497,26 +503,52 @@ class TaskStats:
         self.nodata: float | int | None = None
         self.parts: list[dict] = []
 
-    def add(self, data: np.ndarray, nodata) -> None:
+    def count(self, data: np.ndarray, nodata) -> ChipCounts:
+        """One chip's (bands, H, W) pixels counted, not yet added."""
         if data.dtype.kind not in "ui" or data.dtype.itemsize > 2:
-            self.parts.append(_array_stats(data, nodata))
+            return ChipCounts(part=_array_stats(data, nodata))
+        shift = int(np.iinfo(data.dtype).min)
+        histograms = [_histogram(band, shift) for band in data]
+        at = float(nodata) - shift
+        missing = None  # nodata pixels over the bands, where the histograms can say (an integer nodata)
+        if at.is_integer():  # NaN is never an integer
+            missing = sum(int(h[int(at)]) for h in histograms if 0 <= at < len(h))
+        return ChipCounts(histograms=histograms, shift=shift, nodata_value=nodata, nodata=missing)
+
+    def add(self, found: ChipCounts) -> None:
+        """Add one kept chip's counts."""
+        if found.part is not None:
+            self.parts.append(found.part)
             return
         if self.counts is None:
-            self.counts = [np.zeros(0, np.int64) for _ in data]
-            self.shift, self.nodata = int(np.iinfo(data.dtype).min), nodata
-        for i, band in enumerate(data):
-            found, counts = _histogram(band, self.shift), self.counts[i]
-            if len(found) > len(counts):
-                found[: len(counts)] += counts
-                self.counts[i] = found
+            self.counts = [np.zeros(0, np.int64) for _ in found.histograms]
+            self.shift, self.nodata = found.shift, found.nodata_value
+        for i, histogram in enumerate(found.histograms):
+            counts = self.counts[i]
+            if len(histogram) > len(counts):
+                histogram[: len(counts)] += counts
+                self.counts[i] = histogram
             else:
-                counts[: len(found)] += found
+                counts[: len(histogram)] += histogram
 
     def result(self) -> dict | None:
         if self.counts is None:
             return _merge_stats(self.parts)
         stats = [_histogram_stats(counts, self.shift, self.nodata) for counts in self.counts]
         return {k: np.array([s[i] for s in stats], dtype=np.float64) for i, k in enumerate(_KEYS)}
+
+
+@dataclass
+class ChipCounts:
+    """What :meth:`TaskStats.count` found in one chip: per-band histograms (8/16-bit integers) or
+    partial statistics (other types); ``nodata``: pixels holding nodata summed over the bands, where
+    the histograms tell (None where they cannot)."""
+
+    histograms: list[np.ndarray] = field(default_factory=list)
+    shift: int = 0
+    nodata_value: float | int | None = None
+    nodata: int | None = None
+    part: dict | None = None
 
 
 _KEYS = ("n", "mean", "m2", "min", "max", "q")
@@ -652,19 +684,20 @@ def footprints(chips: list[dict]):
     )
 
 
-def write_index(out: Path, chips: list[dict], split: dict[str, str]) -> Path:
+def write_index(out: Path, chips: list[dict], split: dict[str, str], shapes) -> Path:
     """``index.gpkg``, layer ``tiles``: one polygon per written chip file (s2, s1 and lc rows).
 
     Geometries are in the scenes' CRS when all chips share one, else in EPSG:4326 (the ``crs``
     column always holds each chip's own CRS). ``valid_fraction`` is the share of valid pixels of an
     image row's raster (of the chip's S2 on label rows); ``labelled_fraction`` the share of labelled
-    pixels of the chip's labels (empty without labels); ``split`` the chip's split (or ``gap``).
+    pixels of the chip's labels (empty without labels); ``split`` the chip's split (or ``gap``);
+    ``shapes``: the chips' :func:`footprints`.
     """
     import geopandas as gpd
     import pandas as pd
 
     classes = sorted({int(v) for c in chips for v in (c["histogram"] or {})})
-    shapes = footprints(chips).set_index("chip").geometry
+    shapes = shapes.set_index("chip").geometry
     rows = []
     for c in chips:
         for role, rel in c["roles"].items():
@@ -993,14 +1026,15 @@ def _outputs(out: Path, chips: list[dict], records: list[dict], options: TileOpt
 
     split: dict[str, str] = {}
     if chips:
+        shapes = footprints(chips)
         decided = tiles.decide_split(
-            footprints(chips), options.split, options.split_fractions, options.split_block, options.split_seed
+            shapes, options.split, options.split_fractions, options.split_block, options.split_seed
         )
         split = decided["chips"]
         counts = ", ".join(f"{n} {k}" for k, n in decided["counts"].items())
         log.info("split by %s: %s", decided["method"], counts)
         tiles.write_split(out, decided)
-        write_index(out, chips, split)
+        write_index(out, chips, split, shapes)
     write_lists(out, chips, split)
     fingerprint = hashlib.sha256(
         json.dumps(sorted((r["key"], r["fingerprint"]) for r in records)).encode()

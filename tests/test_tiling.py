@@ -28,6 +28,7 @@ from geogan.files import is_temporary
 from geogan.geo import write_raster
 from geogan.sample import CRS_DEMO
 from geogan.tiling import MAX_CHIPS, MIN_CHIPS, QS, TaskStats, _batches, tile
+from geogan.tiles import read_tile_index
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_chip_statistics_equal_numpys_on_the_valid_pixels(dtype, n):
     nodata = band[0] if n > 1 else 0  # n > 1: the first value (and its repeats) is nodata
     values = band[band != nodata].astype(np.float64)
     stats = TaskStats()
-    stats.add(band[None], nodata)  # one chip of one band
+    stats.add(stats.count(band[None], nodata))  # one chip of one band
     found = {k: v[0] for k, v in stats.result().items()}
     assert found["n"] == values.size
     if values.size:
@@ -142,7 +143,7 @@ def test_chip_statistics_equal_numpys_on_the_valid_pixels(dtype, n):
         assert (found["min"], found["max"]) == (values.min(), values.max())
         np.testing.assert_allclose(found["q"], np.percentile(values, QS), rtol=1e-12)
     empty = TaskStats()
-    empty.add(np.full((1, n), nodata, dtype), nodata)
+    empty.add(empty.count(np.full((1, n), nodata, dtype), nodata))
     assert empty.result()["n"][0] == 0  # all nodata: no values
 
 
@@ -156,7 +157,10 @@ def test_task_statistics_over_chips_equal_numpys_over_their_valid_pixels(dtype):
     chips[2][:, :8] = 7  # nodata
     stats = TaskStats()
     for chip in chips:
-        stats.add(chip, 7)
+        counted = stats.count(chip, 7)
+        # nodata pixels over the bands, which let a chip skip its validity mask: integers only
+        assert counted.nodata == (None if dtype is np.float32 else int((chip == 7).sum()))
+        stats.add(counted)
     found = stats.result()
     for b in range(2):
         values = np.concatenate([c[b].ravel() for c in chips]).astype(np.float64)
@@ -284,6 +288,9 @@ def test_edge_pad_and_min_valid(tmp_path, scene_files, client):
     with rasterio.open(tmp_path / "geogan_scenes/s2_s2/geogan_scenes_s2_s2_r400-c0.tif") as chip:
         data = chip.read()
     assert data.shape == (13, 200, 200) and (data[:, 112:] == 0).all() and (data[:, :112] > 0).all()
+    index = read_tile_index(tmp_path)
+    valid = index[index.role == "s2"].set_index("chip")["valid_fraction"]
+    assert valid["geogan_scenes_s2_r400-c0"] == 0.56 and valid["geogan_scenes_s2_r0-c0"] == 1.0
     dropped = tile(
         options.model_copy(update={"edge": "drop", "out": tmp_path / "d"}), client=client, progress=False
     )
