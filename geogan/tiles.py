@@ -249,7 +249,9 @@ def decide_split(
     asked = method
     chips: dict[str, str] | None
     if method == "auto":
-        method = "scene" if len(scene_groups(index)) >= (shares > 0).sum() else "blocks"
+        wanted = (shares > 0).sum()  # fewer scenes than splits make fewer groups: no need to group them
+        enough = index["scene"].nunique() >= wanted and len(scene_groups(index)) >= wanted
+        method = "scene" if enough else "blocks"
     if method == "scene":
         by_scene = split_scenes(index, fractions, seed)
         chips = {c: by_scene[s] for c, s in zip(index["chip"], index["scene"], strict=True)}

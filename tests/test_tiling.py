@@ -27,8 +27,8 @@ from geogan.config import TileOptions
 from geogan.files import is_temporary
 from geogan.geo import write_raster
 from geogan.sample import CRS_DEMO
-from geogan.tiling import MAX_CHIPS, MIN_CHIPS, QS, TaskStats, _batches, tile
 from geogan.tiles import read_tile_index
+from geogan.tiling import MAX_CHIPS, MIN_CHIPS, QS, TaskStats, _batches, tile
 
 
 @pytest.fixture(scope="module")
