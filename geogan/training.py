@@ -293,8 +293,9 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     ema_p: list[Tensor] = list(ema.parameters())
     p = list(model.parameters())
     torch._foreach_lerp_(ema_p, [q.detach().to(e.dtype) for q, e in zip(p, ema_p, strict=True)], 1.0 - beta)
-    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
-        e.copy_(b)
+    buffers, copies = list(ema.buffers()), list(model.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers, copies)
 
 
 def ema_beta(options: TrainOptions, step: int) -> float:
@@ -777,9 +778,9 @@ def train(
     try:
         with progress:
             bar = progress.add_task(f"train {task}", total=options.steps, completed=start, metrics="")
+            for module in modules.values():  # once: the loop never sets eval (samples use the EMA)
+                module.train()
             for step, batch in enumerate(loader, start=start):
-                for module in modules.values():
-                    module.train()
                 metrics = model.train_step(_to_device(batch, fabric.device), step)
                 update_ema(ema, generator, ema_beta(options, step))
                 done = step + 1

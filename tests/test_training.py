@@ -26,6 +26,7 @@ from geogan.training import (
     load_generator,
     task_class,
     train,
+    update_ema,
 )
 
 TINY = dict(
@@ -436,3 +437,19 @@ def test_model_sizes_follow_the_tiles_and_unfit_ones_name_the_option():
         fitted(SpadeOptions(num_up=5), 32)
     with pytest.raises(ValueError, match=r"at 1.5 px on 48 px tiles.*num_up at most 4"):
         fitted(MaskGANOptions(num_up=5), 48)
+
+
+def test_ema_moves_parameters_towards_the_model_and_copies_its_buffers():
+    """One step of the generator's EMA: parameters lerp by 1 - beta, buffers (batch-norm running
+    statistics here) are copied as they are."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3))
+    ema = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3))
+    model(torch.randn(4, 2, 8, 8))  # moves the model's running statistics
+    before = [p.detach().clone() for p in ema.parameters()]
+    update_ema(ema, model, beta=0.75)
+    for e, b, m in zip(ema.parameters(), before, model.parameters(), strict=True):
+        torch.testing.assert_close(e, 0.75 * b + 0.25 * m)
+    for e, m in zip(ema.buffers(), model.buffers(), strict=True):
+        torch.testing.assert_close(e, m)
+    assert model[1].num_batches_tracked.item() == 1 == ema[1].num_batches_tracked.item()
