@@ -7,6 +7,9 @@ geogan's default level, or each of ``--zstd-level 1 3 9``; predictor 2, 256 px b
 full chips (edge pixels that make no whole chip are left out by every run), in the same run:
 
 * the plain loop (one process: read a window, write a chip), the baseline of every ratio;
+* two plain loops side by side (two processes, each on half the chips, started together): what
+  two processes can do on this machine at all, the bound of geogan's 2 workers (they share memory
+  bandwidth and caches, so it is under 2x);
 * geogan with a LocalCluster of 2 and of 1 worker processes (started as `geogan tile` starts
   them, with geogan.tiling imported; cluster start-up is not timed, as no run's process start and
   imports are);
@@ -46,6 +49,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+# geogan.tiles (geopandas, for a run's index) imported before timing, as every run's imports are
+import geogan.tiles  # noqa: F401
 from geogan.bands import S2
 from geogan.config import TileOptions
 from geogan.sample import CRS_DEMO, scene_transform
@@ -111,21 +116,29 @@ def chip_profile(src, level: int) -> dict:
     )
 
 
-def plain_loop(scene: Path, out: Path, level: int) -> float:
-    """The baseline: one process reads each window and writes it as a chip, no Dask."""
-    out.mkdir()
+def plain_loop(scene: Path, out: Path, level: int, part: int = 0, parts: int = 1, at: float = 0.0) -> float:
+    """The baseline: one process reads each window and writes it as a chip, no Dask.
+
+    ``part`` of ``parts``: only that share of the chips (row by row, e.g. the first or second half),
+    started at the clock time ``at`` (for :func:`plain_pair`)."""
+    out.mkdir(exist_ok=parts > 1)
+    time.sleep(max(0.0, at - time.time()))
     start = time.perf_counter()
     with rasterio.open(scene) as src:
         profile = chip_profile(src, level)
-        for row in range(0, src.height - CHIP + 1, CHIP):
-            for col in range(0, src.width - CHIP + 1, CHIP):
-                window = Window(col, row, CHIP, CHIP)
-                data = src.read(window=window)
-                with rasterio.open(
-                    out / f"r{row}-c{col}.tif", "w", transform=src.window_transform(window), **profile
-                ) as dst:
-                    dst.write(data)
-                    dst.descriptions = src.descriptions
+        origins = [
+            (row, col)
+            for row in range(0, src.height - CHIP + 1, CHIP)
+            for col in range(0, src.width - CHIP + 1, CHIP)
+        ]
+        for row, col in origins[len(origins) * part // parts : len(origins) * (part + 1) // parts]:
+            window = Window(col, row, CHIP, CHIP)
+            data = src.read(window=window)
+            with rasterio.open(
+                out / f"r{row}-c{col}.tif", "w", transform=src.window_transform(window), **profile
+            ) as dst:
+                dst.write(data)
+                dst.descriptions = src.descriptions
     return time.perf_counter() - start
 
 
@@ -212,6 +225,20 @@ def torchgeo_loop(scene: Path, out: Path, level: int) -> float:
     return time.perf_counter() - start
 
 
+def plain_pair(scene: Path, out: Path, level: int) -> float:
+    """The machine's own bound for two processes: two plain loops side by side, on the first and the
+    second half of the chips (whole source blocks each, where blocks are no taller than half the
+    scene), started together in two fresh processes; seconds until both are done."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(time.sleep, [0.1, 0.1]))  # both processes started and imported
+        at = time.time() + 1.0
+        parts = [pool.submit(plain_loop, scene, out, level, k, 2, at) for k in range(2)]
+        return max(p.result() for p in parts)
+
+
 def alone(function, *args) -> tuple[float, float]:
     """``function(*args)`` (a loop that returns its seconds) in a fresh process: seconds, peak MB."""
     import multiprocessing
@@ -268,7 +295,10 @@ def main() -> None:
         help="ZSTD level(s) of every run's chips [geogan's default]",
     )
     parser.add_argument(
-        "--peers", nargs="*", default=["gdal_retile", "torchgeo"], help="peers to run [gdal_retile torchgeo]"
+        "--peers",
+        nargs="*",
+        default=["pair", "gdal_retile", "torchgeo"],
+        help="other runs [pair gdal_retile torchgeo]; pair: two plain loops side by side, half the rows each",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
@@ -291,6 +321,10 @@ def main() -> None:
                 os.sync()
                 base, base_peak = alone(plain_loop, scene, runs / "plain", level)
                 timed = [("plain rasterio loop", runs / "plain", base, base_peak, "")]
+                if "pair" in args.peers:
+                    os.sync()
+                    seconds = plain_pair(scene, runs / "pair", level)
+                    timed.append(("2 plain loops (bound)", runs / "pair", seconds, float("nan"), ""))
                 for workers in (2, 1):
                     os.sync()
                     folder = runs / f"geogan{workers}"
