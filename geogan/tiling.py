@@ -425,7 +425,7 @@ def _chip(
 ) -> dict:
     window = Window(col, row, size, size)
     s2 = sources["s2"]
-    data, nodata, valid, counts = {}, {}, {}, {}
+    data, nodata, valid, counted = {}, {}, {}, {}
     for role, src in sources.items():
         try:
             nodata[role] = _nodata(role, src)
@@ -433,8 +433,8 @@ def _chip(
         except RasterioError as err:
             raise RasterioError(f"{scene.paths[role]}: cannot read window {window}: {err}") from None
         if role in stats:
-            counts[role] = stats[role].count(data[role], nodata[role])
-        if role in counts and counts[role].nodata == 0:  # no band holds nodata: every pixel is valid
+            counted[role] = stats[role].count(data[role], nodata[role])
+        if role in counted and counted[role].nodata == 0:  # no band holds nodata: every pixel is valid
             valid[role] = 1.0
         else:
             valid[role] = float(_valid(data[role], nodata[role]).mean())
@@ -459,7 +459,7 @@ def _chip(
     if "lc" in sources and valid["lc"] < min_labelled:
         chip["dropped"] = "too little labelled (lc)"
         return chip
-    for role, found in counts.items():
+    for role, found in counted.items():
         stats[role].add(found)
     if "lc" in data:
         values, counts = np.unique(data["lc"][0][data["lc"][0] != nodata["lc"]], return_counts=True)
