@@ -36,6 +36,7 @@ and ahead of every peer.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import shutil
@@ -43,6 +44,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -229,9 +231,6 @@ def plain_pair(scene: Path, out: Path, level: int) -> float:
     """The machine's own bound for two processes: two plain loops side by side, on the first and the
     second half of the chips (whole source blocks each, where blocks are no taller than half the
     scene), started together in two fresh processes; seconds until both are done."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(time.sleep, [0.1, 0.1]))  # both processes started and imported
         at = time.time() + 1.0
@@ -241,9 +240,6 @@ def plain_pair(scene: Path, out: Path, level: int) -> float:
 
 def alone(function, *args) -> tuple[float, float]:
     """``function(*args)`` (a loop that returns its seconds) in a fresh process: seconds, peak MB."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         seconds = pool.submit(function, *args).result()
         return seconds, pool.submit(peak_mb).result()
@@ -298,7 +294,7 @@ def main() -> None:
         "--peers",
         nargs="*",
         default=["pair", "gdal_retile", "torchgeo"],
-        help="other runs [pair gdal_retile torchgeo]; pair: two plain loops side by side, half the rows each",
+        help="other runs [pair gdal_retile torchgeo]; pair: two plain loops at once, half the chips each",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()

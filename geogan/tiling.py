@@ -434,7 +434,7 @@ def _chip(
             raise RasterioError(f"{scene.paths[role]}: cannot read window {window}: {err}") from None
         if role in stats:
             counted[role] = stats[role].count(data[role], nodata[role])
-        if role in counted and counted[role].nodata == 0:  # no band holds nodata: every pixel is valid
+        if role in counted and counted[role].nodata_pixels == 0:  # no band holds nodata: every pixel is valid
             valid[role] = 1.0
         else:
             valid[role] = float(_valid(data[role], nodata[role]).mean())
@@ -513,7 +513,7 @@ class TaskStats:
         missing = None  # nodata pixels over the bands, where the histograms can say (an integer nodata)
         if at.is_integer():  # NaN is never an integer
             missing = sum(int(h[int(at)]) for h in histograms if 0 <= at < len(h))
-        return ChipCounts(histograms=histograms, shift=shift, nodata_value=nodata, nodata=missing)
+        return ChipCounts(histograms=histograms, shift=shift, nodata_value=nodata, nodata_pixels=missing)
 
     def add(self, found: ChipCounts) -> None:
         """Add one kept chip's counts."""
@@ -541,13 +541,13 @@ class TaskStats:
 @dataclass
 class ChipCounts:
     """What :meth:`TaskStats.count` found in one chip: per-band histograms (8/16-bit integers) or
-    partial statistics (other types); ``nodata``: pixels holding nodata summed over the bands, where
-    the histograms tell (None where they cannot)."""
+    partial statistics (other types); ``nodata_pixels``: pixels holding nodata summed over the bands,
+    where the histograms tell (None where they cannot)."""
 
     histograms: list[np.ndarray] = field(default_factory=list)
     shift: int = 0
     nodata_value: float | int | None = None
-    nodata: int | None = None
+    nodata_pixels: int | None = None
     part: dict | None = None
 
 

@@ -159,7 +159,7 @@ def test_task_statistics_over_chips_equal_numpys_over_their_valid_pixels(dtype):
     for chip in chips:
         counted = stats.count(chip, 7)
         # nodata pixels over the bands, which let a chip skip its validity mask: integers only
-        assert counted.nodata == (None if dtype is np.float32 else int((chip == 7).sum()))
+        assert counted.nodata_pixels == (None if dtype is np.float32 else int((chip == 7).sum()))
         stats.add(counted)
     found = stats.result()
     for b in range(2):
