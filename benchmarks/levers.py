@@ -89,6 +89,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="pairs a variant")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--unet-steps", type=int, default=200)
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default=UsefulnessSetup.lr_schedule,
+        help=f"the U-Nets' learning rate [{UsefulnessSetup.lr_schedule}]; constant: as before 2026-12-07",
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
@@ -99,7 +105,9 @@ def main() -> None:
     normalizer = Normalizer.from_stats(args.tiles, "s2")
     train, held, _ = real_splits(args.tiles, scheme, "lc", normalizer, None, 0, False)
     assert train.mask is not None and held.mask is not None
-    setup = UsefulnessSetup(seeds=args.seeds, steps=args.unet_steps, device="cpu")
+    setup = UsefulnessSetup(
+        seeds=args.seeds, steps=args.unet_steps, lr_schedule=args.lr_schedule, device="cpu"
+    )
     present, minority, shares = scored_classes(train.mask, held.mask, len(names), setup.minority_share)
     rarest = min(present, key=lambda c: shares[c])
 

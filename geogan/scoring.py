@@ -94,7 +94,7 @@ def scorer(
     x, y = train.x, train.mask
     setup = UsefulnessSetup(steps=steps, device=device)
     k = len(classes)
-    key = fingerprint([steps, seed, setup.encoder, setup.batch_size, setup.lr, k], x, y)
+    key = fingerprint([steps, seed, setup.encoder, setup.batch_size, setup.lr, setup.lr_schedule, k], x, y)
     weights, saved = folder / "scorer.pt", folder / "scorer.json"
     try:
         meta = json.loads(saved.read_text())
@@ -115,7 +115,7 @@ def scorer(
     if held is not None and held.mask is not None and present:
         per_class = iou(confusion(model, held.x, held.mask, k, device))
         skill = f"mIoU on its {len(held)} held-out chips {float(np.nanmean(per_class[present])):.3f}"
-    description = f"U-Net ({setup.encoder}, {steps} steps), {len(x)} real training chips of {tiles}; {skill}"
+    description = f"U-Net ({setup.encoder}, {steps} steps, {setup.lr_schedule} lr), {len(x)} real training chips of {tiles}; {skill}"
     folder.mkdir(parents=True, exist_ok=True)
     with replacing(weights) as tmp:
         torch.save(model.state_dict(), tmp)

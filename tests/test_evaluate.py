@@ -312,6 +312,24 @@ def test_pretraining_trains_on_the_synthetic_pairs_first_then_on_the_real_chips(
     assert table["setup"]["pretrain_share"] == 0.5
 
 
+def test_the_cosine_schedule_takes_the_learning_rate_from_lr_down_to_zero_over_the_steps():
+    setup = usefulness.UsefulnessSetup(steps=4, lr=1e-3, lr_schedule="cosine")
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=setup.lr)
+    cosine = usefulness.schedule(opt, setup)
+    rates = []
+    for _ in range(setup.steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        cosine.step()
+    np.testing.assert_allclose(
+        rates, [1e-3, 1e-3 * (1 + np.cos(np.pi / 4)) / 2, 5e-4, 1e-3 * (1 - np.cos(np.pi / 4)) / 2]
+    )
+    assert opt.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)  # after the last step
+    assert usefulness.schedule(opt, usefulness.UsefulnessSetup(lr_schedule="constant")) is None
+    with pytest.raises(ValueError, match="lr_schedule must be constant or cosine, not 'step'"):
+        usefulness.schedule(opt, usefulness.UsefulnessSetup(lr_schedule="step"))
+
+
 def test_one_way_of_mixing_at_a_time(tmp_path):
     with pytest.raises(ValueError, match="give one of --synthetic-share and --pretrain-share"):
         EvaluateOptions(

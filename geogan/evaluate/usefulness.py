@@ -13,10 +13,12 @@ held-out chips (scenes never trained on):
 - ``d``: the synthetic pairs only, with the same augmentation.
 
 Each configuration runs once per seed; within a seed, all four start from the same weights and
-the same N real chips (drawn with that seed), so ``c - b`` is a paired difference. Scores: mean
-IoU over the classes present in the held-out masks, IoU per class, and the mean IoU of the
-minority classes (those under ``minority_share`` of the real training pixels). Intervals are 95%
-Student-t intervals over the seeds.
+the same N real chips (drawn with that seed), so ``c - b`` is a paired difference. Adam's
+learning rate falls from ``lr`` to 0 over the steps (cosine; ``lr_schedule="constant"`` keeps it
+as before 2026-12-07, when the same seeds' U-Nets scored lower on Havelland: benchmarks/RESULTS.md).
+Scores: mean IoU over the classes present in the held-out masks, IoU per class, and the mean IoU
+of the minority classes (those under ``minority_share`` of the real training pixels). Intervals
+are 95% Student-t intervals over the seeds.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class UsefulnessSetup:
     minority_share: float = 0.1
     synthetic_share: float | None = None  # share of each (c) batch drawn from synthetic (None: uniform)
     pretrain_share: float | None = None  # (c): this share of the steps on synthetic only, then real
+    lr_schedule: str = "cosine"  # from lr down to 0 over the steps; "constant": lr throughout
     device: str = "cpu"
 
 
@@ -94,6 +97,15 @@ def _augment(
     return torch.stack(xs), torch.stack(ys)
 
 
+def schedule(opt: torch.optim.Optimizer, setup: UsefulnessSetup):
+    """The learning-rate scheduler of ``setup.lr_schedule`` (stepped once a step), None if constant."""
+    if setup.lr_schedule == "constant":
+        return None
+    if setup.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, setup.steps)
+    raise ValueError(f"lr_schedule must be constant or cosine, not {setup.lr_schedule!r}")
+
+
 def train_unet(
     x: np.ndarray,
     y: np.ndarray,
@@ -113,6 +125,7 @@ def train_unet(
     torch.manual_seed(seed)
     model = unet(x.shape[1], classes, x.shape[-1], setup.encoder).to(setup.device)
     opt = torch.optim.Adam(model.parameters(), lr=setup.lr)
+    cosine = schedule(opt, setup)
     generator = torch.Generator().manual_seed(seed + 1)
     data, target = torch.from_numpy(x), torch.from_numpy(y)
     p = torch.ones(len(data)) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
@@ -130,6 +143,8 @@ def train_unet(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if cosine is not None:
+            cosine.step()
         if on_step is not None:
             on_step()
     model.eval()
