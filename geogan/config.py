@@ -425,7 +425,9 @@ class EvaluateOptions(StageOptions):
     seeds: int = Field(3, ge=1, description="seeds of the usefulness runs")
     steps: int = Field(500, ge=1, description="optimiser steps of each U-Net")
     batch_size: int = Field(16, ge=1, description="chips per U-Net step")
-    lr: float = Field(1e-3, gt=0, description="U-Net learning rate (Adam)")
+    lr: float = Field(
+        1e-3, gt=0, description="U-Net learning rate (Adam), at the first step; it falls to 0 along a cosine"
+    )
     unet_encoder: str = Field("resnet18", description="segmentation-models-pytorch encoder, random weights")
     minority_share: float = Field(0.1, gt=0, lt=1, description="classes under this share of real pixels")
     synthetic_share: float | None = Field(
