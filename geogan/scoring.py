@@ -115,7 +115,10 @@ def scorer(
     if held is not None and held.mask is not None and present:
         per_class = iou(confusion(model, held.x, held.mask, k, device))
         skill = f"mIoU on its {len(held)} held-out chips {float(np.nanmean(per_class[present])):.3f}"
-    description = f"U-Net ({setup.encoder}, {steps} steps, {setup.lr_schedule} lr), {len(x)} real training chips of {tiles}; {skill}"
+    description = (
+        f"U-Net ({setup.encoder}, {steps} steps, {setup.lr_schedule} lr), {len(x)} real training chips "
+        f"of {tiles}; {skill}"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     with replacing(weights) as tmp:
         torch.save(model.state_dict(), tmp)
