@@ -432,6 +432,7 @@ def test_cli_writes_report_flags_and_drops_copy_and_runs_usefulness(tiles, synth
     page = (out / "report.html").read_text()
     assert use["c_vs_b"]["sentence"].split(" (")[0].replace("(c)", "") in page.replace("(c)", "")
     assert copy_id in page and "Fréchet distance" in page and "<script" not in page
+    assert f"Adam lr {use['setup']['lr']} (cosine)" in page  # the U-Nets' schedule, as they were trained
     for png in (
         "samples_real",
         "samples_synthetic",

@@ -427,7 +427,8 @@ def write_html(path: Path, metrics: dict, figures: dict[str, str | None]) -> Pat
         parts += [
             f"<p class='answer'>{html.escape(use['c_vs_b']['sentence'])}</p>",
             f"<p class='note'>U-Net ({html.escape(s['encoder'])} encoder, random weights), "
-            f"{s['steps']} steps of {s['batch_size']} chips, lr {s['lr']}, {s['seeds']} seeds, "
+            f"{s['steps']} steps of {s['batch_size']} chips, Adam lr {s['lr']} ({s['lr_schedule']}), "
+            f"{s['seeds']} seeds, "
             f"N = {s['n_real']} real chips, "
             f"{s['synthetic_pairs']} synthetic pairs, scored on {s['held_out_chips']} real held-out chips "
             f"of {s['chip_size']} px. mIoU over the classes in the held-out masks "
