@@ -75,6 +75,7 @@ class Provenance:
     balance: bool = False  # masks chosen for an even class mix (geogan generate --balance)
     best_of: int = 1  # candidates made of each pair, the one the scorer agrees with most kept
     scorer: str | None = None  # the segmenter that scored the pairs (geogan.scoring), with its skill
+    scorer_sha256: str | None = None  # its training chips' and settings' fingerprint (scoring.Recipe)
     styles: str | None = None  # the tile folder whose chips' encoded styles the images took
 
 
@@ -200,6 +201,8 @@ def _provenance_tags(provenance: Provenance, pair: Pair, created: str) -> dict[s
         tags["GEOGAN_BEST_OF"] = str(provenance.best_of)
     if provenance.scorer:
         tags["GEOGAN_SCORER"] = provenance.scorer
+    if provenance.scorer_sha256:
+        tags["GEOGAN_SCORER_SHA256"] = provenance.scorer_sha256
     if provenance.styles:
         tags["GEOGAN_STYLES"] = provenance.styles
     if pair.style_chip:

@@ -46,7 +46,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -577,6 +577,7 @@ def _check_out(out: Path, provenance: export.Provenance) -> None:
         "GEOGAN_LAYOUT": provenance.layout or "",
         "GEOGAN_BALANCE": "even" if provenance.balance else "",
         "GEOGAN_BEST_OF": str(provenance.best_of) if provenance.best_of > 1 else "",
+        "GEOGAN_SCORER_SHA256": provenance.scorer_sha256 or "",
         "GEOGAN_STYLES": provenance.styles or "",
     }
     for tag, sha in mine.items():
@@ -604,8 +605,8 @@ def _tiles_of(options: GenerateOptions, trained: TrainedGenerator) -> Path | Non
     return Path(tiles) if tiles else None
 
 
-def _scorer(options: GenerateOptions, trained: TrainedGenerator) -> scoring.Scorer:
-    """--best-of's segmenter, trained on (or taken from a former run on) the run's real tiles."""
+def _scorer_recipe(options: GenerateOptions, trained: TrainedGenerator) -> scoring.Recipe:
+    """What --best-of's segmenter is trained on: the run's real training tiles."""
     tiles = _tiles_of(options, trained)
     if tiles is None or not (tiles / INDEX_FILE).is_file():
         raise FileNotFoundError(
@@ -613,13 +614,12 @@ def _scorer(options: GenerateOptions, trained: TrainedGenerator) -> scoring.Scor
             "pass their tile folder with --tiles DIR"
         )
     assert trained.normalizer is not None  # _check_run refuses a run without stats.json
-    return scoring.scorer(
+    return scoring.recipe(
         tiles,
         scheme(trained.options.scheme),
         getattr(trained.options, "mask_role", None),
         trained.normalizer.select(S2.band_names),
         options.scorer_steps,
-        Path(options.out) / ".geogan",
         options.device,
     )
 
@@ -645,9 +645,8 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
             assert options.like is not None  # the elif: --masks or --like
             items = tile_masks(options.like, getattr(trained.options, "mask_role", None), options.like_split)
         items = select_masks(items, classes, class_min)
-    judge = _scorer(options, trained) if options.best_of > 1 else None
+    plan = _scorer_recipe(options, trained) if options.best_of > 1 else None
     styles = read_styles(options.style_from, trained) if options.style_from is not None else None
-    draw = drawer(trained, options, judge, styles)
     provenance = export.Provenance(
         model=model,
         checkpoint_sha256=trained.sha256,
@@ -657,10 +656,13 @@ def generate(options: GenerateOptions, client=None) -> GenerateSummary:
         layout=options.layout if items and options.layout != "as-is" else None,
         balance=options.balance,
         best_of=options.best_of,
-        scorer=judge.description if judge is not None else None,
+        scorer_sha256=plan.fingerprint if plan is not None else None,
         styles=str(options.style_from) if options.style_from is not None else None,
     )
-    _check_out(options.out, provenance)
+    _check_out(options.out, provenance)  # before the scorer is trained and saved into the folder
+    judge = scoring.scorer(plan, Path(options.out) / ".geogan") if plan is not None else None
+    provenance = replace(provenance, scorer=judge.description if judge is not None else None)
+    draw = drawer(trained, options, judge, styles)
     source = options.masks or options.like
     read: list[Mask] = []
     if items and (options.layout != "as-is" or options.balance):  # the levers look at every mask once

@@ -11,7 +11,9 @@ it seldom predicts) lowers every candidate of that mask alike and does not decid
 The segmenter is the usefulness benchmark's U-Net (:func:`geogan.evaluate.usefulness.unet`, random
 initial weights), trained with flips and rotations. Its weights are kept in the output folder
 (``.geogan/scorer.pt``, with the fingerprint of its chips and settings), so a resumed run scores
-with the same network; its mIoU on the real held-out chips goes into the pairs' provenance, so the
+with the same network. Every pair records that fingerprint, known before the scorer is trained
+(:func:`recipe`), so a run resumed with another scorer is refused before it trains or saves
+anything; the scorer's mIoU on the real held-out chips goes into the pairs' provenance, so the
 analyst can judge the judge.
 """
 
@@ -44,6 +46,7 @@ class Scorer:
     model: torch.nn.Module
     bands: int
     description: str  # what it is and how well it does on real held-out chips
+    fingerprint: str  # of its training chips and settings (Recipe.fingerprint)
 
     @torch.no_grad()
     def agreement(self, images: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
@@ -72,44 +75,70 @@ def agreement(pred: torch.Tensor, mask: torch.Tensor) -> float:
     return float((hits[kept].double() / counts[kept]).mean())
 
 
-def scorer(
+@dataclass
+class Recipe:
+    """What a scorer is trained on and how: its real training chips, settings and their fingerprint,
+    known before it is trained, so a resumed ``generate`` can refuse pairs another scorer chose."""
+
+    tiles: Path
+    classes: ClassScheme
+    mask_role: str | None
+    normalizer: Normalizer  # the image run's
+    x: np.ndarray  # normalised training images
+    y: np.ndarray  # their class indices, -1 = nodata
+    setup: UsefulnessSetup
+    seed: int
+    fingerprint: str
+
+
+def recipe(
     tiles: Path,
     classes: ClassScheme,
     mask_role: str | None,
     normalizer: Normalizer,
     steps: int,
-    folder: Path,
     device: str = "cpu",
     seed: int = 0,
-) -> Scorer:
-    """The segmenter of ``tiles``' real training chips (``normalizer``: the image run's): the one
-    saved in ``folder`` when it was trained on the same chips with the same settings, else a newly
-    trained one, saved there. Its mIoU is measured on the folder's val and test chips, if any."""
+) -> Recipe:
+    """The scorer of ``tiles``' real training chips (``normalizer``: the image run's), ``steps`` long."""
     train = split_chips(tiles, "real train", {"train"}, classes, mask_role, normalizer)
     if train is None or train.mask is None or not (train.mask >= 0).any():
         raise ValueError(
             f"{tiles}: --best-of trains its scorer on labelled real chips; its train split has no mask chips "
             "with labels"
         )
-    x, y = train.x, train.mask
     setup = UsefulnessSetup(steps=steps, device=device)
     k = len(classes)
-    key = fingerprint([steps, seed, setup.encoder, setup.batch_size, setup.lr, setup.lr_schedule, k], x, y)
+    settings = [steps, seed, setup.encoder, setup.batch_size, setup.lr, setup.lr_schedule, k]
+    key = fingerprint(settings, train.x, train.mask)
+    return Recipe(tiles, classes, mask_role, normalizer, train.x, train.mask, setup, seed, key)
+
+
+def scorer(plan: Recipe, folder: Path) -> Scorer:
+    """The segmenter ``plan`` makes: the one saved in ``folder`` when its fingerprint is ``plan``'s,
+    else a newly trained one, saved there. Its mIoU is measured on the tiles' val and test chips, if
+    any."""
+    x, y, k, setup, device = plan.x, plan.y, len(plan.classes), plan.setup, plan.setup.device
     weights, saved = folder / "scorer.pt", folder / "scorer.json"
     try:
         meta = json.loads(saved.read_text())
-        if meta["fingerprint"] == key:
+        if meta["fingerprint"] == plan.fingerprint:
             model = unet(x.shape[1], k, x.shape[-1], setup.encoder).to(device)
             model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
             log.info("scorer taken from %s (same chips and settings)", weights)
-            return Scorer(model.eval(), x.shape[1], meta["description"])
+            return Scorer(model.eval(), x.shape[1], meta["description"], plan.fingerprint)
     except (OSError, ValueError, KeyError, RuntimeError):
         pass  # none saved, or not loadable: train one
-    log.info("training the scorer: a U-Net of %d steps on %d real training chips of %s", steps, len(x), tiles)
+    steps = setup.steps
+    log.info(
+        "training the scorer: a U-Net of %d steps on %d real training chips of %s", steps, len(x), plan.tiles
+    )
     with Progress() as bar:
         task = bar.add_task("training the scorer", total=steps)
-        model = train_unet(x, y, k, setup, seed, augment=True, on_step=lambda: bar.advance(task))
-    held = split_chips(tiles, "real held-out", {"val", "test"}, classes, mask_role, normalizer)
+        model = train_unet(x, y, k, setup, plan.seed, augment=True, on_step=lambda: bar.advance(task))
+    held = split_chips(
+        plan.tiles, "real held-out", {"val", "test"}, plan.classes, plan.mask_role, plan.normalizer
+    )
     present = [] if held is None or held.mask is None else [c for c in range(k) if (held.mask == c).any()]
     skill = "no held-out chips to measure it on"
     if held is not None and held.mask is not None and present:
@@ -117,14 +146,14 @@ def scorer(
         skill = f"mIoU on its {len(held)} held-out chips {float(np.nanmean(per_class[present])):.3f}"
     description = (
         f"U-Net ({setup.encoder}, {steps} steps, {setup.lr_schedule} lr), {len(x)} real training chips "
-        f"of {tiles}; {skill}"
+        f"of {plan.tiles}; {skill}"
     )
     folder.mkdir(parents=True, exist_ok=True)
     with replacing(weights) as tmp:
         torch.save(model.state_dict(), tmp)
-    write_text(saved, json.dumps({"fingerprint": key, "description": description}))
+    write_text(saved, json.dumps({"fingerprint": plan.fingerprint, "description": description}))
     log.info("scorer: %s", description)
-    return Scorer(model.eval(), x.shape[1], description)
+    return Scorer(model.eval(), x.shape[1], description, plan.fingerprint)
 
 
 def best_of(

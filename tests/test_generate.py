@@ -337,15 +337,15 @@ def test_best_of_keeps_the_candidate_the_scorer_agrees_with_and_records_its_scor
     assert summary.written == 4
     index = gpd.read_file(out / "index.gpkg", layer="pairs").set_index("id")
     trained = load_generator(spade_run)
-    judge = scoring.scorer(
-        tiles, IGBP, "lc", trained.normalizer.select(S2.band_names), 3, out / ".geogan"
-    )  # the saved one: same chips, same settings
+    plan = scoring.recipe(tiles, IGBP, "lc", trained.normalizer.select(S2.band_names), 3)
+    judge = scoring.scorer(plan, out / ".geogan")  # the saved one: same chips, same settings
     assert "4 real training chips" in judge.description and "no held-out chips" in judge.description
     for i in range(4):
         image_path, mask_path = pair_paths(out, f"syn_{i:06d}")
         _, meta = read(image_path)
         tags = meta["tags"]
         assert tags["GEOGAN_BEST_OF"] == "3" and tags["GEOGAN_SCORER"] == judge.description
+        assert tags["GEOGAN_SCORER_SHA256"] == plan.fingerprint
         score = float(tags["GEOGAN_AGREEMENT"])
         assert 0 <= score <= 1 and index.loc[f"syn_{i:06d}", "agreement"] == pytest.approx(score, abs=1e-4)
         assert index.loc[f"syn_{i:06d}", "best_of"] == 3
@@ -375,6 +375,15 @@ def test_best_of_keeps_the_candidate_the_scorer_agrees_with_and_records_its_scor
     assert again.skipped == 4 and "scorer taken from" in caplog.text
     with pytest.raises(ValueError, match="geogan_best_of 3, this run 2"):
         generate(options(spade_run, out, n=4, like=tiles, best_of=2, scorer_steps=3), client=client)
+    # Another scorer (here one of 4 steps) would have chosen other candidates: refused before it is
+    # trained, so the folder's scorer and pairs are left as they were.
+    saved = {p.name: p.read_bytes() for p in (out / ".geogan").glob("scorer.*")}
+    caplog.clear()
+    with pytest.raises(ValueError, match=f"geogan_scorer_sha256 {plan.fingerprint[:12]}, this run "):
+        generate(options(spade_run, out, n=6, like=tiles, best_of=3, scorer_steps=4), client=client)
+    assert "training the scorer" not in caplog.text
+    assert {p.name: p.read_bytes() for p in (out / ".geogan").glob("scorer.*")} == saved
+    assert not pair_paths(out, "syn_000004")[0].exists()
     # The mask GAN's masks are scored too; an image-only run has no masks to score against.
     made = generate(
         options(spade_run, tmp_path / "gan", n=2, mask_run=mask_run, best_of=2, scorer_steps=3), client=client

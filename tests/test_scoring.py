@@ -42,7 +42,11 @@ def test_the_scorer_is_kept_for_the_same_chips_and_steps_and_trained_again_for_o
 ):
     normalizer = Normalizer.from_stats(tiles, "s2")
     caplog.set_level("INFO", logger="geogan.scoring")
-    first = scoring.scorer(tiles, IGBP, "lc", normalizer, 3, tmp_path)
+    plan = scoring.recipe(tiles, IGBP, "lc", normalizer, 3)
+    assert plan.fingerprint == scoring.recipe(tiles, IGBP, "lc", normalizer, 3).fingerprint
+    assert plan.fingerprint != scoring.recipe(tiles, IGBP, "lc", normalizer, 4).fingerprint
+    first = scoring.scorer(plan, tmp_path)
+    assert first.fingerprint == plan.fingerprint
     assert "training the scorer" in caplog.text and "real training chips of" in first.description
     # Its skill, as the description gives it, is its mIoU on the folder's val + test chips.
     held = split_chips(tiles, "held", {"val", "test"}, IGBP, "lc", normalizer)
@@ -53,12 +57,14 @@ def test_the_scorer_is_kept_for_the_same_chips_and_steps_and_trained_again_for_o
     assert first.description.endswith(f"{np.nanmean(per_class[present]):.3f}")
     weights = (tmp_path / "scorer.pt").stat().st_mtime_ns
     caplog.clear()
-    again = scoring.scorer(tiles, IGBP, "lc", normalizer, 3, tmp_path)
+    again = scoring.scorer(scoring.recipe(tiles, IGBP, "lc", normalizer, 3), tmp_path)
     assert "scorer taken from" in caplog.text and (tmp_path / "scorer.pt").stat().st_mtime_ns == weights
     for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     caplog.clear()
-    scoring.scorer(tiles, IGBP, "lc", normalizer, 4, tmp_path)  # other settings: trained again
+    scoring.scorer(
+        scoring.recipe(tiles, IGBP, "lc", normalizer, 4), tmp_path
+    )  # other settings: trained again
     assert "training the scorer" in caplog.text
     # A perfect segmenter agrees fully: the real chips' own masks score 1 against themselves.
     train = split_chips(tiles, "train", {"train"}, IGBP, "lc", normalizer)
