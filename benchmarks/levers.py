@@ -88,6 +88,9 @@ def main() -> None:
     parser.add_argument("--scheme", default="dfc2020")
     parser.add_argument("--n", type=int, default=256, help="pairs a variant")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds FIRST .. FIRST+SEEDS-1 (split a run over processes)"
+    )
     parser.add_argument("--unet-steps", type=int, default=200)
     parser.add_argument(
         "--lr-schedule",
@@ -139,7 +142,7 @@ def main() -> None:
     record = args.out / "levers.json"
     saved = json.loads(record.read_text()) if record.is_file() else {}
     runs: dict[str, list[dict]] = {"b": [], **{name: [] for name in args.variants}}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         jobs = {"b": (train.x, train.mask, None, None), **pairs}
         for key, (x, y, weights, pretrain) in jobs.items():
             done = saved.get(f"{seed}/{key}")
@@ -186,6 +189,7 @@ def main() -> None:
         "",
         f"    cd benchmarks && ../.venv/bin/python levers.py --tiles {args.tiles} --spade {args.spade} \\",
         f"        --masks {args.masks} --out {args.out} --seeds {args.seeds} --unet-steps {args.unet_steps}"
+        + (f" --first-seed {args.first_seed}" if args.first_seed else "")
         + "".join(f" --{f} {getattr(args, f)}" for f in RUNS if getattr(args, f)),
         "",
         f"{len(train.x)} real training chips, {len(held.x)} real held-out chips, {args.seeds} seeds, "
