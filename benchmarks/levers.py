@@ -98,7 +98,9 @@ def main() -> None:
         default=UsefulnessSetup.lr_schedule,
         help=f"the U-Nets' learning rate [{UsefulnessSetup.lr_schedule}]; constant: as before 2026-12-07",
     )
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), help="none: (b) alone"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     quiet_logs()
