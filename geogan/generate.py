@@ -562,7 +562,8 @@ def _load_mask_run(options: GenerateOptions, trained: TrainedGenerator) -> Train
 
 
 def _check_out(out: Path, provenance: export.Provenance) -> None:
-    """Refuse an output folder that holds pairs of another model: resuming would mix the two."""
+    """Refuse an output folder holding pairs of another model or recipe (layout, levers, scorer): resuming
+    would mix the two."""
     images = sorted((Path(out) / "images").glob("*.tif"))[:1]
     if not images:
         return
@@ -583,9 +584,9 @@ def _check_out(out: Path, provenance: export.Provenance) -> None:
     for tag, sha in mine.items():
         if tags.get(tag, "") != sha:
             raise ValueError(
-                f"{out}: holds pairs of another model ({images[0].name}: {tag.lower()} "
+                f"{out}: holds pairs made another way ({images[0].name}: {tag.lower()} "
                 f"{tags.get(tag, '')[:12] or 'none'}, this run {sha[:12] or 'none'}); generate into a "
-                "new folder, or empty this one first (a re-run of the same model resumes)"
+                "new folder, or empty this one first (a re-run with the same model and options resumes)"
             )
 
 

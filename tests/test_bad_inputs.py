@@ -540,7 +540,7 @@ def test_generate_into_a_folder_of_another_models_pairs_is_refused(spade_run, ti
     mixed = geogan("generate", "--run", str(other), *args[:1], "3", *args[2:])
     message = " ".join(mixed.stderr.split())
     assert mixed.returncode == 2 and "Traceback" not in mixed.stderr, mixed.stderr[-2000:]
-    assert f"{out}: holds pairs of another model (syn_000000.tif: geogan_checkpoint_sha256" in message
+    assert f"{out}: holds pairs made another way (syn_000000.tif: geogan_checkpoint_sha256" in message
     assert snapshot(out) == before
     again = geogan("generate", "--run", str(spade_run), *args[:1], "3", *args[2:])  # the same model resumes
     assert again.returncode == 0 and len(list((out / "images").glob("*.tif"))) == 3, again.stderr[-2000:]

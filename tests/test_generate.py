@@ -319,7 +319,7 @@ def test_warped_and_balanced_masks_are_new_layouts_on_the_synthetic_grid(spade_r
     assert len(meta["tags"]["GEOGAN_SOURCE_CHIP"].split("+")) == 4
     assert generate(options(spade_run, mosaics, n=3, like=tiles, layout="mosaic"), client=client).skipped == 3
     with pytest.raises(
-        ValueError, match="holds pairs of another model .*geogan_layout mosaic, this run warp"
+        ValueError, match="holds pairs made another way .*geogan_layout mosaic, this run warp"
     ):
         generate(options(spade_run, mosaics, n=3, like=tiles, layout="warp"), client=client)
     # The levers need real masks to work from.
